@@ -1,0 +1,3 @@
+from ddncodec.cli import main
+
+main(prog_name="ddncodec")

@@ -1,0 +1,114 @@
+"""The Discrete Distribution Layer (DDL) and its Split-and-Prune bookkeeping.
+
+This is the paper's core, independent of images: a DDL turns a feature map into
+``nodes`` candidate outputs at once (one 1x1 conv with ``nodes * node_channels``
+outputs); training picks the candidate nearest the target and applies the loss to
+it alone. Split-and-Prune keeps every node's hit rate near 1/K: the most used node
+is split and the least used one is pruned, the pruned head becoming an exact copy of
+the split head (weights *and* Adam moments). The hit counters are registered
+buffers, so they survive ``state_dict`` save, load and resume.
+
+Rule and counter updates follow the author's ``SplitableDiscreteDistribution``
+(see ``docs/DDN.md``): fire when the total-variation distance to uniform would shrink,
+or when a node is used less than half its share.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DiscreteDistributionLayer(nn.Module):
+    """K candidate outputs from one 1x1 conv, with Split-and-Prune state.
+
+    ``forward(feat)``: (B, C, h, w) -> (B, K, node_channels, h, w).
+    """
+
+    def __init__(self, in_channels: int, nodes: int, node_channels: int) -> None:
+        super().__init__()
+        if nodes < 2:
+            msg = f"a DDL needs at least 2 nodes, got {nodes}"
+            raise ValueError(msg)
+        self.nodes = nodes
+        self.node_channels = node_channels
+        self.head = nn.Conv2d(in_channels, nodes * node_channels, 1, bias=False)
+        # Split-and-Prune state (float64: counts grow past float32's exact range).
+        self.register_buffer("hits", torch.zeros(nodes, dtype=torch.float64))
+        self.register_buffer("second", torch.zeros(nodes, nodes, dtype=torch.float64))
+        self.register_buffer("dist_sum", torch.zeros(nodes, dtype=torch.float64))
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = feat.shape
+        return self.head(feat).view(b, self.nodes, self.node_channels, h, w)
+
+    @torch.no_grad()
+    def observe(self, dist: torch.Tensor) -> None:
+        """Count which node is nearest (and second nearest) for each sample.
+
+        ``dist``: (N, K) distances of N samples to the K nodes.
+        """
+        dist = dist.detach().to(torch.float64)
+        two = dist.topk(2, dim=1, largest=False).indices  # (N, 2)
+        self.hits += torch.bincount(two[:, 0], minlength=self.nodes)
+        flat = two[:, 0] * self.nodes + two[:, 1]
+        self.second += torch.bincount(flat, minlength=self.nodes**2).view(self.nodes, self.nodes)
+        self.dist_sum += dist.sum(0)
+
+    def hit_rates(self) -> torch.Tensor:
+        total = self.hits.sum()
+        return self.hits / total if total > 0 else torch.full_like(self.hits, 1 / self.nodes)
+
+    def split_decision(self) -> tuple[int, int] | None:
+        """(split node, prune node) if the rule fires, else None."""
+        total = float(self.hits.sum())
+        if total <= 0:
+            return None
+        i_split = int(self.hits.argmax())
+        # Among several never-hit nodes, prune the one farthest from the data.
+        low = self.hits == self.hits.min()
+        i_prune = int(torch.where(low, self.dist_sum, torch.full_like(self.dist_sum, -1.0)).argmax())
+        if i_split == i_prune:
+            return None
+        share = 1.0 / self.nodes
+        ps, pd = float(self.hits[i_split]) / total, float(self.hits[i_prune]) / total
+        fires = (2 * abs(ps / 2 - share) + pd < ps - pd) or (pd < share / 2)
+        return (i_split, i_prune) if fires else None
+
+    @torch.no_grad()
+    def split(self, i_split: int, i_prune: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Make node ``i_prune`` a copy of node ``i_split`` and share the split node's hits."""
+        # The pruned node's samples go where they would go next: its near-2 row.
+        row = self.second[i_prune].clone()
+        row[i_prune] = 0
+        if row.sum() > 0:
+            self.hits += self.hits[i_prune] * row / row.sum()
+        self.hits[i_prune] = 0
+        self.second[:, i_prune] = 0
+        self.second[i_prune] = 0
+        half = self.hits[i_split] / 2
+        self.hits[i_split] = half
+        self.hits[i_prune] = half
+        self.second[i_split] /= 2
+        self.second[:, i_split] /= 2
+        self.second[i_prune] = self.second[i_split]
+        self.second[:, i_prune] = self.second[:, i_split]
+        pair = self.second[i_split, i_split]
+        self.second[i_split, i_prune] = self.second[i_prune, i_split] = pair
+        self.dist_sum[i_prune] = self.dist_sum[i_split]
+
+        rows = slice(i_split * self.node_channels, (i_split + 1) * self.node_channels)
+        dest = slice(i_prune * self.node_channels, (i_prune + 1) * self.node_channels)
+        weight = self.head.weight
+        weight[dest] = weight[rows]
+        if optimizer is not None:
+            state = optimizer.state.get(weight, {})
+            for moment in state.values():
+                if torch.is_tensor(moment) and moment.shape == weight.shape:
+                    moment[dest] = moment[rows]
+
+    def try_split(self, optimizer: torch.optim.Optimizer | None = None) -> tuple[int, int] | None:
+        decision = self.split_decision()
+        if decision is not None:
+            self.split(*decision, optimizer)
+        return decision

@@ -1,0 +1,316 @@
+"""The per-cell DDN image generator: coarse-to-fine layers, each choosing one of K
+candidates independently for every cell of its grid.
+
+Data path of one layer ``l`` (x is the reconstruction so far, gray = 0)::
+
+    h, x ──► h' = adapt(h) + embed(unshuffle(x)) ──► residual blocks ──► h_l
+    h_l ──► DDL head (K-1 nodes) ──► pixel-shuffle ──► bilinear ×out_stride ──► K-1 residuals
+    candidates = [x (the "keep" symbol 0), x + residual_1, …, x + residual_{K-1}]   (B, K, 3, H, W)
+    choose one candidate per cell (cell×cell px) ──► x_l
+
+Encoding chooses per cell the candidate nearest the image (or a rate-aware cost),
+decoding replays the stored choices; sampling and zero-shot guidance only change the
+chooser, never the network. The network is fully convolutional and uses per-pixel
+channel normalisation only, so a reconstruction never depends on the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddncodec.ddl import DiscreteDistributionLayer
+from ddncodec.errors import ModelError
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One DDN layer: its cell grid, alphabet and the trunk that shapes its candidates."""
+
+    cell: int  # px per side of a cell; each cell picks one candidate
+    k: int  # symbols per cell, symbol 0 = keep (zero residual)
+    stride: int  # px per feature position of this layer's trunk
+    channels: int  # trunk width
+    blocks: int  # residual blocks before the head
+    out_stride: int  # px per residual sample before bilinear upsampling (1 = full resolution)
+
+
+@dataclass(frozen=True)
+class DDNConfig:
+    """Everything needed to rebuild the network; saved inside every model file."""
+
+    layers: tuple[LayerSpec, ...]
+    chain_dropout: float = 0.05  # probability, per layer and step, of a random choice
+
+    def __post_init__(self) -> None:
+        layers = tuple(s if isinstance(s, LayerSpec) else LayerSpec(**s) for s in self.layers)
+        object.__setattr__(self, "layers", layers)
+        if not layers:
+            msg = "a DDN needs at least one layer"
+            raise ValueError(msg)
+        for i, s in enumerate(layers):
+            ok = (
+                s.k >= 2
+                and s.stride % s.out_stride == 0
+                and s.cell % s.stride == 0
+                and s.blocks >= 0
+                and s.channels > 0
+            )
+            if not ok:
+                msg = f"layer {i}: need k >= 2, stride % out_stride == 0, cell % stride == 0; got {s}"
+                raise ValueError(msg)
+
+    @property
+    def unit(self) -> int:
+        """Images are padded to a multiple of this many px."""
+        return int(np.lcm.reduce([s.cell for s in self.layers]))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DDNConfig:
+        return cls(**json.loads(text))
+
+
+def _spec(cell: int, k: int, stride: int, channels: int, blocks: int, out_stride: int) -> LayerSpec:
+    return LayerSpec(cell, k, stride, channels, blocks, out_stride)
+
+
+CONFIGS: dict[str, DDNConfig] = {
+    # Unit-test size: trains in seconds.
+    "tiny": DDNConfig(
+        layers=(
+            _spec(16, 8, 8, 16, 1, 4),
+            _spec(8, 8, 4, 16, 1, 1),
+            _spec(4, 8, 4, 16, 1, 1),
+        )
+    ),
+    # The shipped default: coarse cells with large alphabets first (cheap bits that
+    # the network can predict), fine cells last.
+    "base": DDNConfig(
+        layers=(
+            *[_spec(32, 64, 16, 96, 1, 8)] * 3,
+            *[_spec(16, 32, 8, 96, 1, 4)] * 4,
+            *[_spec(8, 16, 4, 80, 1, 1)] * 4,
+            *[_spec(4, 16, 4, 80, 1, 1)] * 2,
+        )
+    ),
+}
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels at every pixel: per sample and per position, so tiles,
+    batches and image sizes never change a reconstruction."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + 1e-6) * self.weight + self.bias
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = ChannelNorm(channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # every block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(self.norm(x)))))
+
+
+class CellLayer(nn.Module):
+    """One coarse-to-fine step: K candidate images, one choice per cell."""
+
+    def __init__(self, spec: LayerSpec, prev: LayerSpec | None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.adapt = None
+        if prev is not None and (prev.stride, prev.channels) != (spec.stride, spec.channels):
+            self.adapt = nn.Conv2d(prev.channels, spec.channels, 1)
+        self.embed = nn.Conv2d(3 * spec.stride**2, spec.channels, 1)
+        self.blocks = nn.Sequential(*[ResBlock(spec.channels) for _ in range(spec.blocks)])
+        sub = spec.stride // spec.out_stride
+        self.ddl = DiscreteDistributionLayer(spec.channels, spec.k - 1, 3 * sub * sub)
+
+    def features(self, h: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        s = self.spec.stride
+        feat = self.embed(F.pixel_unshuffle(x, s))
+        if h is not None:
+            if h.shape[-1] != feat.shape[-1]:
+                h = F.interpolate(h, size=feat.shape[-2:], mode="nearest")
+            feat = feat + (self.adapt(h) if self.adapt is not None else h)
+        return self.blocks(feat)
+
+    def candidates(self, h: torch.Tensor, base: torch.Tensor) -> Candidates:
+        return Candidates(base, self.ddl(h), self.spec)
+
+
+@dataclass
+class Candidates:
+    """The K options of one layer for every cell: symbol 0 keeps ``base``, symbol k adds
+    head k's residual. Residuals live at the trunk's stride, unshuffled:
+    (B, K-1, 3*(stride/out_stride)^2, H/stride, W/stride); a composed residual is
+    pixel-shuffled to 1/out_stride resolution and bilinearly upsampled to full size."""
+
+    base: torch.Tensor  # (B, 3, H, W), the image so far
+    residuals: torch.Tensor
+    spec: LayerSpec
+
+    @property
+    def k(self) -> int:
+        return self.spec.k
+
+    def _to_image(self, residual: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) unshuffled residual -> (B, 3, H, W) added to base."""
+        s = self.spec
+        out = F.pixel_shuffle(residual, s.stride // s.out_stride)
+        if s.out_stride > 1:
+            out = F.interpolate(out, size=self.base.shape[-2:], mode="bilinear", align_corners=False)
+        return self.base + out
+
+    def cost(self, target: torch.Tensor) -> torch.Tensor:
+        """Squared error per candidate and cell, (B, K, H/cell, W/cell), measured at
+        1/out_stride resolution (exact when out_stride is 1; otherwise it differs from
+        the full-resolution error by a per-cell constant, up to bilinear blending)."""
+        s = self.spec
+        err = target - self.base
+        if s.out_stride > 1:
+            err = F.avg_pool2d(err, s.out_stride)
+        err = F.pixel_unshuffle(err, s.stride // s.out_stride)  # (B, D, h, w)
+        heads = (self.residuals - err.unsqueeze(1)).pow(2).sum(2)  # (B, K-1, h, w)
+        cost = torch.cat([err.pow(2).sum(1, keepdim=True), heads], 1)
+        group = s.cell // s.stride
+        if group > 1:
+            cost = F.avg_pool2d(cost, group) * group**2
+        return cost * s.out_stride**2
+
+    def compose(self, idx: torch.Tensor) -> torch.Tensor:
+        """The image that takes, in every cell, the candidate ``idx`` (B, H/cell, W/cell) names."""
+        group = self.spec.cell // self.spec.stride
+        pos = idx.repeat_interleave(group, 1).repeat_interleave(group, 2)  # (B, h, w)
+        d = self.residuals.shape[2]
+        gathered = self.residuals.gather(1, (pos - 1).clamp(min=0)[:, None, None].expand(-1, 1, d, -1, -1))
+        return self._to_image(gathered.squeeze(1) * (pos > 0).unsqueeze(1))
+
+    def images(self) -> torch.Tensor:
+        """Every candidate as a whole image, (B, K, 3, H, W): for scorers, not for coding."""
+        outs = [self.base] + [self._to_image(self.residuals[:, j]) for j in range(self.k - 1)]
+        return torch.stack(outs, 1)
+
+
+Chooser = Callable[[int, Candidates], torch.Tensor]
+"""(layer index, its Candidates) -> indices (B, H/cell, W/cell), int64."""
+
+
+class DDN(nn.Module):
+    """Coarse-to-fine per-cell DDN. ``forward`` trains; ``walk`` drives any chooser."""
+
+    def __init__(self, config: DDNConfig) -> None:
+        super().__init__()
+        self.config = config
+        prevs = (None, *config.layers[:-1])
+        self.layers = nn.ModuleList(CellLayer(s, p) for s, p in zip(config.layers, prevs, strict=True))
+
+    def walk(
+        self, shape: tuple[int, int, int], choose: Chooser, layers: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Generate coarse to fine with ``choose`` deciding every layer.
+
+        Yields (indices (B, H/cell, W/cell), image so far (B, 3, H, W) in [-0.5, 0.5]
+        around gray) after each of the first ``layers`` layers."""
+        b, height, width = shape
+        if height % self.config.unit or width % self.config.unit:
+            msg = f"image size {width}x{height} is not a multiple of {self.config.unit}"
+            raise ValueError(msg)
+        x = torch.zeros(b, 3, height, width, device=self.layers[0].embed.weight.device)
+        h = None
+        count = len(self.layers) if layers is None else layers
+        for i, layer in enumerate(self.layers[:count]):
+            h = layer.features(h, x)
+            options = layer.candidates(h, x)
+            idx = choose(i, options)
+            x = options.compose(idx)
+            yield idx, x
+
+    def forward(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """Training pass: nearest choice per cell (chain dropout aside), loss on the
+        chosen candidates only. Returns the MSE of every layer's output."""
+
+        def nearest(i: int, options: Candidates) -> torch.Tensor:
+            with torch.no_grad():
+                cost = options.cost(target)  # (B, K, H/cell, W/cell)
+                idx = cost.argmin(1)
+                if self.training:
+                    heads = cost[:, 1:].permute(0, 2, 3, 1).reshape(-1, cost.shape[1] - 1)
+                    self.layers[i].ddl.observe(heads)
+                    if torch.rand(()) < self.config.chain_dropout:
+                        idx = torch.randint_like(idx, cost.shape[1])
+            return idx
+
+        shape = (target.shape[0], *target.shape[-2:])
+        return [F.mse_loss(x, target) for _, x in self.walk(shape, nearest)]
+
+    def split_decisions(self) -> list[tuple[int, int] | None]:
+        return [layer.ddl.split_decision() for layer in self.layers]
+
+    def apply_splits(self, decisions: list[tuple[int, int] | None], optimizer: torch.optim.Optimizer | None) -> int:
+        done = 0
+        for layer, decision in zip(self.layers, decisions, strict=True):
+            if decision is not None:
+                layer.ddl.split(*decision, optimizer)
+                done += 1
+        return done
+
+
+# ---------------------------------------------------------------- model files
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> bytes:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return digest.digest()
+
+
+def weights_of(model: DDN) -> dict[str, torch.Tensor]:
+    """The inference weights: parameters only (Split-and-Prune counters are training state)."""
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+
+
+def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
+    """Rebuild a network from its config and weights, refusing missing, extra or mis-shaped tensors."""
+    model = DDN(config)
+    expected = dict(model.named_parameters())
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        msg = f"model weights do not match its config: missing {missing[:3]}, unexpected {extra[:3]}"
+        raise ModelError(msg)
+    for name, param in expected.items():
+        if tuple(weights[name].shape) != tuple(param.shape):
+            msg = f"model tensor {name} has shape {tuple(weights[name].shape)}, config needs {tuple(param.shape)}"
+            raise ModelError(msg)
+    with torch.no_grad():
+        for name, param in expected.items():
+            param.copy_(weights[name].to(param.dtype))
+    return model.eval()

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ddncodec",
+    version="0.1.0",
+    description="A learned image codec built on Discrete Distribution Networks",
+    packages=find_packages(include=["ddncodec", "ddncodec.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.2",
+        "numpy>=1.24",
+        "constriction>=0.5,<0.6",
+        "pillow>=10",
+        "click>=8.1",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "scikit-image>=0.21",
+    ],
+    extras_require={
+        "bench": ["matplotlib>=3.7", "pytorch-msssim>=1.0", "pillow-jxl-plugin>=1.3", "scipy>=1.10"],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["ddncodec = ddncodec.cli:main"]},
+)
