@@ -1,0 +1,61 @@
+"""ddncodec: a learned image codec built on Discrete Distribution Networks.
+
+    data = ddncodec.encode("photo.png", quality=4)   # -> bytes of a .ddn file
+    image = ddncodec.decode(data)                     # -> PIL.Image.Image
+
+Importing is cheap (torch loads on first use) and registers the .ddn Pillow plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from ddncodec import pillow_plugin as _pillow_plugin  # noqa: F401 (registers .ddn with Pillow)
+from ddncodec.errors import DDNError, FormatError, InputError, ModelError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ddncodec.modelfile import CodecModel
+
+try:
+    __version__ = metadata.version("ddncodec")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["DDNError", "FormatError", "InputError", "ModelError", "__version__", "decode", "encode", "load_model"]
+
+
+def encode(
+    image: Image.Image | str | os.PathLike,
+    quality: int | None = None,
+    *,
+    bpp: float | None = None,
+    layers: int | None = None,
+    model: str | os.PathLike | CodecModel = "default",
+) -> bytes:
+    """The .ddn bytes of an image (a Pillow image or a path). ``quality`` 1..8 (higher:
+    more bits, more PSNR), or a target ``bpp`` for the whole file, or ``layers`` to code
+    with the plain nearest choice; none of them: the default quality."""
+    from ddncodec import codec
+
+    return codec.encode(image, model, quality, bpp=bpp, layers=layers).data
+
+
+def decode(
+    data: bytes, *, layers: int | None = None, model: str | os.PathLike | CodecModel | None = None
+) -> Image.Image:
+    """The image in a .ddn file (RGB, or L for gray input); only its first ``layers``
+    layers if given. A file made with another model raises ``FormatError``."""
+    from ddncodec import codec
+
+    return codec.decode(data, model, layers)
+
+
+def load_model(name_or_path: str | os.PathLike = "default") -> CodecModel:
+    """A model by name (looked up in $DDNCODEC_MODELS, then models/) or path; cached per file."""
+    from ddncodec import codec
+
+    return codec.load_model(name_or_path)

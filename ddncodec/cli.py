@@ -3,12 +3,14 @@ corrupt input; every failure is one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from ddncodec.errors import DDNError
+from ddncodec.errors import DDNError, InputError
 
 
 class Group(click.Group):
@@ -70,7 +72,11 @@ def main() -> None:
 @click.option("--val-every", default=250, show_default=True, type=click.IntRange(min=1))
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train(**kwargs) -> None:
-    """Train a model on folders of photos (resumable; Split-and-Prune, chain dropout)."""
+    """Train a model on folders of photos (resumable; Split-and-Prune, chain dropout).
+
+    Ctrl-C or SIGTERM stops after the current step and writes a checkpoint (a second
+    Ctrl-C aborts at once); --resume then continues bit for bit. Several processes:
+    torchrun --nproc-per-node N -m ddncodec train ..."""
     from ddncodec.train import TrainOptions
     from ddncodec.train import train as run
 
@@ -79,3 +85,402 @@ def train(**kwargs) -> None:
     if not kwargs["out"].name.endswith(".safetensors"):
         kwargs["out"] = kwargs["out"].with_name(kwargs["out"].name + ".safetensors")
     run(TrainOptions(**kwargs))
+
+
+def _comma_list(kind: type) -> object:
+    """A click callback turning "a,b,c" into a tuple of ``kind`` (None stays None)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            msg = f"expected a comma-separated list, got {value!r}"
+            raise click.BadParameter(msg, ctx, param) from None
+
+    return parse
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the report, JSON and plot.")
+@click.option("--quick", is_flag=True, help="Two images and three qualities per codec (the CI smoke test).")
+@click.option("--qualities", callback=_comma_list(int), help="ddncodec qualities, e.g. 1,4,8 [default: 1..8].")
+@click.option("--model", default="default", show_default=True, help="Model name or path.")
+@click.option(
+    "--codecs",
+    callback=_comma_list(str),
+    help="Subset of ddncodec,jpeg,webp,avif,jxl,standin [default: all].",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads per codec [default: every core].")
+@click.option(
+    "--published",
+    default="auto",
+    show_default=True,
+    help="Folder of published Kodak curves, or 'none'; 'auto' uses benchmarks/published/kodak on Kodak only.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench(**kwargs) -> None:
+    """Rate–distortion, speed and memory of ddncodec against JPEG, WebP, AVIF, JPEG XL and published curves."""
+    try:
+        from ddncodec.bench.runner import BenchOptions, run
+    except ImportError as exc:
+        msg = f"bench needs its optional packages: pip install 'ddncodec[bench]' ({exc})"
+        raise click.ClickException(msg) from exc
+
+    kwargs["codecs"] = kwargs["codecs"] or BenchOptions.codecs
+    results = run(BenchOptions(**kwargs))
+    click.echo(f"{kwargs['out'] / 'report.md'}: {results['run']['wall_s']:.0f} s", err=True)
+
+
+@main.command()
+@click.option("-n", "--count", default=1, show_default=True, type=click.IntRange(min=1), help="Images to make.")
+@click.option("--size", default="256x256", show_default=True, help="WxH of every image.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for sample_0000.png, ...")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--prior",
+    default="learned",
+    show_default=True,
+    type=click.Choice(["learned", "uniform"]),
+    help="Symbol odds: the model's learned frequencies, or uniform over K (the paper's sampler).",
+)
+@click.option("--layers", type=click.IntRange(min=1), help="Stop after this many layers (coarser images).")
+@click.option("--model", default="default", show_default=True, help="Model name or path.")
+def sample(count: int, size: str, output: Path, seed: int, prior: str, layers: int | None, model: str) -> None:
+    """Images from random index paths: the codec's network as a generator."""
+    from ddncodec import generate
+    from ddncodec.modelfile import load
+
+    width, height = generate.parse_size(size)
+    codec_model = load(model)
+    output.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(generate.sample(codec_model, count, width, height, seed, prior, layers)):
+        path = output / f"sample_{i:04d}.png"
+        generate.save(image, path)
+        click.echo(f"{path} {width}x{height}", err=True)
+
+
+@main.command()
+@click.option("--task", required=True, type=click.Choice(["superres", "colorize", "inpaint"]))
+@click.option("--condition", "condition", required=True, type=click.Path(path_type=Path), help="The image to match.")
+@click.option(
+    "--mask",
+    type=click.Path(path_type=Path),
+    help="inpaint: same size as the condition; its light pixels (>= 128) are filled in.",
+)
+@click.option("--scale", default=4, show_default=True, type=click.IntRange(2, 16), help="superres: upscaling factor.")
+@click.option(
+    "--pick",
+    default="best",
+    show_default=True,
+    type=click.Choice(["best", "top2"]),
+    help="Per cell the best candidate, or one of the two best at random (more varied).",
+)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="For --pick top2.")
+@click.option(
+    "--prior-weight",
+    type=click.FloatRange(min=0),
+    help="Cost per bit of a candidate's symbol under the model's priors; 0: the scorer alone. [default: 1e-3]",
+)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Image to write (.png).")
+@click.option("--model", default="default", show_default=True, help="Model name or path.")
+def guide(
+    task: str,
+    condition: Path,
+    mask: Path | None,
+    scale: int,
+    pick: str,
+    seed: int,
+    prior_weight: float | None,
+    output: Path,
+    model: str,
+) -> None:
+    """Zero-shot conditional generation: no gradients, no retraining, a scorer chooses."""
+    import time
+
+    from ddncodec import generate
+    from ddncodec.modelfile import load
+
+    if output.resolve() in {p.resolve() for p in (condition, mask) if p is not None}:
+        msg = f"{output}: refusing to overwrite an input"
+        raise InputError(msg)
+    generate.image_format(output)
+    start = time.perf_counter()
+    cond = generate.read_image(condition)
+    hole = generate.read_image(mask) if mask is not None else None
+    weight = generate.PRIOR_WEIGHT if prior_weight is None else prior_weight
+    image = generate.guide_task(load(model), task, cond, hole, scale, pick, seed, weight)
+    generate.save(image, output)
+    size = f"{cond.width}x{cond.height} -> {image.width}x{image.height}"
+    click.echo(f"{task}: {condition} {size} {output}, {time.perf_counter() - start:.1f} s", err=True)
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Figure to write (.png).")
+@click.option("--levels", default=3, show_default=True, type=click.IntRange(1, 16), help="Tree levels to draw.")
+@click.option("--thumb", default=48, show_default=True, type=click.IntRange(8, 512), help="Width of a child, px.")
+@click.option("--model", default="default", show_default=True, help="Model name or path.")
+def tree(image: Path, output: Path, levels: int, thumb: int, model: str) -> None:
+    """Draw the latent tree of IMAGE: each level's chosen node amid its K children."""
+    from ddncodec import generate
+    from ddncodec.modelfile import load
+
+    if output.resolve() == image.resolve():
+        msg = f"{output}: refusing to overwrite the input"
+        raise InputError(msg)
+    generate.image_format(output)
+    figure = generate.tree(load(model), generate.read_image(image), levels, thumb)
+    generate.save(figure, output)
+    click.echo(f"{output} {figure.width}x{figure.height}", err=True)
+
+
+# ---------------------------------------------------------------- codec commands
+
+
+def _read_input(path: Path) -> bytes | Path:
+    """Stdin's bytes for ``-``, else the path (read by whoever understands it)."""
+    return sys.stdin.buffer.read() if str(path) == "-" else path
+
+
+def _read_file(path: Path) -> bytes:
+    """A .ddn input's bytes; an unreadable one is bad input (exit 2), like a corrupt one."""
+    source = _read_input(path)
+    if isinstance(source, bytes):
+        return source
+    try:
+        return source.read_bytes()
+    except OSError as exc:
+        msg = f"{path}: cannot read ({exc.strerror or exc})"
+        raise InputError(msg) from exc
+
+
+def _outputs(inputs: tuple[Path, ...], output: Path, suffix: str, force: bool) -> list[Path | None]:
+    """Where each input goes (None: stdout). OUT is a file for one input, a folder for
+    many; checked before any work so a batch never stops half-way on a name clash."""
+    many = len(inputs) > 1
+    if str(output) == "-":
+        if many:
+            msg = "-o -: stdout takes a single input"
+            raise click.UsageError(msg)
+        return [None]
+    if many and "-" in {str(p) for p in inputs}:
+        msg = "stdin (-) can only be read as a single input"
+        raise click.UsageError(msg)
+    if many or output.is_dir():
+        if output.exists() and not output.is_dir():
+            msg = f"{output}: not a folder, and {len(inputs)} inputs need one"
+            raise click.UsageError(msg)
+        names = [("stdin" if str(p) == "-" else p.stem) + suffix for p in inputs]
+        if len(set(names)) < len(names):
+            msg = "two inputs share a name; encode them into different folders"
+            raise click.UsageError(msg)
+        targets = [output / name for name in names]
+    else:
+        targets = [output]
+    for source, target in zip(inputs, targets, strict=True):
+        if str(source) != "-" and target.resolve() == source.resolve():
+            msg = f"{target}: refusing to overwrite the input"
+            raise click.UsageError(msg)
+        if target.exists() and not force:
+            msg = f"{target}: already exists (use --force to overwrite)"
+            raise click.UsageError(msg)
+    return targets
+
+
+def _write(target: Path | None, data: bytes) -> None:
+    """To stdout, or atomically (temp file + rename): never a half-written file."""
+    if target is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _each(inputs: tuple[Path, ...], quiet: bool, work: Callable[[int, Callable[[str], None]], None]) -> None:
+    """Run ``work(i, say)`` per input with a progress bar for batches. In a batch a bad
+    input is reported on one line and skipped, and the command exits 2 at the end."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(inputs), disable=quiet or len(inputs) < 2, unit="file", file=sys.stderr, leave=False)
+
+    def say(line: str) -> None:
+        if not quiet:
+            bar.write(line, file=sys.stderr)
+
+    failed = 0
+    with bar:
+        for i, path in enumerate(inputs):
+            try:
+                work(i, say)
+            except DDNError as exc:
+                named = exc if str(path) in str(exc) else type(exc)(f"{path}: {exc}")
+                if len(inputs) == 1:
+                    raise named from None
+                failed += 1
+                bar.write(f"ddncodec: error: {named}", file=sys.stderr)
+            bar.update(1)
+    if failed:
+        click.echo(f"ddncodec: {failed} of {len(inputs)} inputs failed", err=True)
+        sys.exit(2)
+
+
+def _shown(path: Path | None) -> str:
+    return "stdout" if path is None else str(path)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="File, folder, or - for stdout.",
+)
+@click.option("-q", "--quality", type=click.IntRange(1, 8), help="1 (smallest) .. 8 (best); default 5.")
+@click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Target bits per pixel (whole file).")
+@click.option("--layers", type=click.IntRange(min=1), help="Layers to code (alone: plain nearest choice).")
+@click.option("--model", default="default", show_default=True, help="Model name or path.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--quiet", is_flag=True, help="No progress bar, no summary lines.")
+def encode(
+    inputs: tuple[Path, ...],
+    output: Path,
+    quality: int | None,
+    bpp: float | None,
+    layers: int | None,
+    model: str,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Compress images (PNG, JPEG, WebP, BMP, TIFF, ...; - for stdin) to .ddn files."""
+    if quality is not None and bpp is not None:
+        msg = "--quality and --bpp exclude each other"
+        raise click.UsageError(msg)
+    from ddncodec import codec
+
+    targets = _outputs(inputs, output, ".ddn", force)
+    codec_model = codec.load_model(model)
+
+    def work(i: int, say: Callable[[str], None]) -> None:
+        result = codec.encode(_read_input(inputs[i]), codec_model, quality, bpp=bpp, layers=layers)
+        _write(targets[i], result.data)
+        say(
+            f"{inputs[i]} {result.width}x{result.height} -> {_shown(targets[i])}: {len(result.data):,} B, "
+            f"{result.bpp:.4f} bpp, {result.psnr:.2f} dB ({result.rung.layers} layers, λ {result.rung.lam:g})"
+        )
+
+    _each(inputs, quiet, work)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Image file (format from its suffix; .png for a folder or stdout), folder, or -.",
+)
+@click.option("--layers", type=click.IntRange(min=1), help="Decode only the first N layers (coarser image).")
+@click.option("--model", default="default", show_default=True, help="Model name or path.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--quiet", is_flag=True, help="No progress bar, no summary lines.")
+def decode(inputs: tuple[Path, ...], output: Path, layers: int | None, model: str, force: bool, quiet: bool) -> None:
+    """Decompress .ddn files (- for stdin) to images, fully or progressively (--layers)."""
+    import io
+
+    from PIL import Image
+
+    from ddncodec import codec
+
+    targets = _outputs(inputs, output, ".png", force)
+    formats = []
+    for target in targets:
+        fmt = "PNG" if target is None else Image.registered_extensions().get(target.suffix.lower())
+        if fmt is None:
+            msg = f"{target}: unknown image file extension (use .png)"
+            raise click.UsageError(msg)
+        formats.append(fmt)
+    codec_model = codec.load_model(model)
+
+    def work(i: int, say: Callable[[str], None]) -> None:
+        image = codec.decode(_read_file(inputs[i]), codec_model, layers)
+        buffer = io.BytesIO()
+        image.save(buffer, format=formats[i])
+        _write(targets[i], buffer.getvalue())
+        say(f"{inputs[i]} -> {_shown(targets[i])}: {image.width}x{image.height} {image.mode}")
+
+    _each(inputs, quiet, work)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def info(file: Path, as_json: bool) -> None:
+    """Show a .ddn file's header: size, model, layers, bytes per layer."""
+    import json
+
+    from ddncodec import container
+
+    parsed = container.unpack(_read_file(file))
+    header = parsed.header
+    layer_bytes = [len(s) for s in parsed.streams]
+    facts = {
+        "file": str(file),
+        "bytes": parsed.size,
+        "width": header.width,
+        "height": header.height,
+        "mode": header.mode,
+        "bpp": round(8 * parsed.size / (header.width * header.height), 6),
+        "model": header.fingerprint.hex(),
+        "layers": header.layers,
+        "layers_present": len(parsed.streams),
+        "checksum": "ok" if parsed.checked else "absent (file cut at a layer boundary)",
+        "header_bytes": parsed.size - sum(layer_bytes) - (4 if parsed.checked else 0),
+        "layer_bytes": layer_bytes,
+    }
+    if as_json:
+        click.echo(json.dumps(facts))
+        return
+    present = f"{len(parsed.streams)} of {header.layers}" if not parsed.complete else str(header.layers)
+    click.echo(
+        f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
+        f"model {facts['model']}, {present} layers, checksum {facts['checksum']}\n"
+        f"bytes per layer: {' '.join(map(str, layer_bytes))} (header {facts['header_bytes']})"
+    )
+
+
+@main.command()
+@click.argument("model")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training photos.")
+@click.option("--val", multiple=True, required=True, type=click.Path(path_type=Path), help="Validation photos.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
+@click.option("--crops", default=256, show_default=True, type=click.IntRange(min=1), help="Training crops to count.")
+@click.option("--val-images", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+def tune(
+    model: str, data: tuple[Path, ...], val: tuple[Path, ...], output: Path, crops: int, val_images: int, force: bool
+) -> None:
+    """Fit MODEL's quality ladder and rate-aware priors (train on --data, tune on --val)."""
+    from ddncodec import codec
+    from ddncodec.tune import finalize
+
+    if output.exists() and not force:
+        msg = f"{output}: already exists (use --force to overwrite)"
+        raise click.UsageError(msg)
+    tuned = finalize(codec.load_model(model), list(data), list(val), crops=crops, val_images=val_images)
+    tuned.save(output)
+    rungs = ", ".join(f"q{q}: {p['bpp']} bpp {p['psnr']} dB" for q, p in enumerate(tuned.card["ladder_on_val"], 1))
+    click.echo(
+        f"{output}: ladder {rungs}; entropy coding saves {tuned.card['entropy_coding']['saving_percent']} %", err=True
+    )

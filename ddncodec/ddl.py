@@ -77,25 +77,13 @@ class DiscreteDistributionLayer(nn.Module):
 
     @torch.no_grad()
     def split(self, i_split: int, i_prune: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Make node ``i_prune`` a copy of node ``i_split`` and share the split node's hits."""
-        # The pruned node's samples go where they would go next: its near-2 row.
-        row = self.second[i_prune].clone()
-        row[i_prune] = 0
-        if row.sum() > 0:
-            self.hits += self.hits[i_prune] * row / row.sum()
-        self.hits[i_prune] = 0
-        self.second[:, i_prune] = 0
-        self.second[i_prune] = 0
-        half = self.hits[i_split] / 2
-        self.hits[i_split] = half
-        self.hits[i_prune] = half
-        self.second[i_split] /= 2
-        self.second[:, i_split] /= 2
-        self.second[i_prune] = self.second[i_split]
-        self.second[:, i_prune] = self.second[:, i_split]
-        pair = self.second[i_split, i_split]
-        self.second[i_split, i_prune] = self.second[i_prune, i_split] = pair
-        self.dist_sum[i_prune] = self.dist_sum[i_split]
+        """Make node ``i_prune`` an exact copy of node ``i_split`` (head rows and the
+        optimizer's per-weight moments) and move the counters as if that had always been so."""
+        if i_split == i_prune or not (0 <= i_split < self.nodes and 0 <= i_prune < self.nodes):
+            msg = f"split needs two different nodes in [0, {self.nodes}), got {i_split} and {i_prune}"
+            raise ValueError(msg)
+        self._prune_counters(i_prune)
+        self._split_counters(i_split, i_prune)
 
         rows = slice(i_split * self.node_channels, (i_split + 1) * self.node_channels)
         dest = slice(i_prune * self.node_channels, (i_prune + 1) * self.node_channels)
@@ -107,8 +95,47 @@ class DiscreteDistributionLayer(nn.Module):
                 if torch.is_tensor(moment) and moment.shape == weight.shape:
                     moment[dest] = moment[rows]
 
+    def _prune_counters(self, gone: int) -> None:
+        """Hand the pruned node's samples to where they would go without it.
+
+        Its hits go to the nodes that were their second nearest (its ``second`` row);
+        there they take on that node's own second-nearest pattern. Samples of other
+        nodes whose second nearest it was move to those same heirs. Row sums of
+        ``second`` stay equal to ``hits`` (the author's invariant)."""
+        k = self.nodes
+        allowed = 1 - torch.eye(k, dtype=torch.float64, device=self.hits.device)  # never one's own second
+        allowed[:, gone] = 0
+        heirs = _rows_normalised(self.second[gone : gone + 1] * allowed[gone], allowed[gone : gone + 1])[0]
+        column = self.second[:, gone].clone()
+        column[gone] = 0
+        moved = self.hits[gone].clone()
+        self.second[gone] = 0
+        self.second[:, gone] = 0
+        self.second += (moved * heirs)[:, None] * _rows_normalised(self.second * allowed, allowed)
+        self.second += column[:, None] * _rows_normalised(heirs[None] * allowed, allowed)
+        self.hits += moved * heirs
+        self.hits[gone] = 0
+
+    def _split_counters(self, i_split: int, twin: int) -> None:
+        """The twins share the split node's hits and are each other's second nearest."""
+        half = self.hits[i_split] / 2
+        self.hits[i_split] = self.hits[twin] = half
+        column = self.second[:, i_split] / 2
+        self.second[:, i_split] = column
+        self.second[:, twin] = column
+        self.second[i_split] = 0
+        self.second[twin] = 0
+        self.second[i_split, twin] = self.second[twin, i_split] = half
+        self.dist_sum[twin] = self.dist_sum[i_split]
+
     def try_split(self, optimizer: torch.optim.Optimizer | None = None) -> tuple[int, int] | None:
         decision = self.split_decision()
         if decision is not None:
             self.split(*decision, optimizer)
         return decision
+
+
+def _rows_normalised(weights: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to sum 1; an all-zero row takes the (normalised) ``fallback`` row."""
+    rows = torch.where(weights.sum(1, keepdim=True) > 0, weights, fallback)
+    return rows / rows.sum(1, keepdim=True).clamp(min=1e-300)

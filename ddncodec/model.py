@@ -147,6 +147,7 @@ class CellLayer(nn.Module):
         self.embed = nn.Conv2d(3 * spec.stride**2, spec.channels, 1)
         self.blocks = nn.Sequential(*[ResBlock(spec.channels) for _ in range(spec.blocks)])
         sub = spec.stride // spec.out_stride
+        self.head_norm = ChannelNorm(spec.channels)  # the trunk's stream grows; heads read it normalised
         self.ddl = DiscreteDistributionLayer(spec.channels, spec.k - 1, 3 * sub * sub)
 
     def features(self, h: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -159,7 +160,7 @@ class CellLayer(nn.Module):
         return self.blocks(feat)
 
     def candidates(self, h: torch.Tensor, base: torch.Tensor) -> Candidates:
-        return Candidates(base, self.ddl(h), self.spec)
+        return Candidates(base, self.ddl(self.head_norm(h)), self.spec)
 
 
 @dataclass

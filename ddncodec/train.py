@@ -14,9 +14,13 @@ broadcast, so every replica applies the same copies and stays identical.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import pickle
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +33,7 @@ from tqdm import tqdm
 from ddncodec import priors as priors_mod
 from ddncodec.data import CropSampler, center_crops
 from ddncodec.errors import InputError
-from ddncodec.model import CONFIGS, DDN, DDNConfig
+from ddncodec.model import CONFIGS, DDN, DDNConfig, fingerprint, weights_of
 from ddncodec.modelfile import CodecModel
 
 
@@ -48,6 +52,7 @@ class TrainOptions:
     crop: int = 128
     lr: float = 5e-4
     warmup: int = 200
+    clip: float = 1.0  # gradient norm limit
     checkpoint_minutes: float = 10.0
     val_every: int = 250
     val_images: int = 16
@@ -79,10 +84,11 @@ def psnr(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def validate(model: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
     """Mean PSNR after every layer on the validation crops (nearest choice)."""
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     sums = np.zeros(len(model.config.layers))
     for start in range(0, crops.shape[0], batch):
-        target = crops[start : start + batch]
+        target = crops[start : start + batch].to(device)
         walk = model.walk((target.shape[0], *target.shape[-2:]), priors_mod.nearest(target))
         for i, (_, x) in enumerate(walk):
             sums[i] += float(psnr(x, target).sum())
@@ -100,6 +106,30 @@ def atomic_save(obj: object, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+class StopRequest:
+    """SIGTERM or a first Ctrl-C asks the run to stop after the current step and write a
+    checkpoint; a second Ctrl-C aborts at once (the last checkpoint stays)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # only there can Python take signals
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler or signal.SIG_DFL)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.received = signal.Signals(signum).name
+        signal.signal(signal.SIGINT, self._previous[signal.SIGINT] or signal.SIG_DFL)
+
+
 class Trainer:
     """One training run, single- or multi-process."""
 
@@ -109,28 +139,28 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("gloo")
         self.rank = dist.get_rank() if self.world > 1 else 0
-        self.ckpt_path = opts.out.with_name(opts.out.name.removesuffix(".safetensors") + ".ckpt.pt")
-        self.adam_path = opts.out.with_name(opts.out.name.removesuffix(".safetensors") + ".adam.pt")
-        self.log_path = opts.out.with_name(opts.out.name.removesuffix(".safetensors") + ".log.jsonl")
+        stem = opts.out.name.removesuffix(".safetensors")
+        self.ckpt_path = opts.out.with_name(stem + ".ckpt.pt")
+        self.adam_path = opts.out.with_name(stem + ".adam.pt")
+        self.log_path = opts.out.with_name(stem + ".log.jsonl")
         if opts.device == "cuda" and not torch.cuda.is_available():
             msg = "--device cuda: no CUDA device is available"
             raise InputError(msg)
         self.device = torch.device(opts.device)
+        if opts.resume and not self.ckpt_path.is_file():
+            msg = f"--resume: no checkpoint at {self.ckpt_path}"
+            raise InputError(msg)
+        if not opts.resume and self.ckpt_path.exists():
+            msg = f"{self.ckpt_path} exists: pass --resume to continue that run, or remove it to start over"
+            raise InputError(msg)
 
         self.sampler = CropSampler(opts.data, opts.crop, seed=opts.seed * 1000 + self.rank)
         self.val_crops = center_crops(opts.val, opts.val_crop, opts.val_images) if opts.val and self.rank == 0 else None
         self.step = 0
         self.elapsed = 0.0  # training seconds over all invocations
-        if opts.resume and self.ckpt_path.is_file():
-            state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
-            state["optimizer"] = torch.load(self.adam_path, map_location="cpu", weights_only=True)
-            config = DDNConfig.from_json(state["config"])
-        elif opts.resume:
-            msg = f"--resume: no checkpoint at {self.ckpt_path}"
-            raise InputError(msg)
-        else:
-            state = None
-            config = parse_config(opts.config)
+        state = self._load_checkpoint() if opts.resume else None
+        config = self._checkpoint_config(state) if state is not None else parse_config(opts.config)
+        self.splits = [0] * len(config.layers)  # Split-and-Prune events per layer, over all invocations
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         self.model = DDN(config).to(self.device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
@@ -139,26 +169,63 @@ class Trainer:
 
     # ------------------------------------------------------------ state
 
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])  # the rate itself comes from --lr
-        self.step = int(state["step"])
-        self.elapsed = float(state["elapsed"])
-        rng = state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0]
-        self.sampler.generator.set_state(rng["sampler"])
-        torch.set_rng_state(rng["torch"])
+    def _load_checkpoint(self) -> dict:
+        """The training state with the Adam moments of the same step (see ``checkpoint``)."""
+        state = _load_state(self.ckpt_path)
+        missing = {"config", "model", "step", "elapsed", "rng"} - set(state)
+        if missing:
+            msg = f"{self.ckpt_path}: not a ddncodec checkpoint (no {', '.join(sorted(missing))})"
+            raise InputError(msg)
+        for path in (self.adam_path, _previous(self.adam_path)):
+            adam = _load_state(path) if path.is_file() else None
+            if adam is None:
+                continue
+            if "optimizer" not in adam:  # written before moments carried their step
+                state["optimizer"] = adam
+                return state
+            if adam["step"] == state["step"]:
+                state["optimizer"] = adam["optimizer"]
+                return state
+        msg = f"{self.adam_path}: no Adam moments for step {state['step']} of {self.ckpt_path}"
+        raise InputError(msg)
 
-    def _rng_states(self) -> list[dict]:
-        mine = {"sampler": self.sampler.generator.get_state(), "torch": torch.get_rng_state()}
+    def _checkpoint_config(self, state: dict) -> DDNConfig:
+        try:
+            return DDNConfig.from_json(state["config"])
+        except (TypeError, ValueError) as exc:
+            msg = f"{self.ckpt_path}: unreadable model config ({exc})"
+            raise InputError(msg) from exc
+
+    def _restore(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])  # the rate itself comes from --lr
+            self.step = int(state["step"])
+            self.elapsed = float(state["elapsed"])
+            self.splits = list(state.get("splits", self.splits))
+            rng = state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0]
+            self.sampler.generator.set_state(rng["sampler"])
+            torch.set_rng_state(rng["torch"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            msg = f"{self.ckpt_path}: checkpoint does not fit this run ({exc})"
+            raise InputError(msg) from exc
+
+    def _gather(self) -> list[tuple[dict, str]]:
+        """Every rank's RNG states and a digest of its weights (rank order)."""
+        rng = {"sampler": self.sampler.generator.get_state(), "torch": torch.get_rng_state()}
+        mine = (rng, fingerprint(weights_of(self.model)).hex())
         if self.world == 1:
             return [mine]
-        gathered: list[dict] = [{} for _ in range(self.world)]
+        gathered: list = [None] * self.world
         dist.all_gather_object(gathered, mine)
         return gathered
 
     def checkpoint(self) -> None:
-        """Write the training state and refresh the model file, both atomically."""
-        rng = self._rng_states()  # every rank takes part in the gather
+        """Write the training state and refresh the model file, each atomically.
+
+        Order makes a kill at any instant resumable bit-for-bit: the previous moments
+        are kept beside the new ones until the state that pairs with them is written."""
+        ranks = self._gather()  # every rank takes part
         if self.rank != 0:
             return
         state = {
@@ -166,26 +233,30 @@ class Trainer:
             "model": self.model.state_dict(),
             "step": self.step,
             "elapsed": self.elapsed,
-            "rng": rng,
+            "splits": self.splits,
+            "rng": [rng for rng, _ in ranks],
         }
-        # Each write is atomic; a crash between the two pairs newer moments with the
-        # previous weights, which still resumes (if not bit-for-bit).
-        atomic_save(self.optimizer.state_dict(), self.adam_path)
+        previous = _previous(self.adam_path)
+        if self.adam_path.exists():
+            os.replace(self.adam_path, previous)
+        atomic_save({"step": self.step, "optimizer": self.optimizer.state_dict()}, self.adam_path)
         atomic_save(state, self.ckpt_path)
+        previous.unlink(missing_ok=True)
         self.export()
-        self.log({"event": "checkpoint", "path": str(self.ckpt_path)})
+        record = {"event": "checkpoint", "path": str(self.ckpt_path)}
+        if self.world > 1:  # replicas must agree; a mismatch here means the all-reduce is broken
+            record["replica_weights"] = [digest for _, digest in ranks]
+        self.log(record)
 
     def export(self) -> None:
-        """The codec model: current weights + priors counted on fixed training crops."""
-        crops = torch.Generator().manual_seed(1234)
-        saved = self.sampler.generator.get_state()
-        self.sampler.generator = crops
+        """The codec model: current weights + priors counted on fixed training crops.
+
+        Draws nothing from the training RNGs, so a run is the same whatever its checkpoints."""
+        saved = self.sampler.generator
+        self.sampler.generator = torch.Generator().manual_seed(1234)
         sample = self.sampler.batch(self.opts.prior_crops)
-        self.sampler.generator = torch.Generator()
-        self.sampler.generator.set_state(saved)
-        network = DDN(self.model.config)
-        network.load_state_dict(self.model.state_dict())
-        network.eval()
+        self.sampler.generator = saved
+        network = copy.deepcopy(self.model).cpu().eval()
         table = priors_mod.count(network, sample, priors_mod.nearest)
         card = {
             "data": [str(p) for p in self.opts.data],
@@ -219,6 +290,8 @@ class Trainer:
             if self.world > 1:
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
+        # A rare crop with a huge error must not throw the whole network off.
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opts.clip)
         lr = self.opts.lr * min(1.0, (self.step + 1) / max(self.opts.warmup, 1))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -234,6 +307,15 @@ class Trainer:
             dist.broadcast(flat, src=0)
             decisions = [None if a < 0 else (int(a), int(b)) for a, b in flat.tolist()]
         self.model.apply_splits(decisions, self.optimizer)
+        self.splits = [n + (d is not None) for n, d in zip(self.splits, decisions, strict=True)]
+
+    def _agree(self, *flags: bool) -> list[bool]:
+        """Flags any rank raised, so that every rank stops and checkpoints at the same step."""
+        if self.world == 1:
+            return list(flags)
+        votes = torch.tensor(flags, dtype=torch.int64)
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in votes.tolist()]
 
     def run(self) -> None:
         opts = self.opts
@@ -242,7 +324,7 @@ class Trainer:
         else:
             self.log({"event": "resume"})
         start = time.monotonic()
-        last_ckpt = start
+        first_step, last_ckpt = self.step, start
         bar = tqdm(
             total=opts.steps,
             initial=self.step,
@@ -253,12 +335,17 @@ class Trainer:
         )
         val = None
         losses: list[float] = []
-        try:
-            while True:
-                if opts.steps is not None and self.step >= opts.steps:
+        with StopRequest() as stop, bar:
+            while opts.steps is None or self.step < opts.steps:
+                now = time.monotonic()
+                out_of_time = opts.minutes is not None and now - start >= opts.minutes * 60
+                due = self.step > first_step and now - last_ckpt >= opts.checkpoint_minutes * 60
+                halt, due = self._agree(stop.received is not None or out_of_time, due)
+                if halt:
                     break
-                if opts.minutes is not None and time.monotonic() - start >= opts.minutes * 60:
-                    break
+                if due:
+                    self.checkpoint()
+                    last_ckpt = time.monotonic()
                 t0 = time.monotonic()
                 losses.append(self.train_step())
                 self.elapsed += time.monotonic() - t0
@@ -267,13 +354,14 @@ class Trainer:
                     loss = float(np.mean(losses))
                     losses.clear()
                     rates = [
-                        round(float(layer.ddl.hit_rates().max()) * (layer.ddl.nodes), 2) for layer in self.model.layers
+                        round(float(layer.ddl.hit_rates().max()) * layer.ddl.nodes, 2) for layer in self.model.layers
                     ]
                     self.log(
                         {
                             "loss": round(loss, 6),
                             "psnr_train": round(-10 * math.log10(max(loss, 1e-10)), 3),
                             "max_hit_x_k": rates,
+                            "splits": self.splits,
                         }
                     )
                     bar.set_postfix(loss=f"{loss:.5f}", val_psnr=val)
@@ -282,20 +370,34 @@ class Trainer:
                     val = layers[-1]
                     self.log({"event": "val", "psnr": val, "psnr_per_layer": layers})
                     bar.set_postfix(loss=f"{np.mean(losses) if losses else 0:.5f}", val_psnr=val)
-                if time.monotonic() - last_ckpt >= opts.checkpoint_minutes * 60:
-                    self.checkpoint()
-                    last_ckpt = time.monotonic()
-        except KeyboardInterrupt:
-            self.log({"event": "interrupted"})
-        finally:
-            bar.close()
-        self.checkpoint()
-        if self.val_crops is not None:
-            layers = validate(self.model, self.val_crops)
-            self.log({"event": "val", "psnr": layers[-1], "psnr_per_layer": layers})
-        self.log({"event": "stop"})
+            if stop.received is not None:
+                self.log({"event": "stopped", "signal": stop.received})
+            self.checkpoint()
+            if self.val_crops is not None:
+                layers = validate(self.model, self.val_crops)
+                self.log({"event": "val", "psnr": layers[-1], "psnr_per_layer": layers})
+        self.log({"event": "stop", "splits": self.splits})
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".pt") + ".prev.pt")
+
+
+def _load_state(path: Path) -> dict:
+    """A checkpoint file (tensors and plain data only: nothing pickled is executed)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        msg = f"{path}: not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        raise InputError(msg) from exc
+    if not isinstance(state, dict):
+        msg = f"{path}: not a ddncodec checkpoint"
+        raise InputError(msg)
+    return state
 
 
 def train(opts: TrainOptions) -> None:
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     Trainer(opts).run()
+    if dist.is_initialized():
+        dist.destroy_process_group()

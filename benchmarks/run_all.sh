@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerate the committed benchmark reports: benchmarks/results/{kodak,mcmaster}/
+# (report.md, results.json, rd.png) for the default model, or the model passed on.
+#
+#   benchmarks/run_all.sh DATASETS_ROOT [bench options, e.g. --model NAME --threads 2]
+#
+# DATASETS_ROOT holds kodak/ and mcmaster/. Published curves are overlaid on Kodak only.
+set -euo pipefail
+if [ $# -lt 1 ] || [ ! -d "$1" ]; then
+    echo "usage: $0 DATASETS_ROOT [bench options]" >&2
+    exit 1
+fi
+root=$(cd "$1" && pwd)
+shift
+cd "$(dirname "$0")/.."
+for dataset in kodak mcmaster; do
+    start=$(date +%s)
+    "${PYTHON:-python}" -m ddncodec bench "$root/$dataset" --out "benchmarks/results/$dataset" "$@"
+    echo "$dataset: $(($(date +%s) - start)) s" >&2
+done

@@ -1,0 +1,402 @@
+"""The codec's data path: image -> tiles -> DDN index maps -> layer streams -> .ddn, and back.
+
+Encoding walks the generator over each tile and, per layer and cell, keeps the
+candidate with the lowest cost SSE + λ·bits (λ = 0: the plain nearest candidate;
+bits = −log2 p under the layer's prior, so cells that are already good take the
+cheap "keep" symbol). Decoding replays the stored indices through the same
+generator: it never takes an argmin, so float drift cannot desynchronise it.
+
+Large images are cut into independent tiles of at most TILE px (a format constant,
+see docs/FORMAT.md) and coded one batch of tiles at a time, so memory stays bounded;
+each layer's stream holds that layer's symbols of every tile (layer-major), so a
+prefix of the file still decodes to the coarser image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ddncodec import container, entropy, imageio
+from ddncodec.data import to_tensor
+from ddncodec.errors import FormatError, InputError, ModelError
+from ddncodec.model import Candidates, Chooser
+from ddncodec.modelfile import CodecModel, load, resolve
+
+TILE = 1024  # px: the largest tile side; part of the format
+QUALITIES = range(1, 9)
+DEFAULT_QUALITY = 5
+BPP_TOLERANCE = 0.04  # the --bpp search stops this close to the target (relative)
+LAMBDA_START = 1000.0  # the --bpp search's first step up from λ = 0
+LAMBDA_MIN, LAMBDA_MAX = 1.0, 1e7  # below: as good as 0; above: every cell takes its cheapest symbol
+
+ModelSpec = CodecModel | str | os.PathLike
+
+
+# ---------------------------------------------------------------- models
+
+
+_loaded: dict[tuple[Path, int, int], CodecModel] = {}
+
+
+def load_model(spec: ModelSpec = "default") -> CodecModel:
+    """A model object as is, or a name/path loaded once per file version (path, mtime, size)."""
+    if isinstance(spec, CodecModel):
+        return spec
+    path = resolve(spec).resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return load(path)  # raises the ModelError that names the missing file
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _loaded:
+        _loaded.clear()  # one model version per process is the common case; don't pile them up
+        _loaded[key] = load(path)
+    return _loaded[key]
+
+
+# ---------------------------------------------------------------- rate control
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One quality setting: how many layers to code and the rate weight λ
+    (squared 8-bit levels per bit; 0 = nearest candidate)."""
+
+    layers: int
+    lam: float
+
+
+def fallback_ladder(layer_count: int) -> list[Rung]:
+    """A ladder for models that carry none (``tune.finalize`` writes one): layers grow with
+    quality, a mild λ below the top, the plain nearest choice at the top."""
+    top = len(QUALITIES)
+    return [Rung(max(1, round(layer_count * q / top)), 0.0 if q == top else 1000.0) for q in QUALITIES]
+
+
+def ladder(model: CodecModel) -> list[Rung]:
+    """The model's own ladder (``card["ladder"]``, tuned on validation data) or the fallback."""
+    stored = model.card.get("ladder")
+    if stored is None:
+        return fallback_ladder(len(model.config.layers))
+    try:
+        rungs = [Rung(int(n), float(lam)) for n, lam in stored]
+    except (TypeError, ValueError) as exc:
+        msg = f"the model's ladder is unreadable ({exc})"
+        raise ModelError(msg) from exc
+    if len(rungs) != len(QUALITIES) or not all(1 <= r.layers <= len(model.config.layers) and r.lam >= 0 for r in rungs):
+        msg = f"the model's ladder needs {len(QUALITIES)} rungs of (1..{len(model.config.layers)} layers, λ >= 0)"
+        raise ModelError(msg)
+    return rungs
+
+
+def rate_aware(target: torch.Tensor, model: CodecModel, lam: float) -> Chooser:
+    """Per cell, argmin over candidates of SSE (8-bit levels²) + λ·(−log2 p)."""
+    bits = [torch.from_numpy(model.priors.bits(i)).float() for i in range(len(model.priors.tables))]
+
+    def choose(layer: int, options: Candidates) -> torch.Tensor:
+        cost = options.cost(target)
+        if lam:
+            cost = cost * 255.0**2 + lam * bits[layer].view(1, -1, 1, 1)
+        return cost.argmin(1)
+
+    return choose
+
+
+# ---------------------------------------------------------------- tiles
+
+
+@dataclass(frozen=True)
+class Tile:
+    top: int
+    left: int
+    height: int
+    width: int
+    unit: int
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return -(-self.height // self.unit) * self.unit, -(-self.width // self.unit) * self.unit
+
+
+def _spans(length: int, unit: int) -> list[tuple[int, int]]:
+    """Cut ``length`` px into near-equal spans of at most TILE px, each a multiple of
+    ``unit`` but the last."""
+    parts = -(-length // TILE)
+    step = unit * -(-length // (parts * unit))
+    return [(start, min(step, length - start)) for start in range(0, length, step)]
+
+
+def plan(width: int, height: int, unit: int) -> list[Tile]:
+    """The tiles of an image, in raster order (the order of their symbols in every stream)."""
+    return [Tile(t, left, h, w, unit) for t, h in _spans(height, unit) for left, w in _spans(width, unit)]
+
+
+def cells(tile: Tile, model: CodecModel, layer: int) -> tuple[int, int]:
+    """The (rows, columns) of ``layer``'s cell grid over ``tile``."""
+    cell = model.config.layers[layer].cell
+    ph, pw = tile.padded
+    return ph // cell, pw // cell
+
+
+def _batches(tiles: list[Tile], batch: int) -> Iterator[list[int]]:
+    """Runs of consecutive tiles with the same padded shape, at most ``batch`` long."""
+    run: list[int] = []
+    for i, tile in enumerate(tiles):
+        if run and (len(run) == batch or tiles[run[0]].padded != tile.padded):
+            yield run
+            run = []
+        run.append(i)
+    if run:
+        yield run
+
+
+def _render(
+    model: CodecModel,
+    tiles: list[Tile],
+    layers: int,
+    chooser_for: Callable[[list[int]], Chooser],
+    batch: int,
+) -> np.ndarray:
+    """Walk the generator over every tile with the chooser ``chooser_for(tile ids)``; the
+    8-bit (H, W, 3) image of the result."""
+    height = max(t.top + t.height for t in tiles)
+    width = max(t.left + t.width for t in tiles)
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    for ids in _batches(tiles, batch):
+        ph, pw = tiles[ids[0]].padded
+        with torch.inference_mode():
+            steps = model.network.walk((len(ids), ph, pw), chooser_for(ids), layers)
+            (_, image) = deque(steps, maxlen=1).pop()  # run every layer, keep the last image
+            pixels = ((image + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for b, i in enumerate(ids):
+            t = tiles[i]
+            canvas[t.top : t.top + t.height, t.left : t.left + t.width] = pixels[b, : t.height, : t.width]
+    return canvas
+
+
+# ---------------------------------------------------------------- encode
+
+
+@dataclass
+class Encoded:
+    """A .ddn file and what the encoder knows about it."""
+
+    data: bytes
+    pixels: np.ndarray  # (H, W, 3) uint8: the reconstruction, exactly what decode returns
+    mode: str
+    psnr: float  # of the reconstruction against the input, in the output mode
+    rung: Rung
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the whole file, header and checksum included."""
+        return 8 * len(self.data) / (self.width * self.height)
+
+    def image(self) -> Image.Image:
+        return imageio.from_pixels(self.pixels, self.mode)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mode: str) -> float:
+    """PSNR (dB, MAX=255) of two (H, W, 3) uint8 images as the decoder outputs them."""
+    if mode == "L":
+        a, b = (np.asarray(imageio.from_pixels(x, "L"))[..., None] for x in (a, b))
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255**2 / mse) if mse > 0 else math.inf
+
+
+def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, batch: int = 1) -> Encoded:
+    """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode."""
+    height, width = pixels.shape[:2]
+    unit = model.config.unit
+    tiles = plan(width, height, unit)
+    found: list[dict[int, np.ndarray]] = [{} for _ in range(rung.layers)]
+
+    def chooser_for(ids: list[int]) -> Chooser:
+        crops = [pixels[t.top : t.top + t.height, t.left : t.left + t.width] for t in (tiles[i] for i in ids)]
+        target = to_tensor(np.stack([imageio.pad(c, unit) for c in crops]))
+        pick = rate_aware(target, model, rung.lam)
+
+        def choose(layer: int, options: Candidates) -> torch.Tensor:
+            idx = pick(layer, options)
+            for b, i in enumerate(ids):
+                found[layer][i] = idx[b].numpy().astype(np.int32)
+            return idx
+
+        return choose
+
+    reconstruction = _render(model, tiles, rung.layers, chooser_for, batch)
+    streams = []
+    for layer in range(rung.layers):
+        symbols = np.concatenate([found[layer][i].ravel() for i in range(len(tiles))])
+        streams.append(entropy.encode(symbols, model.priors, layer))
+    header = container.Header(
+        model.fingerprint[: container.FINGERPRINT_BYTES], width, height, mode, tuple(len(s) for s in streams)
+    )
+    data = container.pack(header, streams)
+    return Encoded(data, reconstruction, mode, psnr(reconstruction, pixels, mode), rung)
+
+
+def _search_bpp(
+    pixels: np.ndarray, mode: str, model: CodecModel, target: float, max_layers: int, batch: int
+) -> Encoded:
+    """Full encodes until the whole file lands within BPP_TOLERANCE of ``target`` bpp,
+    else the closest one tried. Bisection over the ladder (its rungs lie on the
+    validation rate-distortion front) finds the two rungs around the target; then a
+    geometric bisection on λ moves along the upper rung's layer count towards fewer
+    bits, and if that cannot get low enough, along the lower rung's towards more."""
+    rungs = [Rung(min(r.layers, max_layers), r.lam) for r in ladder(model)]
+    best: Encoded | None = None
+
+    def attempt(layers: int, lam: float) -> Encoded:
+        nonlocal best
+        e = encode_pixels(pixels, mode, model, Rung(layers, lam), batch)
+        if best is None or abs(e.bpp / target - 1) < abs(best.bpp / target - 1):
+            best = e
+        return e
+
+    def close(e: Encoded) -> bool:
+        return abs(e.bpp / target - 1) <= BPP_TOLERANCE
+
+    def along_lambda(layers: int, lam: float, rate_above: bool) -> Encoded | None:
+        """From ``lam``, whose rate lies above (or below) the target, to the λ that hits it."""
+        fat, thin = (lam, math.inf) if rate_above else (0.0, lam)  # rates above / below the target
+        while thin / max(fat, 1e-9) > 1.05:
+            lam = max(fat * 4, LAMBDA_START) if thin == math.inf else thin / 4 if fat == 0 else math.sqrt(fat * thin)
+            if not LAMBDA_MIN <= lam <= LAMBDA_MAX:
+                return None
+            e = attempt(layers, lam)
+            if close(e):
+                return e
+            fat, thin = (lam, thin) if e.bpp > target else (fat, lam)
+        return None
+
+    low, high = 0, len(rungs) - 1
+    below = above = None  # the nearest rungs with rates below / above the target
+    while low <= high:
+        mid = (low + high) // 2
+        e = attempt(rungs[mid].layers, rungs[mid].lam)
+        if close(e):
+            return e
+        if e.bpp < target:
+            below, low = rungs[mid], mid + 1
+        else:
+            above, high = rungs[mid], mid - 1
+    found = None
+    if above is not None:
+        found = along_lambda(above.layers, above.lam, rate_above=True)
+    if found is None and below is not None and below.lam > 0:
+        found = along_lambda(below.layers, below.lam, rate_above=False)
+    assert best is not None  # the ladder has rungs, so at least one encode ran
+    return found or best
+
+
+def encode(
+    image: imageio.ImageSource,
+    model: ModelSpec = "default",
+    quality: int | None = None,
+    *,
+    bpp: float | None = None,
+    layers: int | None = None,
+    batch: int = 1,
+    pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
+) -> Encoded:
+    """Encode an image (Pillow image, path or file bytes).
+
+    ``quality`` (1..8) picks a rung of the model's ladder; ``layers`` alone codes that
+    many layers with the plain nearest choice (with ``quality``: overrides its layer
+    count); ``bpp`` searches for that many bits per pixel (whole file), using at most
+    ``layers`` layers if given. Nothing given: ``DEFAULT_QUALITY``."""
+    model = load_model(model)
+    count = len(model.config.layers)
+    if quality is not None and quality not in QUALITIES:
+        msg = f"quality must be 1..{QUALITIES[-1]}, got {quality}"
+        raise InputError(msg)
+    if layers is not None and not 1 <= layers <= count:
+        msg = f"layers must be 1..{count} for this model, got {layers}"
+        raise InputError(msg)
+    if bpp is not None and (quality is not None or not bpp > 0 or not math.isfinite(bpp)):
+        msg = "bpp must be a positive number, and not combined with quality"
+        raise InputError(msg)
+    pixels, mode = imageio.to_pixels(imageio.open_image(image, pixel_limit))
+    if bpp is not None:
+        return _search_bpp(pixels, mode, model, bpp, layers or count, batch)
+    if quality is None and layers is not None:
+        rung = Rung(layers, 0.0)
+    else:
+        rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
+        rung = Rung(layers or rung.layers, rung.lam)
+    return encode_pixels(pixels, mode, model, rung, batch)
+
+
+# ---------------------------------------------------------------- decode
+
+
+def decode(
+    data: bytes,
+    model: ModelSpec | None = None,
+    layers: int | None = None,
+    *,
+    batch: int = 1,
+    pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
+) -> Image.Image:
+    """A .ddn file's bytes -> Pillow image (RGB or L), coarser if ``layers`` is given or
+    the file was cut at a layer boundary."""
+    return imageio.from_pixels(*decode_pixels(data, model, layers, batch=batch, pixel_limit=pixel_limit))
+
+
+def decode_pixels(
+    data: bytes,
+    model: ModelSpec | None = None,
+    layers: int | None = None,
+    *,
+    batch: int = 1,
+    pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
+) -> tuple[np.ndarray, str]:
+    """As ``decode``, returning (H, W, 3) uint8 pixels and the mode."""
+    parsed = container.unpack(bytes(data), pixel_limit)
+    header = parsed.header
+    model = load_model("default" if model is None else model)
+    if header.fingerprint != model.fingerprint[: container.FINGERPRINT_BYTES]:
+        msg = (
+            f"this .ddn file was made with another model (fingerprint {header.fingerprint.hex()}); "
+            f"the model in use is {model.fingerprint[: container.FINGERPRINT_BYTES].hex()}; decode it with the model that made it"
+        )
+        raise FormatError(msg)
+    if header.layers > len(model.config.layers):
+        msg = f"corrupt .ddn header: {header.layers} layers, the model has {len(model.config.layers)}"
+        raise FormatError(msg)
+    present = len(parsed.streams)
+    if layers is not None and not 1 <= layers <= present:
+        msg = f"layers must be 1..{present} for this file, got {layers}"
+        raise InputError(msg)
+    count = present if layers is None else layers
+    tiles = plan(header.width, header.height, model.config.unit)
+    maps: list[list[torch.Tensor]] = []  # per layer, per tile: (rows, columns) of indices
+    for layer in range(count):
+        shapes = [cells(t, model, layer) for t in tiles]
+        sizes = [h * w for h, w in shapes]
+        symbols = entropy.decode(parsed.streams[layer], model.priors, layer, sum(sizes))
+        parts = np.split(symbols, np.cumsum(sizes)[:-1])
+        maps.append([torch.from_numpy(p.reshape(s).astype(np.int64)) for p, s in zip(parts, shapes, strict=True)])
+
+    def chooser_for(ids: list[int]) -> Chooser:
+        return lambda layer, _options: torch.stack([maps[layer][i] for i in ids])
+
+    return _render(model, tiles, count, chooser_for, batch), header.mode

@@ -1,0 +1,409 @@
+"""DDN's own gifts: the network that compresses also samples, and any black-box scorer
+can steer it with no gradients and no retraining (zero-shot conditional generation).
+
+Every task here is only a different chooser for ``DDN.walk``::
+
+    sample   per cell, a random symbol                          -> a new image
+    guide    per cell, the candidate a scorer likes best         -> an image matching a condition
+             (superres: area-downsampled L2, colorize: luminance L2, inpaint: L2 on known pixels)
+    tree     per cell, the nearest candidate, and a picture of the K children of every level
+
+A scorer sees whole candidate images, a chunk of the K at a time, and returns a cost
+per pixel (lower is better); the chooser pools it per cell. A cell whose scorer cannot
+tell its candidates apart (inside an inpainting hole) is decided by its neighbourhood.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageOps
+
+from ddncodec import imageio
+from ddncodec.data import to_tensor
+from ddncodec.errors import InputError
+from ddncodec.model import Candidates, Chooser
+from ddncodec.modelfile import CodecModel
+from ddncodec.priors import Priors, nearest
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+"""Candidate images (B, k, 3, H, W) in [-0.5, 0.5] -> cost per pixel (B, k, H, W), lower is
+better. Called on chunks of a layer's K candidates, forward only: any black box will do."""
+
+Pick = Literal["best", "top2"]
+Prior = Literal["uniform", "learned"]
+
+MAX_SIDE = 8192  # px; a guard against sizes that would only exhaust memory
+MAX_PIXELS = 1 << 24
+CHUNK_VALUES = 1 << 25  # floats of candidate images scored at once (128 MB)
+PRIOR_WEIGHT = 1e-3  # cost per bit of a symbol's code length; see guided_chooser
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's convert("L")
+
+
+# ---------------------------------------------------------------- choosers
+
+
+def candidate_images(options: Candidates, start: int, stop: int) -> torch.Tensor:
+    """Candidates ``start..stop-1`` as whole images, (B, stop-start, 3, H, W): symbol k in every cell."""
+    b = options.base.shape[0]
+    grid = [n // options.spec.cell for n in options.base.shape[-2:]]
+    idx = torch.empty(b, *grid, dtype=torch.int64, device=options.base.device)
+    return torch.stack([options.compose(idx.fill_(k)) for k in range(start, stop)], 1)
+
+
+def score_cells(options: Candidates, scorer: Scorer) -> torch.Tensor:
+    """Mean scorer cost of every candidate in every cell, (B, K, H/cell, W/cell), computed in
+    chunks of candidates so that a large image never holds all K at once."""
+    per_image = options.base[0].numel() * options.base.shape[0]
+    chunk = max(1, CHUNK_VALUES // per_image)
+    costs = []
+    for start in range(0, options.k, chunk):
+        cost = scorer(candidate_images(options, start, min(start + chunk, options.k)))  # (B, c, H, W)
+        costs.append(F.avg_pool2d(cost, options.spec.cell))
+    return torch.cat(costs, 1)
+
+
+def decide_by_neighbours(cost: torch.Tensor) -> torch.Tensor:
+    """Cells where every candidate costs the same (no evidence, e.g. an inpainting hole) take
+    the mean cost of the cells around them, in windows that double until they can tell the
+    candidates apart. Constant costs add the same to every candidate, so they never bias it."""
+    cost = cost.clone()
+    undecided = cost.amax(1) == cost.amin(1)  # (B, h, w)
+    radius, widest = 1, max(cost.shape[-2:])
+    while undecided.any() and radius < 2 * widest:
+        r = min(radius, widest)
+        around = F.avg_pool2d(F.pad(cost, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+        cost = torch.where(undecided.unsqueeze(1), around, cost)
+        undecided = cost.amax(1) == cost.amin(1)
+        radius *= 2
+    return cost
+
+
+def guided_chooser(
+    scorer: Scorer,
+    pick: Pick = "best",
+    generator: torch.Generator | None = None,
+    priors: Priors | None = None,
+    prior_weight: float = 0.0,
+) -> Chooser:
+    """Per cell, the candidate the scorer ranks first (``best``), or one of its two best
+    at random (``top2``, the author's choice for diversity). With ``priors``, every
+    candidate also pays ``prior_weight`` per bit of its symbol's code length (-log2 p): a
+    MAP choice, the codec's D + λR, that stops fine layers from fitting noise to the
+    condition where it pins little down (a 4 px cell under a x4 super-resolution pixel)."""
+
+    def choose(layer: int, options: Candidates) -> torch.Tensor:
+        cost = decide_by_neighbours(score_cells(options, scorer))
+        if priors is not None and prior_weight:
+            cost = cost + prior_weight * torch.from_numpy(priors.bits(layer)).to(cost).view(1, -1, 1, 1)
+        if pick == "best":
+            return cost.argmin(1)
+        two = cost.topk(2, dim=1, largest=False).indices  # (B, 2, h, w)
+        coin = torch.randint(2, (two.shape[0], 1, *two.shape[2:]), generator=generator)
+        return two.gather(1, coin.to(two.device)).squeeze(1)
+
+    return choose
+
+
+def random_chooser(model: CodecModel, prior: Prior, generator: torch.Generator) -> Chooser:
+    """Per cell, a random symbol: uniform over all K (the paper's sampler), or drawn from
+    the model's learned per-layer frequencies (how often training images use each symbol).
+    Split-and-Prune evens out the heads' shares, not that of symbol 0 ("keep"), which
+    training images use far more than 1/K in fine layers; uniform draws therefore
+    over-sharpen (mean |horizontal gradient| 24.7 vs 13.3 learned, 9.7 for BSDS val photos,
+    measured with a 495-step "base" model)."""
+
+    def choose(layer: int, options: Candidates) -> torch.Tensor:
+        b, _, height, width = options.base.shape
+        grid = (b, height // options.spec.cell, width // options.spec.cell)
+        if prior == "uniform":
+            idx = torch.randint(options.k, grid, generator=generator)
+        else:
+            probs = torch.from_numpy(model.priors.probabilities(layer))
+            idx = torch.multinomial(probs, math.prod(grid), replacement=True, generator=generator).view(grid)
+        return idx.to(options.base.device)
+
+    return choose
+
+
+# ---------------------------------------------------------------- walks
+
+
+def padded(size: int, unit: int) -> int:
+    return -(-size // unit) * unit
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (width, height), checked against the size limits."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None:
+        msg = f"size {text!r} is not WxH (e.g. 256x192)"
+        raise InputError(msg)
+    width, height = int(match[1]), int(match[2])
+    check_size(width, height)
+    return width, height
+
+
+def check_size(width: int, height: int) -> None:
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
+        msg = f"image size {width}x{height} is out of range (1..{MAX_SIDE} px a side, at most {MAX_PIXELS} px)"
+        raise InputError(msg)
+
+
+@torch.no_grad()
+def run(
+    model: CodecModel, choose: Chooser, width: int, height: int, layers: int | None = None, multiple: int = 1
+) -> torch.Tensor:
+    """Walk every layer (or the first ``layers``) with ``choose`` on the size padded to
+    multiples of the model's unit and of ``multiple``; the final image cropped to (1, 3, height, width)."""
+    check_size(width, height)
+    unit = math.lcm(model.config.unit, multiple)
+    steps = model.network.walk((1, padded(height, unit), padded(width, unit)), choose, layers)
+    _, image = deque(steps, maxlen=1)[0]  # only the last layer's image is kept
+    return image[..., :height, :width]
+
+
+def sample(
+    model: CodecModel,
+    count: int,
+    width: int,
+    height: int,
+    seed: int = 0,
+    prior: Prior = "learned",
+    layers: int | None = None,
+) -> Iterator[Image.Image]:
+    """``count`` images from random index paths, made one at a time from one seeded
+    generator (so a larger run starts with the same images)."""
+    generator = torch.Generator().manual_seed(seed)
+    choose = random_chooser(model, prior, generator)
+    for _ in range(count):
+        yield to_image(run(model, choose, width, height, layers=layers))
+
+
+def guide(
+    model: CodecModel,
+    scorer: Scorer,
+    width: int,
+    height: int,
+    pick: Pick = "best",
+    seed: int = 0,
+    prior_weight: float = PRIOR_WEIGHT,
+    layers: int | None = None,
+    multiple: int = 1,
+) -> torch.Tensor:
+    """The image (1, 3, height, width) whose every cell, at every layer, takes the candidate
+    ``scorer`` prefers (plus ``prior_weight`` per bit of its symbol, see ``guided_chooser``).
+    The scorer sees images of the padded size: multiples of the model's unit and of ``multiple``."""
+    generator = torch.Generator().manual_seed(seed)
+    choose = guided_chooser(scorer, pick, generator, model.priors, prior_weight)
+    return run(model, choose, width, height, layers, multiple)
+
+
+# ---------------------------------------------------------------- scorers
+
+
+def superres_scorer(low: torch.Tensor, scale: int) -> Scorer:
+    """L2 between each candidate, area-downsampled by ``scale``, and ``low`` (B, 3, h, w);
+    every high-resolution pixel carries its low-resolution pixel's error."""
+
+    def score(images: torch.Tensor) -> torch.Tensor:
+        b, k, c, height, width = images.shape
+        down = F.avg_pool2d(images.reshape(b * k, c, height, width), scale).view(b, k, c, *low.shape[-2:])
+        err = (down - low.unsqueeze(1)).pow(2).sum(2)  # (B, k, h, w)
+        return err.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+
+    return score
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) -> (..., H, W) luma, with the weights Pillow uses for grayscale."""
+    weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    return (images * weights).sum(-3)
+
+
+def with_luminance(images: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+    """``images`` (B, 3, H, W) with their luminance replaced by ``luma`` (B, H, W) and their
+    chroma (RGB minus luma, which has no luma of its own) kept, scaled down only where it
+    would leave the RGB range around the new luma."""
+    y = luma.unsqueeze(1)
+    chroma = images - luminance(images).unsqueeze(1)
+    room = torch.where(chroma > 0, 0.5 - y, -0.5 - y) / chroma  # per channel: how much chroma fits
+    fits = torch.where(chroma.abs() > 1e-9, room, torch.ones_like(room)).amin(1, keepdim=True)
+    return y + fits.clamp(0, 1) * chroma
+
+
+def luminance_scorer(gray: torch.Tensor) -> Scorer:
+    """L2 between each candidate's luminance and ``gray`` (B, 1, H, W): colour is left free."""
+    return lambda images: (luminance(images) - gray).pow(2)
+
+
+def masked_scorer(image: torch.Tensor, known: torch.Tensor) -> Scorer:
+    """L2 to ``image`` (B, 3, H, W) on the pixels where ``known`` (B, 1, H, W) is 1 only."""
+    return lambda images: (images - image.unsqueeze(1)).pow(2).sum(2) * known
+
+
+# ---------------------------------------------------------------- image tasks
+
+Task = Literal["superres", "colorize", "inpaint"]
+
+
+def read_image(path: Path) -> Image.Image:
+    """An upright image from a file, InputError if it is unreadable or over the size limit."""
+    return imageio.open_image(path, MAX_PIXELS)
+
+
+def from_image(image: Image.Image, unit: int = 1) -> torch.Tensor:
+    """PIL image (any mode) -> (1, 3, H, W) in [-0.5, 0.5], edge-padded to multiples of ``unit``."""
+    return to_tensor(imageio.pad(imageio.to_pixels(image)[0], unit)[None])
+
+
+def to_image(x: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) in [-0.5, 0.5] -> 8-bit RGB PIL image."""
+    pixels = ((x[0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
+
+
+def image_format(path: Path) -> str:
+    """The Pillow format an output path's suffix names; checked before any work is done."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        msg = f"{path}: unknown image file extension (use .png)"
+        raise InputError(msg)
+    return fmt
+
+
+def save(image: Image.Image, path: Path) -> None:
+    """Write ``image`` in the format its suffix names, atomically (temp file + rename), so a
+    failure never leaves a half-written file."""
+    fmt = image_format(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        image.save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def hole_of(mask: Image.Image, size: tuple[int, int], unit: int = 1) -> torch.Tensor:
+    """(1, 1, H, W), 1 where the mask is light (mean of R, G, B >= 128): the pixels to
+    fill; edge-padded to multiples of ``unit``."""
+    if mask.size != size:
+        msg = f"mask is {mask.size[0]}x{mask.size[1]}, the condition is {size[0]}x{size[1]}"
+        raise InputError(msg)
+    pixels = imageio.pad(imageio.to_pixels(mask)[0], unit)
+    return torch.from_numpy(pixels.mean(2) >= 128).float()[None, None]
+
+
+def guide_task(
+    model: CodecModel,
+    task: Task,
+    image: Image.Image,
+    mask: Image.Image | None = None,
+    scale: int = 4,
+    pick: Pick = "best",
+    seed: int = 0,
+    prior_weight: float = PRIOR_WEIGHT,
+    keep_condition: bool = True,
+) -> Image.Image:
+    """Zero-shot conditional generation from a PIL condition: ``superres`` (output ``scale``
+    times larger), ``colorize`` (the condition's luminance), ``inpaint`` (fill the light
+    pixels of ``mask``). The output has the condition's size otherwise. With
+    ``keep_condition`` the output keeps what the condition fixes exactly: DDN supplies the
+    colour of a colorisation (its luminance is the condition's) and the hole of an inpainting."""
+    if (mask is not None) != (task == "inpaint"):
+        msg = "a mask is needed for inpaint, and only for inpaint"
+        raise InputError(msg)
+    width, height = image.size
+    unit = model.config.unit
+    if task == "superres":
+        if scale < 2:
+            msg = f"super-resolution scale must be at least 2, got {scale}"
+            raise InputError(msg)
+        width, height = width * scale, height * scale
+        check_size(width, height)
+        low = from_image(image, math.lcm(unit, scale) // scale)  # padded output: whole low pixels
+        out = guide(model, superres_scorer(low, scale), width, height, pick, seed, prior_weight, multiple=scale)
+        return to_image(out)
+    check_size(width, height)
+    x = from_image(image, unit)
+    if task == "colorize":
+        luma = luminance(x).unsqueeze(1)  # (1, 1, H, W)
+        out = guide(model, luminance_scorer(luma), width, height, pick, seed, prior_weight)
+        return to_image(with_luminance(out, luma[:, 0, :height, :width]) if keep_condition else out)
+    hole = hole_of(mask, image.size, unit)
+    if hole.all():
+        msg = "the mask covers the whole image: there is nothing to inpaint from"
+        raise InputError(msg)
+    out = guide(model, masked_scorer(x, 1 - hole), width, height, pick, seed, prior_weight)
+    crop = (..., slice(height), slice(width))
+    return to_image(torch.where(hole[crop].bool(), out, x[crop]) if keep_condition else out)
+
+
+# ---------------------------------------------------------------- the latent tree
+
+
+def ring(slots: int) -> list[tuple[int, int]]:
+    """Grid positions (column, row) clockwise around the border of the smallest square
+    with at least ``slots`` border cells."""
+    side = max(3, -(-slots // 4) + 1)
+    last = side - 1
+    border = (
+        [(c, 0) for c in range(last)]
+        + [(last, r) for r in range(last)]
+        + [(c, last) for c in range(last, 0, -1)]
+        + [(0, r) for r in range(last, 0, -1)]
+    )
+    return border[:slots]
+
+
+@torch.no_grad()
+def tree(model: CodecModel, image: Image.Image, levels: int = 3, thumb: int = 48) -> Image.Image:
+    """The latent tree of ``image``, one panel per level as in the paper's figure: the
+    chosen node (the reconstruction after that layer) in the centre, its K children (every
+    cell taking symbol k) around it, the child chosen in most cells framed in red."""
+    levels = min(levels, len(model.config.layers))
+    width, height = image.size
+    check_size(width, height)
+    unit = model.config.unit
+    target = from_image(image, unit)
+    tile = (thumb, max(1, round(thumb * height / width)))
+    children: list[list[Image.Image]] = []
+    encode = nearest(target)
+
+    def choose(layer: int, options: Candidates) -> torch.Tensor:
+        kids = [candidate_images(options, k, k + 1)[:, 0, :, :height, :width] for k in range(options.k)]
+        children.append([to_image(kid).resize(tile, Image.BOX) for kid in kids])
+        return encode(layer, options)
+
+    panels = []
+    for level, (idx, chosen) in enumerate(model.network.walk((1, *target.shape[-2:]), choose, levels)):
+        spec = model.config.layers[level]
+        slots = ring(spec.k)
+        side = max(c for c, _ in slots) + 1
+        panel = Image.new("RGB", (side * tile[0], side * tile[1] + 16), "white")
+        draw = ImageDraw.Draw(panel)
+        draw.text((2, 2), f"level {level + 1}: K={spec.k}, {spec.cell}px cells", fill="black")
+        most = int(torch.bincount(idx.flatten(), minlength=spec.k).argmax())
+        for k, (col, row) in enumerate(slots):
+            box = (col * tile[0], row * tile[1] + 16)
+            panel.paste(children[level][k], box)
+            if k == most:
+                draw.rectangle((*box, box[0] + tile[0] - 1, box[1] + tile[1] - 1), outline="red", width=2)
+        inner = ((side - 2) * tile[0], (side - 2) * tile[1])
+        centre = ImageOps.contain(to_image(chosen[..., :height, :width]), inner, Image.BOX)
+        panel.paste(centre, (tile[0] + (inner[0] - centre.width) // 2, tile[1] + 16 + (inner[1] - centre.height) // 2))
+        panels.append(panel)
+    figure = Image.new("RGB", (sum(p.width for p in panels) + 8 * (len(panels) - 1), panels[0].height), "white")
+    left = 0
+    for panel in panels:
+        figure.paste(panel, (left, 0))
+        left += panel.width + 8
+    return figure

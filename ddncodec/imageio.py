@@ -1,0 +1,101 @@
+"""Pillow in and out: every input mode becomes 8-bit RGB pixels plus the mode the
+decoder should hand back ("RGB" or "L"); EXIF orientation is applied first.
+
+Modes: RGB as is; L and 1 as gray (decoded as L); I;16 / I (16-bit gray) scaled to
+8 bits, decoded as L; P, CMYK, YCbCr, LAB, HSV converted to RGB. Alpha (RGBA, LA,
+PA, P with transparency) is not coded: a fully opaque alpha is dropped, any
+transparency is refused with a clear error. Float images (F) are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ddncodec.errors import InputError
+
+_GRAY_16 = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_ALPHA = {"RGBA": "RGB", "RGBa": "RGB", "LA": "L", "La": "L", "PA": "RGB"}
+
+ImageSource = Image.Image | str | os.PathLike | bytes
+
+
+def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
+    """A loaded, upright Pillow image from a path, encoded bytes or an Image."""
+    name = "image" if isinstance(source, Image.Image | bytes) else str(source)
+    image = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if isinstance(source, Image.Image):
+                image = source
+            else:
+                image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+            if image.width * image.height > pixel_limit:
+                msg = f"{name}: {image.width}x{image.height} is over the limit of {pixel_limit:,} pixels"
+                raise InputError(msg)
+            upright = ImageOps.exif_transpose(image)
+            upright.load()
+            return upright
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        msg = f"{name}: cannot read image ({exc})"
+        raise InputError(msg) from exc
+    finally:
+        if image is not None and image is not source:
+            image.close()
+
+
+def _opaque(alpha: np.ndarray, mode: str) -> None:
+    if (alpha != 255).any():
+        msg = (
+            f"ddncodec does not code transparency: this {mode} image has {int((alpha != 255).sum()):,} "
+            "non-opaque pixels (flatten it onto a background first)"
+        )
+        raise InputError(msg)
+
+
+def to_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
+    """(H, W, 3) uint8 RGB (gray replicated) and the mode to decode to, "RGB" or "L"."""
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in _ALPHA:
+        image = image.convert("LA" if _ALPHA[mode] == "L" else "RGBA")
+        _opaque(np.asarray(image.getchannel("A")), mode)
+        image = image.convert(_ALPHA[mode])
+        mode = image.mode
+    if mode in _GRAY_16:
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    elif mode in ("L", "1"):
+        gray = np.asarray(image.convert("L"))
+    elif mode == "F":
+        msg = "floating-point (mode F) images are not supported: convert to 8 or 16 bit first"
+        raise InputError(msg)
+    else:
+        try:
+            return np.asarray(image.convert("RGB")), "RGB"
+        except (ValueError, OSError) as exc:
+            msg = f"cannot convert a {mode} image to RGB ({exc})"
+            raise InputError(msg) from exc
+    return np.repeat(gray[:, :, None], 3, axis=2), "L"
+
+
+def from_pixels(pixels: np.ndarray, mode: str) -> Image.Image:
+    """(H, W, 3) uint8 -> a Pillow image of ``mode``; gray is the rounded channel mean."""
+    if mode == "L":
+        mean = (pixels.astype(np.uint16).sum(2) + 1) // 3
+        return Image.fromarray(mean.astype(np.uint8), "L")
+    return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+
+
+def pad(pixels: np.ndarray, unit: int) -> np.ndarray:
+    """Edge-replicate (H, W, C) up to multiples of ``unit``: no hard edge for the model to code."""
+    height, width = pixels.shape[:2]
+    return np.pad(pixels, ((0, -height % unit), (0, -width % unit), (0, 0)), mode="edge")

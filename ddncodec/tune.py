@@ -1,0 +1,169 @@
+"""Offline fitting of what a model needs beyond its weights: prior tables counted
+with the encoder it will actually run, and the quality ladder (quality -> layers, λ).
+
+Priors counted with the plain nearest choice underestimate how often the rate-aware
+encoder picks "keep" (symbol 0), so ``recount_priors`` tallies the symbols the
+rate-aware encoder chooses at every rung of a ladder on training crops, a few rounds
+(the choice depends on the priors' bit costs). ``tune_ladder`` encodes validation
+images over a grid of (layers, λ), keeps the rate-distortion front and picks eight
+rungs spread evenly in log-bpp along it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddncodec import codec, container
+from ddncodec.codec import Rung
+from ddncodec.data import CropSampler, list_images, load_rgb
+from ddncodec.modelfile import CodecModel
+from ddncodec.priors import Priors
+
+
+@torch.no_grad()
+def recount_priors(
+    model: CodecModel, crops: torch.Tensor, rungs: list[Rung], rounds: int = 2, batch: int = 8
+) -> Priors:
+    """Prior tables from the symbols the rate-aware encoder picks on ``crops`` (B, 3, H, W)
+    at every rung, summed over rungs; re-counted ``rounds`` times with the new bit costs."""
+    priors = model.priors
+    for _ in range(rounds):
+        current = CodecModel(model.network, priors, model.card)
+        counts = [np.zeros(s.k, dtype=np.int64) for s in model.config.layers]
+        for rung in rungs:
+            for start in range(0, crops.shape[0], batch):
+                target = crops[start : start + batch]
+                choose = codec.rate_aware(target, current, rung.lam)
+                walk = model.network.walk((target.shape[0], *target.shape[-2:]), choose, rung.layers)
+                for layer, (idx, _) in enumerate(walk):
+                    counts[layer] += np.bincount(idx.flatten().numpy(), minlength=counts[layer].size)
+        priors = Priors.from_counts(counts)
+    return priors
+
+
+@dataclass(frozen=True)
+class Point:
+    rung: Rung
+    bpp: float  # mean over images of whole-file bpp
+    psnr: float  # mean over images of PSNR (dB)
+
+
+def measure(model: CodecModel, images: list[np.ndarray], rung: Rung) -> Point:
+    """Mean bpp and PSNR of full encodes of ``images`` ((H, W, 3) uint8) at ``rung``."""
+    results = [codec.encode_pixels(pixels, "RGB", model, rung) for pixels in images]
+    return Point(rung, float(np.mean([r.bpp for r in results])), float(np.mean([r.psnr for r in results])))
+
+
+def front(points: list[Point]) -> list[Point]:
+    """The points no other point beats on both rate and PSNR, by rising rate."""
+    ordered = sorted(points, key=lambda p: (p.bpp, -p.psnr))
+    kept: list[Point] = []
+    for p in ordered:
+        if not kept or p.psnr > kept[-1].psnr:
+            kept.append(p)
+    return kept
+
+
+def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: float = 32.0) -> list[Rung]:
+    """``count`` rungs of the front, nearest to rates spread evenly in log-bpp over its top
+    ``span``-fold range (lower rates look too poor to offer); rising in rate and PSNR
+    (strictly if the front has enough points, else the last ones repeat)."""
+    best = front(points)
+    high = math.log(best[-1].bpp)
+    low = max(math.log(best[0].bpp), high - math.log(span))
+    chosen: list[int] = []
+    for i in range(count):
+        target = low + (high - low) * i / (count - 1)
+        first = min(chosen[-1] + 1, len(best) - 1) if chosen else 0
+        last = max(first, len(best) - (count - i))  # leave room for the rungs still to come
+        chosen.append(min(range(first, last + 1), key=lambda j: abs(math.log(best[j].bpp) - target)))
+    return [best[j].rung for j in chosen]
+
+
+def default_grid(layer_count: int) -> list[Rung]:
+    """Every layer count, each with a few λ values (squared 8-bit levels per bit)."""
+    return [Rung(n, lam) for n in range(1, layer_count + 1) for lam in (0.0, 1000.0, 3000.0, 10000.0)]
+
+
+def tune_ladder(
+    model: CodecModel, images: list[np.ndarray], grid: list[Rung] | None = None
+) -> tuple[list[Rung], list[Point]]:
+    """The ladder for ``model`` on validation ``images``, and every measured point."""
+    points = [measure(model, images, rung) for rung in grid or default_grid(len(model.config.layers))]
+    return pick_rungs(points), points
+
+
+def load_images(folders: list[Path], limit: int, size: int) -> list[np.ndarray]:
+    """Up to ``limit`` center crops of ``size`` px (whole image if smaller) from ``folders``."""
+    images = []
+    for path in list_images(folders)[:limit]:
+        pixels = load_rgb(path)
+        top, left = max(0, (pixels.shape[0] - size) // 2), max(0, (pixels.shape[1] - size) // 2)
+        images.append(np.ascontiguousarray(pixels[top : top + size, left : left + size]))
+    return images
+
+
+def finalize(
+    model: CodecModel,
+    train: list[Path],
+    val: list[Path],
+    crops: int = 256,
+    crop: int = 128,
+    val_images: int = 16,
+    val_size: int = 256,
+) -> CodecModel:
+    """Tune a ladder on validation images, recount the priors along it on training crops,
+    tune the ladder again with the new priors; the card records ladder, points and the
+    entropy-coding saving. Never give it evaluation data (Kodak, McMaster)."""
+    train_crops = CropSampler(train, crop, seed=1234).batch(crops)
+    images = load_images(val, val_images, val_size)
+    grid = default_grid(len(model.config.layers))
+    first, _ = tune_ladder(model, images, grid)
+    priors = recount_priors(model, train_crops, first)
+    tuned = CodecModel(model.network, priors, model.card)
+    ladder, points = tune_ladder(tuned, images, grid)
+    measured = {p.rung: p for p in points}
+    card = dict(model.card)
+    card["ladder"] = [[r.layers, r.lam] for r in ladder]
+    card["ladder_on_val"] = [
+        {"quality": q, "bpp": round(measured[r].bpp, 4), "psnr": round(measured[r].psnr, 3)}
+        for q, r in enumerate(ladder, 1)
+    ]
+    card["priors"] = {
+        "counted_on": [str(p) for p in train],
+        "crops": crops,
+        "crop": crop,
+        "chooser": "rate-aware, along the ladder",
+        "ladder_tuned_on": [str(p) for p in val],
+        "val_images": len(images),
+        "val_size": val_size,
+    }
+    card["entropy_coding"] = saving(tuned, images)
+    return CodecModel(model.network, priors, card)
+
+
+def saving(model: CodecModel, images: list[np.ndarray]) -> dict:
+    """Coded bits per index against fixed-length log2 K, per layer, for the plain nearest
+    encoding of every layer of ``images``."""
+    fixed = np.zeros(len(model.config.layers))
+    coded = np.zeros(len(model.config.layers))
+    for pixels in images:
+        result = codec.encode_pixels(pixels, "RGB", model, Rung(len(model.config.layers), 0.0))
+        parsed = container.unpack(result.data)
+        tiles = codec.plan(result.width, result.height, model.config.unit)
+        for layer, (spec, stream) in enumerate(zip(model.config.layers, parsed.streams, strict=True)):
+            count = sum(h * w for h, w in (codec.cells(t, model, layer) for t in tiles))
+            fixed[layer] += count * math.log2(spec.k)
+            coded[layer] += 8 * len(stream)
+    return {
+        "measured_on": f"{len(images)} validation images, nearest choice, all layers",
+        "fixed_bits": int(fixed.sum()),
+        "coded_bits": int(coded.sum()),
+        "saving_percent": round(100 * (1 - coded.sum() / fixed.sum()), 1),
+        "saving_percent_per_layer": [round(100 * (1 - c / f), 1) for c, f in zip(coded, fixed, strict=True)],
+    }

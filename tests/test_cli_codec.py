@@ -1,0 +1,207 @@
+"""``ddncodec encode / decode / info``: outputs, stdin/stdout, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from ddncodec import codec
+from ddncodec.cli import main
+from ddncodec.modelfile import CodecModel
+
+KODAK = Path(__file__).parent / "data" / "kodak"
+
+
+def run(*args: str | Path, stdin: bytes | None = None) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+
+
+def one_error_line(result: Result, code: int) -> str:
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ddncodec: error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture()
+def model_arg(tiny_model_path: Path) -> str:
+    return str(tiny_model_path)
+
+
+def test_encode_decode_info(model_arg: str, kodak_crop: Path, tmp_path: Path, tiny_model: CodecModel) -> None:
+    ddn = tmp_path / "k.ddn"
+    result = run("encode", kodak_crop, "-o", ddn, "-q", "8", "--model", model_arg)
+    assert result.exit_code == 0, result.stderr
+    size = ddn.stat().st_size
+    summary = result.stderr.strip()
+    assert summary.startswith(f"{kodak_crop} 256x192 -> {ddn}: {size:,} B, {8 * size / (256 * 192):.4f} bpp, ")
+    expected = codec.encode(kodak_crop, tiny_model, 8)
+    assert f"{expected.psnr:.2f} dB" in summary
+    assert ddn.read_bytes() == expected.data
+
+    png = tmp_path / "k.png"
+    assert run("decode", ddn, "-o", png, "--model", model_arg).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(png)), expected.pixels)
+    coarse = tmp_path / "coarse.png"
+    assert run("decode", ddn, "-o", coarse, "--layers", "1", "--model", model_arg, "--quiet").exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(coarse)), codec.encode(kodak_crop, tiny_model, layers=1).pixels)
+
+    info = run("info", ddn, "--json")
+    assert info.exit_code == 0
+    facts = json.loads(info.stdout)
+    assert facts["bytes"] == size
+    assert (facts["width"], facts["height"], facts["mode"], facts["layers"]) == (256, 192, "RGB", 3)
+    assert facts["model"] == tiny_model.fingerprint[:4].hex()
+    assert facts["header_bytes"] + sum(facts["layer_bytes"]) + 4 == size
+    assert facts["checksum"] == "ok"
+    text = run("info", ddn).stdout
+    assert f"{size:,} bytes, 256x192 RGB" in text
+    assert " ".join(map(str, facts["layer_bytes"])) in text
+
+
+def test_batch_to_a_folder_with_progress_and_one_line_per_file(model_arg: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    inputs = sorted(KODAK.glob("*.png"))
+    result = run("encode", *inputs, "-o", out, "--layers", "2", "--model", model_arg)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [p.stem + ".ddn" for p in inputs]
+    assert sum(" -> " in line for line in result.stderr.splitlines()) == 2
+    decoded = tmp_path / "decoded"
+    result = run("decode", *sorted(out.iterdir()), "-o", decoded, "--model", model_arg, "--quiet")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert sorted(p.name for p in decoded.iterdir()) == [p.stem + ".png" for p in inputs]
+
+
+def test_one_input_into_an_existing_folder(model_arg: str, kodak_crop: Path, tmp_path: Path) -> None:
+    assert run("encode", kodak_crop, "-o", tmp_path, "--layers", "1", "--model", model_arg).exit_code == 0
+    assert (tmp_path / "kodim23_crop.ddn").read_bytes().startswith(b"DDN")
+
+
+def test_stdin_and_stdout(model_arg: str, kodak_crop: Path, tiny_model: CodecModel) -> None:
+    encoded = run("encode", "-", "-o", "-", "--layers", "1", "--model", model_arg, stdin=kodak_crop.read_bytes())
+    assert encoded.exit_code == 0
+    assert encoded.stdout_bytes == codec.encode(kodak_crop, tiny_model, layers=1).data
+    decoded = run("decode", "-", "-o", "-", "--model", model_arg, stdin=encoded.stdout_bytes)
+    assert decoded.exit_code == 0
+    assert decoded.stdout_bytes.startswith(b"\x89PNG")
+
+
+def test_existing_output_needs_force_and_the_input_is_never_overwritten(
+    model_arg: str, kodak_crop: Path, tmp_path: Path
+) -> None:
+    ddn = tmp_path / "k.ddn"
+    ddn.write_bytes(b"old")
+    assert "already exists" in one_error_line(run("encode", kodak_crop, "-o", ddn, "--model", model_arg), 1)
+    assert ddn.read_bytes() == b"old"
+    assert run("encode", kodak_crop, "-o", ddn, "--layers", "1", "--model", model_arg, "-f").exit_code == 0
+    assert ddn.read_bytes().startswith(b"DDN")
+    png = tmp_path / "in.png"
+    png.write_bytes(kodak_crop.read_bytes())
+    line = one_error_line(run("encode", png, "-o", png, "--force", "--model", model_arg), 1)
+    assert "refusing to overwrite the input" in line
+    assert png.read_bytes() == kodak_crop.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d[: len(d) // 2], "truncated"),
+        (lambda d: d[:-5] + bytes([d[-5] ^ 4]) + d[-4:], "checksum mismatch"),
+        (lambda d: b"XYZ" + d[3:], "not a .ddn file"),
+        (lambda d: d[:3] + b"\x07" + d[3 + 1 :], "version 7"),
+        (lambda _d: (KODAK / "kodim05_crop.png").read_bytes(), "not a .ddn file"),
+    ],
+)
+def test_bad_files_exit_2_with_one_line_and_no_output(
+    model_arg: str, kodak_crop: Path, tmp_path: Path, tiny_model: CodecModel, mutate, message: str
+) -> None:
+    bad = tmp_path / "bad.ddn"
+    bad.write_bytes(mutate(codec.encode(kodak_crop, tiny_model, layers=3).data))
+    out = tmp_path / "out.png"
+    assert message in one_error_line(run("decode", bad, "-o", out, "--model", model_arg), 2)
+    assert list(tmp_path.iterdir()) == [bad]
+    assert message in one_error_line(run("info", bad), 2)
+
+
+def test_another_models_file_and_a_huge_header_exit_2(
+    model_arg: str, kodak_crop: Path, tmp_path: Path, tiny_model: CodecModel
+) -> None:
+    from ddncodec import container
+
+    data = codec.encode(kodak_crop, tiny_model, layers=1).data
+    parsed = container.unpack(data)
+    other = container.Header(b"\0\0\0\0", 256, 192, "RGB", parsed.header.lengths)
+    huge = container.Header(parsed.header.fingerprint, 10**6, 10**6, "RGB", parsed.header.lengths)
+    for header, message in [(other, "made with another model"), (huge, "over the limit")]:
+        bad = tmp_path / "bad.ddn"
+        bad.write_bytes(container.pack(header, parsed.streams))
+        assert message in one_error_line(run("decode", bad, "-o", tmp_path / "o.png", "--model", model_arg), 2)
+        assert not (tmp_path / "o.png").exists()
+
+
+def test_unreadable_inputs_to_encode_exit_2(model_arg: str, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    for source in (text, tmp_path / "missing.png"):
+        out = tmp_path / "o.ddn"
+        assert "cannot read image" in one_error_line(run("encode", source, "-o", out, "--model", model_arg), 2)
+        assert not out.exists()
+    assert "cannot read" in one_error_line(
+        run("decode", tmp_path / "missing.ddn", "-o", tmp_path / "o.png", "--model", model_arg), 2
+    )
+
+
+def test_a_bad_file_in_a_batch_is_reported_and_the_rest_are_done(model_arg: str, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"junk")
+    out = tmp_path / "out"
+    result = run(
+        "encode", KODAK / "kodim05_crop.png", junk, "-o", out, "--layers", "1", "--model", model_arg, "--quiet"
+    )
+    assert result.exit_code == 2
+    assert [p.name for p in out.iterdir()] == ["kodim05_crop.ddn"]
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert "junk.png" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["encode", "IMG", "-o", "x.ddn", "-q", "3", "--bpp", "0.1"],
+        ["encode", "IMG", "-o", "x.ddn", "-q", "9"],
+        ["encode", "IMG", "IMG", "-o", "-"],
+        ["decode", "x.ddn", "-o", "x.unknown"],
+        ["encode", "IMG"],
+    ],
+)
+def test_usage_errors_exit_1(
+    args: list[str], kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.ddn").write_bytes(b"")
+    one_error_line(run(*[str(kodak_crop) if a == "IMG" else a for a in args]), 1)
+
+
+def test_console_script_runs_as_a_module(kodak_crop: Path) -> None:
+    """The real process: exit code and a single stderr line, no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ddncodec", "info", str(kodak_crop)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "not a .ddn file" in done.stderr
+
+
+def test_help_states_the_default_quality() -> None:
+    assert f"default {codec.DEFAULT_QUALITY}." in run("encode", "--help").stdout

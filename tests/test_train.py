@@ -1,0 +1,214 @@
+"""``ddncodec train``: bit-for-bit resume, kill and SIGTERM safety, bad input, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from ddncodec.cli import main
+from ddncodec.model import DDN, DDNConfig, fingerprint, weights_of
+from ddncodec.modelfile import load
+
+BSDS = Path(__file__).parent / "data" / "bsds"
+TINY = ["--config", "tiny", "--crop", "64", "--batch", "4", "--quiet"]
+# One thread everywhere, so that runs in this process and in subprocesses do the same arithmetic.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(out: Path, *args: str, data: Path = BSDS):
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(out), *TINY, *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def spawn(out: Path, *args: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+    command = [sys.executable, *launcher, "-m", "ddncodec", "train", "--data", str(BSDS), "--out", str(out), *TINY]
+    return subprocess.Popen(
+        [*command, *args], env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def log_of(out: Path) -> list[dict]:
+    """The complete records of the training log (a running trainer may be writing the last one)."""
+    path = out.with_name(out.name + ".log.jsonl")
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1]] if path.exists() else []
+
+
+def wait_for_checkpoint(out: Path, proc: subprocess.Popen, step: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(r.get("event") == "checkpoint" and r["step"] >= step for r in log_of(out)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+
+
+def state(out: Path) -> dict:
+    return torch.load(out.with_name(out.name + ".ckpt.pt"), weights_only=True)
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Weights, Split-and-Prune counters, Adam moments and RNG states: all bit-identical."""
+    sa, sb = state(a), state(b)
+    assert sa["step"] == sb["step"]
+    assert sa["model"].keys() == sb["model"].keys()
+    for name, tensor in sa["model"].items():
+        assert torch.equal(tensor, sb["model"][name]), name
+    assert sa["splits"] == sb["splits"]
+    assert all(torch.equal(x, y) for x, y in zip(sa["rng"][0].values(), sb["rng"][0].values(), strict=True))
+    adam_a = torch.load(a.with_name(a.name + ".adam.pt"), weights_only=True)
+    adam_b = torch.load(b.with_name(b.name + ".adam.pt"), weights_only=True)
+    assert adam_a["step"] == adam_b["step"] == sa["step"]
+    for key, moments in adam_a["optimizer"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(value, adam_b["optimizer"]["state"][key][name]), (key, name)
+
+
+def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert train(straight, "--steps", "60").exit_code == 0
+    assert train(halves, "--steps", "30").exit_code == 0
+    assert state(halves)["step"] == 30
+    assert train(halves, "--steps", "60", "--resume").exit_code == 0
+
+    assert_same_training_state(straight, halves)
+    counters = state(straight)["model"]
+    assert sum(state(straight)["splits"]) > 0  # Split-and-Prune ran, so the counters carry real history
+    assert counters["layers.0.ddl.hits"].dtype == torch.float64
+    # One count per 16 px cell and step, kept through every split and the resume:
+    assert float(counters["layers.0.ddl.hits"].sum()) == pytest.approx(60 * 4 * (64 // 16) ** 2, rel=1e-12)
+
+    events = [r.get("event") for r in log_of(halves)]
+    assert events[0] == "start" and "resume" in events and events[-1] == "stop"
+    assert events.count("checkpoint") == 2
+    model = load(tmp_path / "halves.safetensors")
+    assert model.card["steps"] == 60
+    assert model.fingerprint == load(tmp_path / "straight.safetensors").fingerprint
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "culprit"),
+    [
+        ("empty", [], "data"),
+        ("corrupt", [], "data/broken.png"),
+        ("truncated", [], "data/cut.png"),
+        ("small", [], "data/small.png"),
+        ("no-checkpoint", ["--resume"], "m.ckpt.pt"),
+        ("bad-checkpoint", ["--resume"], "m.ckpt.pt"),
+        ("foreign-checkpoint", ["--resume"], "m.ckpt.pt"),
+        ("old-checkpoint", [], "m.ckpt.pt"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, setup: str, args: list[str], culprit: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in sorted(BSDS.glob("*.png"))[:2]:
+        (data / p.name).write_bytes(p.read_bytes())
+    if setup == "empty":
+        for p in data.iterdir():
+            p.unlink()
+    elif setup == "corrupt":
+        (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    elif setup == "truncated":
+        (data / "cut.png").write_bytes((BSDS / "12074.png").read_bytes()[:3000])
+    elif setup == "small":
+        Image.open(BSDS / "12074.png").crop((0, 0, 80, 40)).save(data / "small.png")  # under the 64 px crop
+    elif setup in ("bad-checkpoint", "old-checkpoint"):
+        (tmp_path / "m.ckpt.pt").write_bytes(b"not a checkpoint")
+    elif setup == "foreign-checkpoint":
+        torch.save({"weights": torch.zeros(3)}, tmp_path / "m.ckpt.pt")
+    out = tmp_path / "m"
+    result = train(out, "--steps", "2", *args, data=data)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ddncodec: error: "), result.stderr
+    assert str(tmp_path / culprit) in lines[0]
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_kill_between_the_two_checkpoint_files_still_resumes_exactly(tmp_path: Path) -> None:
+    """Killed after the new Adam moments were written but before the state that pairs with
+    them: the moments of the checkpointed step, kept aside, are the ones resumed."""
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    assert train(killed, "--steps", "3").exit_code == 0
+    adam = tmp_path / "killed.adam.pt"
+    os.replace(adam, tmp_path / "killed.adam.prev.pt")
+    newer = torch.load(tmp_path / "killed.adam.prev.pt", weights_only=True)
+    newer["step"] = 4
+    newer["optimizer"]["state"][0]["exp_avg"] += 1.0
+    torch.save(newer, adam)
+
+    assert train(killed, "--steps", "5", "--resume").exit_code == 0
+    assert train(straight, "--steps", "5").exit_code == 0
+    assert_same_training_state(killed, straight)
+    assert not (tmp_path / "killed.adam.prev.pt").exists()
+
+
+def test_sigkill_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    """The killed run checkpointed after every step, the straight one never: same result."""
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    proc = spawn(killed, "--steps", "1000", "--checkpoint-minutes", "0")
+    wait_for_checkpoint(killed, proc, step=3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    last = state(killed)["step"]
+    assert 3 <= last < 1000
+
+    assert train(killed, "--steps", str(last + 4), "--resume").exit_code == 0
+    assert train(straight, "--steps", str(last + 4)).exit_code == 0
+    assert_same_training_state(killed, straight)
+
+
+def test_sigterm_stops_after_the_step_and_checkpoints(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    proc = spawn(out, "--steps", "1000", "--checkpoint-minutes", "0")
+    wait_for_checkpoint(out, proc, step=2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    records = log_of(out)
+    stopped = [r for r in records if r.get("event") == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM"
+    assert records[-1]["event"] == "stop"
+    final = state(out)["step"]
+    assert final == stopped[0]["step"] == records[-1]["step"] < 1000
+    assert load(tmp_path / "m.safetensors").card["steps"] == final
+
+
+def test_two_processes_keep_identical_replicas(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+    proc = spawn(out, "--steps", "12", launcher=launcher)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+
+    records = log_of(out)
+    assert records[0]["world"] == 2
+    checkpoint = [r for r in records if r.get("event") == "checkpoint"][-1]
+    ckpt = state(out)
+    network = DDN(DDNConfig.from_json(ckpt["config"]))
+    network.load_state_dict(ckpt["model"])
+    rank0 = fingerprint(weights_of(network)).hex()
+    assert checkpoint["replica_weights"] == [rank0, rank0]  # rank 1 ended with rank 0's weights, bit for bit
+    assert sum(records[-1]["splits"]) >= 1
+    assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["sampler"], ckpt["rng"][1]["sampler"])
+    assert load(tmp_path / "m.safetensors").card["batch"] == 8
