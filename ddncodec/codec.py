@@ -7,7 +7,7 @@ cheap "keep" symbol). Decoding replays the stored indices through the same
 generator: it never takes an argmin, so float drift cannot desynchronise it.
 
 Large images are cut into independent tiles of at most TILE px (a format constant,
-see docs/FORMAT.md) and coded one batch of tiles at a time, so memory stays bounded;
+see docs/FORMAT.md) and coded one tile at a time, so memory stays bounded;
 each layer's stream holds that layer's symbols of every tile (layer-major), so a
 prefix of the file still decodes to the coarser image.
 """
@@ -18,6 +18,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,39 +148,34 @@ def cells(tile: Tile, model: CodecModel, layer: int) -> tuple[int, int]:
     return ph // cell, pw // cell
 
 
-def _batches(tiles: list[Tile], batch: int) -> Iterator[list[int]]:
-    """Runs of consecutive tiles with the same padded shape, at most ``batch`` long."""
-    run: list[int] = []
-    for i, tile in enumerate(tiles):
-        if run and (len(run) == batch or tiles[run[0]].padded != tile.padded):
-            yield run
-            run = []
-        run.append(i)
-    if run:
-        yield run
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the caller's setting.
+
+    oneDNN picks convolution kernels, and with them the order of float sums, by thread
+    count and batch size; a last-bit difference can flip a pixel's 8-bit rounding. One
+    thread and one tile at a time make the decoded pixels the same whatever the caller's
+    thread count, and always equal to the encoder's reconstruction."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _render(
-    model: CodecModel,
-    tiles: list[Tile],
-    layers: int,
-    chooser_for: Callable[[list[int]], Chooser],
-    batch: int,
-) -> np.ndarray:
-    """Walk the generator over every tile with the chooser ``chooser_for(tile ids)``; the
+def _render(model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser]) -> np.ndarray:
+    """Walk the generator over each tile with the chooser ``chooser_for(tile index)``; the
     8-bit (H, W, 3) image of the result."""
     height = max(t.top + t.height for t in tiles)
     width = max(t.left + t.width for t in tiles)
     canvas = np.empty((height, width, 3), dtype=np.uint8)
-    for ids in _batches(tiles, batch):
-        ph, pw = tiles[ids[0]].padded
-        with torch.inference_mode():
-            steps = model.network.walk((len(ids), ph, pw), chooser_for(ids), layers)
+    with _one_thread(), torch.inference_mode():
+        for i, t in enumerate(tiles):
+            steps = model.network.walk((1, *t.padded), chooser_for(i), layers)
             (_, image) = deque(steps, maxlen=1).pop()  # run every layer, keep the last image
-            pixels = ((image + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        for b, i in enumerate(ids):
-            t = tiles[i]
-            canvas[t.top : t.top + t.height, t.left : t.left + t.width] = pixels[b, : t.height, : t.width]
+            pixels = ((image[0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            canvas[t.top : t.top + t.height, t.left : t.left + t.width] = pixels[: t.height, : t.width]
     return canvas
 
 
@@ -221,27 +217,26 @@ def psnr(a: np.ndarray, b: np.ndarray, mode: str) -> float:
     return 10 * math.log10(255**2 / mse) if mse > 0 else math.inf
 
 
-def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, batch: int = 1) -> Encoded:
+def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) -> Encoded:
     """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode."""
     height, width = pixels.shape[:2]
     unit = model.config.unit
     tiles = plan(width, height, unit)
     found: list[dict[int, np.ndarray]] = [{} for _ in range(rung.layers)]
 
-    def chooser_for(ids: list[int]) -> Chooser:
-        crops = [pixels[t.top : t.top + t.height, t.left : t.left + t.width] for t in (tiles[i] for i in ids)]
-        target = to_tensor(np.stack([imageio.pad(c, unit) for c in crops]))
+    def chooser_for(i: int) -> Chooser:
+        t = tiles[i]
+        target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
         pick = rate_aware(target, model, rung.lam)
 
         def choose(layer: int, options: Candidates) -> torch.Tensor:
             idx = pick(layer, options)
-            for b, i in enumerate(ids):
-                found[layer][i] = idx[b].numpy().astype(np.int32)
+            found[layer][i] = idx[0].numpy().astype(np.int32)
             return idx
 
         return choose
 
-    reconstruction = _render(model, tiles, rung.layers, chooser_for, batch)
+    reconstruction = _render(model, tiles, rung.layers, chooser_for)
     streams = []
     for layer in range(rung.layers):
         symbols = np.concatenate([found[layer][i].ravel() for i in range(len(tiles))])
@@ -253,9 +248,7 @@ def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, 
     return Encoded(data, reconstruction, mode, psnr(reconstruction, pixels, mode), rung)
 
 
-def _search_bpp(
-    pixels: np.ndarray, mode: str, model: CodecModel, target: float, max_layers: int, batch: int
-) -> Encoded:
+def _search_bpp(pixels: np.ndarray, mode: str, model: CodecModel, target: float, max_layers: int) -> Encoded:
     """Full encodes until the whole file lands within BPP_TOLERANCE of ``target`` bpp,
     else the closest one tried. Bisection over the ladder (its rungs lie on the
     validation rate-distortion front) finds the two rungs around the target; then a
@@ -266,7 +259,7 @@ def _search_bpp(
 
     def attempt(layers: int, lam: float) -> Encoded:
         nonlocal best
-        e = encode_pixels(pixels, mode, model, Rung(layers, lam), batch)
+        e = encode_pixels(pixels, mode, model, Rung(layers, lam))
         if best is None or abs(e.bpp / target - 1) < abs(best.bpp / target - 1):
             best = e
         return e
@@ -314,7 +307,6 @@ def encode(
     *,
     bpp: float | None = None,
     layers: int | None = None,
-    batch: int = 1,
     pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
 ) -> Encoded:
     """Encode an image (Pillow image, path or file bytes).
@@ -336,13 +328,13 @@ def encode(
         raise InputError(msg)
     pixels, mode = imageio.to_pixels(imageio.open_image(image, pixel_limit))
     if bpp is not None:
-        return _search_bpp(pixels, mode, model, bpp, layers or count, batch)
+        return _search_bpp(pixels, mode, model, bpp, layers or count)
     if quality is None and layers is not None:
         rung = Rung(layers, 0.0)
     else:
         rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
         rung = Rung(layers or rung.layers, rung.lam)
-    return encode_pixels(pixels, mode, model, rung, batch)
+    return encode_pixels(pixels, mode, model, rung)
 
 
 # ---------------------------------------------------------------- decode
@@ -353,12 +345,11 @@ def decode(
     model: ModelSpec | None = None,
     layers: int | None = None,
     *,
-    batch: int = 1,
     pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
 ) -> Image.Image:
     """A .ddn file's bytes -> Pillow image (RGB or L), coarser if ``layers`` is given or
     the file was cut at a layer boundary."""
-    return imageio.from_pixels(*decode_pixels(data, model, layers, batch=batch, pixel_limit=pixel_limit))
+    return imageio.from_pixels(*decode_pixels(data, model, layers, pixel_limit=pixel_limit))
 
 
 def decode_pixels(
@@ -366,7 +357,6 @@ def decode_pixels(
     model: ModelSpec | None = None,
     layers: int | None = None,
     *,
-    batch: int = 1,
     pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
 ) -> tuple[np.ndarray, str]:
     """As ``decode``, returning (H, W, 3) uint8 pixels and the mode."""
@@ -396,7 +386,7 @@ def decode_pixels(
         parts = np.split(symbols, np.cumsum(sizes)[:-1])
         maps.append([torch.from_numpy(p.reshape(s).astype(np.int64)) for p, s in zip(parts, shapes, strict=True)])
 
-    def chooser_for(ids: list[int]) -> Chooser:
-        return lambda layer, _options: torch.stack([maps[layer][i] for i in ids])
+    def chooser_for(i: int) -> Chooser:
+        return lambda layer, _options: maps[layer][i][None]
 
-    return _render(model, tiles, count, chooser_for, batch), header.mode
+    return _render(model, tiles, count, chooser_for), header.mode

@@ -57,15 +57,17 @@ class DDNConfig:
             msg = "a DDN needs at least one layer"
             raise ValueError(msg)
         for i, s in enumerate(layers):
+            sizes = dataclasses.astuple(s)
             ok = (
-                s.k >= 2
+                all(isinstance(v, int) for v in sizes)
+                and min(s.cell, s.stride, s.out_stride, s.channels) > 0
+                and s.k >= 2
                 and s.stride % s.out_stride == 0
                 and s.cell % s.stride == 0
                 and s.blocks >= 0
-                and s.channels > 0
             )
             if not ok:
-                msg = f"layer {i}: need k >= 2, stride % out_stride == 0, cell % stride == 0; got {s}"
+                msg = f"layer {i}: need integers, k >= 2, sizes > 0, stride % out_stride == 0, cell % stride == 0; got {s}"
                 raise ValueError(msg)
 
     @property
@@ -299,19 +301,22 @@ def weights_of(model: DDN) -> dict[str, torch.Tensor]:
 
 
 def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
-    """Rebuild a network from its config and weights, refusing missing, extra or mis-shaped tensors."""
-    model = DDN(config)
-    expected = dict(model.named_parameters())
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
+    """Rebuild a network from its config and weights, refusing missing, extra or mis-shaped
+    tensors. The shapes are checked on a meta-device network first, so a config that claims
+    a huge network allocates nothing unless its file really carries those weights."""
+    with torch.device("meta"):
+        shapes = {name: tuple(p.shape) for name, p in DDN(config).named_parameters()}
+    missing = sorted(set(shapes) - set(weights))
+    extra = sorted(set(weights) - set(shapes))
     if missing or extra:
         msg = f"model weights do not match its config: missing {missing[:3]}, unexpected {extra[:3]}"
         raise ModelError(msg)
-    for name, param in expected.items():
-        if tuple(weights[name].shape) != tuple(param.shape):
-            msg = f"model tensor {name} has shape {tuple(weights[name].shape)}, config needs {tuple(param.shape)}"
+    for name, shape in shapes.items():
+        if tuple(weights[name].shape) != shape:
+            msg = f"model tensor {name} has shape {tuple(weights[name].shape)}, config needs {shape}"
             raise ModelError(msg)
+    model = DDN(config)
     with torch.no_grad():
-        for name, param in expected.items():
+        for name, param in model.named_parameters():
             param.copy_(weights[name].to(param.dtype))
     return model.eval()

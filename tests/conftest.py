@@ -3,6 +3,7 @@ run against a real (if weak) model without depending on the shipped one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,16 @@ def bsds_crops() -> torch.Tensor:
     return to_tensor(
         np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((DATA / "bsds").glob("*.png"))])
     )
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test, so that runs in this process and in subprocesses
+    do the same arithmetic (and the toy trains at the same speed everywhere)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

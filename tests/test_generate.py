@@ -17,13 +17,7 @@ from ddncodec.errors import InputError
 from ddncodec.modelfile import CodecModel
 from ddncodec.priors import nearest
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -21,12 +21,7 @@ def build(chain_dropout: float = 0.05) -> ToyDDN:
     return ToyDDN(layers=3, nodes=NODES, width=32, chain_dropout=chain_dropout)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained(split_and_prune: bool = True, chain_dropout: float = 0.05) -> tuple[ToyDDN, int]:
