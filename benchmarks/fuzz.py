@@ -136,10 +136,23 @@ def _field_value(data: bytes, name: str, span: tuple[int, int], rng: np.random.G
     return container._varint(value)
 
 
+def _forge_layer_count(data: bytes, anatomy: Anatomy, rng: np.random.Generator) -> bytes:
+    """A well-formed file of n layers instead of L: fewer drop the finest streams, more add
+    random ones (n = 0 and n above the model's count are refused, the rest decode)."""
+    streams = list(container.unpack(data).streams)
+    n = int(rng.choice([0, 1, max(len(streams) - 1, 0), len(streams) + 1, len(streams) + 4, 255]))
+    streams = streams[:n] + [rng.bytes(int(rng.integers(20))) for _ in range(n - len(streams))]
+    at = anatomy.fields["layer count"][0]
+    head = data[:at] + bytes([n]) + b"".join(container._varint(len(s)) for s in streams)
+    return _forge(head, b"".join(streams))
+
+
 def _edit_field(data: bytes, rng: np.random.Generator, forge: bool) -> bytes:
     anatomy = Anatomy.of(data)
     names = [n for n in anatomy.fields if not (forge and n.endswith("crc"))]
     name = names[int(rng.integers(len(names)))]
+    if forge and name == "layer count":
+        return _forge_layer_count(data, anatomy, rng)
     start, end = anatomy.fields[name]
     edited = data[:start] + _field_value(data, name, (start, end), rng) + data[end:]
     if not forge:

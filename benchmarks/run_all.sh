@@ -10,9 +10,10 @@ if [ $# -lt 1 ] || [ ! -d "$1" ]; then
     echo "usage: $0 DATASETS_ROOT [bench options]" >&2
     exit 1
 fi
-root=$(cd "$1" && pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd)
+root=$(realpath --relative-to="$repo" "$1")  # reports name the datasets relative to the repo
 shift
-cd "$(dirname "$0")/.."
+cd "$repo"
 for dataset in kodak mcmaster; do
     start=$(date +%s)
     "${PYTHON:-python}" -m ddncodec bench "$root/$dataset" --out "benchmarks/results/$dataset" "$@"

@@ -47,9 +47,7 @@ def test_decode_is_identical_across_thread_counts(tiny_model: CodecModel, kodak_
     assert np.array_equal(pixels, result.pixels)
 
 
-def test_tiles_and_prefixes(
-    tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tiles_and_prefixes(tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With 64 px tiles the 256x192 crop is 12 tiles: they decode to the encoder's
     reconstruction, and every layer prefix of the stream decodes."""
     monkeypatch.setattr(codec, "TILE", 64)

@@ -16,6 +16,7 @@ from ddncodec.errors import InputError
 
 SAME_RUN = "this run"
 PUBLISHED = "published"
+MIN_OVERLAP_DB = 0.5  # below this a BD-rate is one local rate ratio, not an average: give none
 
 
 @dataclass
@@ -106,6 +107,9 @@ def bd_rate(anchor: Curve, test: Curve) -> BDRate:
             f"{anchor.name} {d_a[0]:.2f}–{d_a[-1]:.2f} dB"
         )
         return BDRate(anchor.name, None, None, None, note)
+    if high - low < MIN_OVERLAP_DB:
+        note = f"PSNR ranges overlap by only {high - low:.2f} dB, under the {MIN_OVERLAP_DB} dB needed for a BD-rate"
+        return BDRate(anchor.name, None, float(low), float(high), note)
     area_a = PchipInterpolator(d_a, r_a).integrate(low, high)
     area_t = PchipInterpolator(d_t, r_t).integrate(low, high)
     percent = (10 ** ((area_t - area_a) / (high - low)) - 1) * 100

@@ -13,9 +13,11 @@ from pathlib import Path
 from ddncodec.bench import metrics
 
 HEADLINE_RATES = ("0.1", "0.25", "0.5")
+BPP_TICKS = (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 4)
 HEADLINE_ANCHORS = ("JPEG", "WebP", "bmshj2018-factorized")
 # CompressAI 1.2.8's real bmshj2018-factorized, random weights, 768x512, 2 cores (DESIGN §6).
 PACKAGE_SECONDS = (0.37, 0.51)
+PACKAGE_PIXELS = 768 * 512
 
 
 def clean(value: object) -> object:
@@ -70,7 +72,9 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 def bd_cell(entry: dict | None) -> str:
     if entry is None:
         return "–"
-    return fmt(entry["percent"], 1, " %") if entry["percent"] is not None else "no overlap"
+    if entry["percent"] is not None:
+        return f"{entry['percent']:+.1f} %"
+    return "no overlap" if entry["low_db"] is None else "overlap too small"
 
 
 def headline(results: dict) -> list[str]:
@@ -81,10 +85,25 @@ def headline(results: dict) -> list[str]:
         return ["(ddncodec was not run)"]
     bd = {e["anchor"]: e for e in results["bd_rate"]}
     anchors = [a for a in HEADLINE_ANCHORS if a in bd]
+    curve = next(c for c in results["curves"] if c["name"] == "ddncodec")
     header = [f"PSNR @ {r} bpp" for r in HEADLINE_RATES] + [f"BD-rate vs {a}" for a in anchors]
     header += [f"encode s/image ({results['run']['threads']} threads)", "decode s/image"]
-    row = [fmt(psnr[r], 2, " dB") for r in HEADLINE_RATES] + [bd_cell(bd[a]) for a in anchors]
-    return table(header, [[*row, fmt(speed["enc_s"], 2), fmt(speed["dec_s"], 2)]])
+    row = [fmt(psnr[r], 2, " dB") for r in HEADLINE_RATES]
+    row += [bd_cell(bd[a]) + (f" ({interval(bd[a])} dB)" if bd[a]["percent"] is not None else "") for a in anchors]
+    row += [seconds(speed["enc_s"], curve["enc_s"]), seconds(speed["dec_s"], curve["dec_s"])]
+    qualities = ", ".join(str(q) for q in curve["quality"])
+    note = f"Seconds: mean over images and qualities {qualities}; in brackets the range of the per-quality means."
+    return [*table(header, [row]), "", note]
+
+
+def interval(entry: dict) -> str:
+    return f"{entry['low_db']:.2f}–{entry['high_db']:.2f}" if entry["low_db"] is not None else "–"
+
+
+def seconds(mean: float | None, per_quality: list[float]) -> str:
+    """A mean, with the spread over qualities when there is one."""
+    spread = f" ({min(per_quality):.2f}–{max(per_quality):.2f})" if len(per_quality) > 1 else ""
+    return fmt(mean, 2) + spread
 
 
 def markdown(results: dict) -> str:
@@ -101,9 +120,10 @@ def markdown(results: dict) -> str:
     for s in results["speed"]:
         if s["name"] == "ddncodec":
             info = s["info"]
+            card = {k: info["card"][k] for k in ("steps", "train_seconds", "data") if k in info["card"]}
             lines.append(
                 f"Model: fingerprint `{info['fingerprint']}`, {info['layers']} layers, "
-                f"card `{json.dumps(info['card'], sort_keys=True)}`."
+                f"`{json.dumps(card)}` (the whole model card is in results.json)."
             )
     lines += ["", "## Headline (ddncodec)", "", *headline(results), "", "## Rate–distortion", "", "![RD](rd.png)", ""]
 
@@ -117,16 +137,7 @@ def markdown(results: dict) -> str:
         lines += ["", "### BD-rate of ddncodec (negative = fewer bits at equal PSNR)", ""]
         lines += table(
             ["anchor", "source", "BD-rate", "PSNR interval (dB)", "note"],
-            [
-                [
-                    e["anchor"],
-                    e["source"],
-                    bd_cell(e),
-                    f"{e['low_db']:.2f}–{e['high_db']:.2f}" if e["low_db"] is not None else "–",
-                    e["note"],
-                ]
-                for e in results["bd_rate"]
-            ],
+            [[e["anchor"], e["source"], bd_cell(e), interval(e), e["note"]] for e in results["bd_rate"]],
         )
     lines += ["", "### Points measured in this run (means over images)", ""]
     for c in results["curves"]:
@@ -180,6 +191,12 @@ def speed_section(results: dict) -> list[str]:
     ratio = results["speed_ratio"]
     if ratio is not None:
         standin = next(s for s in results["speed"] if s["name"] == ratio["reference"])
+        versus = ""
+        if results["dataset"]["sizes"] and all(pixels(size) == PACKAGE_PIXELS for size in results["dataset"]["sizes"]):
+            versus = (
+                f" (stand-in / package: {standin['enc_s'] / PACKAGE_SECONDS[0]:.2f}x encode, "
+                f"{standin['dec_s'] / PACKAGE_SECONDS[1]:.2f}x decode, same image size)"
+            )
         lines += [
             "",
             f"ddncodec / {ratio['reference']}: **{ratio['encode']:.1f}x** the encode time, "
@@ -187,9 +204,15 @@ def speed_section(results: dict) -> list[str]:
             f"The stand-in re-implements the architecture (N=128, M=192, random weights) and range-codes its latent "
             f"with constriction (see `benchmarks/bmshj2018_factorized.py`); here it took {standin['enc_s']:.2f} s / "
             f"{standin['dec_s']:.2f} s per image, where DESIGN §6 measured CompressAI 1.2.8 itself at "
-            f"{PACKAGE_SECONDS[0]} s / {PACKAGE_SECONDS[1]} s on a 768x512 image on an idle 2-core machine.",
+            f"{PACKAGE_SECONDS[0]} s / {PACKAGE_SECONDS[1]} s on a 768x512 image on an idle 2-core machine{versus}.",
         ]
     return [*lines, ""]
+
+
+def pixels(size: str) -> int:
+    """Pixels of a "WxH" size."""
+    width, height = size.split("x")
+    return int(width) * int(height)
 
 
 def method_section(results: dict) -> list[str]:
@@ -225,6 +248,7 @@ def plot(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     for c in results["curves"]:
@@ -247,6 +271,10 @@ def plot(results: dict, path: Path) -> None:
                 ax.plot(*zip(*points, strict=True), **style)
     for ax, ylabel in zip(axes, ("PSNR-RGB (dB)", "MS-SSIM (dB)"), strict=True):
         ax.set_xscale("log")
+        low, high = ax.get_xlim()
+        ticks = [t for t in BPP_TICKS if low <= t <= high]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)

@@ -29,7 +29,10 @@ KODAK = {f"kodim{i:02d}" for i in range(1, 25)}
 PUBLISHED_KODAK = BENCHMARKS_DIR / "published" / "kodak"
 QUICK_IMAGES = 2
 RATES = (0.05, 0.1, 0.25, 0.5, 1.0)  # bpp at which PSNR is interpolated
-RSS_METHOD = "peak RSS (VmHWM) of the codec's own worker process, reset before each encode and each decode"
+RSS_METHOD = (
+    "peak RSS (VmHWM) of the codec's own worker process, reset (after glibc malloc_trim) before each encode "
+    "and each decode"
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,14 @@ def published_folder(option: str, images: list[Path]) -> Path | None:
         is_kodak = {p.stem for p in images} == KODAK
         return PUBLISHED_KODAK if is_kodak and PUBLISHED_KODAK.is_dir() else None
     return Path(option)
+
+
+def shown(path: Path) -> str:
+    """A path inside this repository relative to its root, so reports do not carry a machine's layout."""
+    try:
+        return str(path.resolve().relative_to(BENCHMARKS_DIR.parent))
+    except ValueError:
+        return str(path)
 
 
 def model_path(name_or_path: str) -> Path:
@@ -203,7 +214,7 @@ def run(options: BenchOptions) -> dict:
             "path": str(options.dataset),
             "images": [p.name for p in images],
             "sizes": sorted({f"{r['width']}x{r['height']}" for r in rows}),
-            "published": str(folder) if folder is not None else None,
+            "published": shown(folder) if folder is not None else None,
         },
         "run": environment(threads)
         | {"quick": options.quick, "wall_s": time.perf_counter() - start}

@@ -12,6 +12,8 @@ peaks are None.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import sys
@@ -30,6 +32,7 @@ from ddncodec.errors import DDNError
 
 PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
+LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None  # glibc's malloc_trim
 
 
 def rss_mb(field: str = "VmRSS") -> float | None:
@@ -44,7 +47,10 @@ def rss_mb(field: str = "VmRSS") -> float | None:
 
 
 def reset_peak() -> None:
-    """Start a new peak-RSS window (writing 5 to clear_refs resets VmHWM to VmRSS)."""
+    """Start a new peak-RSS window (writing 5 to clear_refs resets VmHWM to VmRSS), after
+    handing freed heap back to the system so that earlier calls do not count."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
     with contextlib.suppress(OSError):
         CLEAR_REFS.write_text("5")
 
