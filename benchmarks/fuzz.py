@@ -62,6 +62,7 @@ from ddncodec.modelfile import CodecModel
 ROOT = Path(__file__).resolve().parent.parent
 OUTCOMES = ("rejected", "intact", "forged", "unprotected", "undetected", "crashed")
 TIME_LIMIT = 2.0  # s: the slowest case allowed
+SLOWEST_KEPT = 5  # cases listed in the report
 SIZES = ((128, 128), (96, 64), (128, 96), (65, 127))  # crop (width, height) per seed image, in turn
 QUALITIES = (1, 5, 8)
 VARINT_EDGES = (0, 1, 127, 128, 16383, 16384, 10**6, 2**35 - 1)  # lengths and sizes a header may claim
@@ -261,7 +262,7 @@ class Summary:
     messages: Counter = field(default_factory=Counter)  # rejection messages, numbers masked
     defects: list[tuple[str, str, bytes]] = field(default_factory=list)  # (mutation, what happened, input)
     seconds: list[float] = field(default_factory=list)
-    slowest: tuple[float, str, str] = (0.0, "", "")  # seconds, mutation, outcome
+    slowest: list[tuple[float, str, str, str]] = field(default_factory=list)  # (seconds, mutation, outcome, detail)
     rss_before_mib: float = 0.0
     rss_peak_mib: float = 0.0
     wall_s: float = 0.0
@@ -283,20 +284,21 @@ def _mask(message: str) -> str:
 def classify(data: bytes, mutated: bytes, forged: bool, model: CodecModel) -> tuple[str, str]:
     """(outcome, detail) of decoding ``mutated``, a damaged copy of ``data``."""
     try:
-        ddncodec.decode(mutated, model=model)
+        image = ddncodec.decode(mutated, model=model)
     except DDNError as exc:
         return "rejected", str(exc)
     except Exception as exc:  # every other exception is the defect being hunted
         return "crashed", f"{type(exc).__name__}: {exc}"
+    decoded = f"to {image.width}x{image.height} px from {len(mutated)} bytes"
     if mutated in layer_prefixes(data):
-        return "intact", ""
+        return "intact", decoded
     if forged:
-        return "forged", ""
+        return "forged", decoded
     header_end = container.parse_header(data)[1]
     parsed = container.unpack(mutated)
     if parsed.checked or mutated[:header_end] != data[:header_end]:
-        return "undetected", "decoded damage a checksum covers"
-    return "unprotected", ""
+        return "undetected", f"{decoded}: damage a checksum covers"
+    return "unprotected", decoded
 
 
 def campaign(model: CodecModel, seeds: list[bytes], cases: int, seed: int = 0, progress: bool = False) -> Summary:
@@ -316,12 +318,12 @@ def campaign(model: CodecModel, seeds: list[bytes], cases: int, seed: int = 0, p
         seconds = time.perf_counter() - t0
         summary.counts[kind][outcome] += 1
         summary.seconds.append(seconds)
-        if seconds > summary.slowest[0]:
-            summary.slowest = (seconds, kind, outcome)
+        if len(summary.slowest) < SLOWEST_KEPT or seconds > summary.slowest[-1][0]:
+            summary.slowest = sorted([*summary.slowest, (seconds, kind, outcome, detail)], reverse=True)[:SLOWEST_KEPT]
         if outcome == "rejected":
             summary.messages[_mask(detail)] += 1
         elif outcome in ("undetected", "crashed") or seconds > TIME_LIMIT:
-            summary.defects.append((kind, f"{outcome} in {seconds:.2f} s {detail}".strip(), mutated))
+            summary.defects.append((kind, f"{outcome} in {seconds:.2f} s {detail}", mutated))
     summary.wall_s = time.perf_counter() - start
     summary.rss_peak_mib = peak_rss_mib()
     return summary
@@ -357,8 +359,9 @@ def report(summary: Summary, model_name: str, model: CodecModel, seeds: list[byt
         f"{sum(summary.total(o) for o in ('intact', 'forged', 'unprotected', 'undetected')):,}; "
         f"crashed: {summary.total('crashed')}; damage a checksum covers, decoded: {summary.total('undetected')}.",
         f"- Time per case: median {np.median(seconds) * 1e3:.2f} ms, 99.9th percentile "
-        f"{np.quantile(seconds, 0.999) * 1e3:.1f} ms, slowest {summary.slowest[0]:.3f} s "
-        f"({summary.slowest[1]}, {summary.slowest[2]}); over {TIME_LIMIT:g} s: {int((seconds > TIME_LIMIT).sum())}.",
+        f"{np.quantile(seconds, 0.999) * 1e3:.1f} ms, slowest {summary.slowest[0][0]:.3f} s; "
+        f"over {TIME_LIMIT:g} s: {int((seconds > TIME_LIMIT).sum())}. The slowest cases:",
+        *(f"  - {t:.3f} s, {kind}, {outcome} {detail[:90]}" for t, kind, outcome, detail in summary.slowest),
         f"- Peak memory (process RSS): {summary.rss_peak_mib:,.0f} MiB, of which {summary.rss_before_mib:,.0f} MiB "
         "before the first case (Python, torch, the model, the seed files).",
         "",

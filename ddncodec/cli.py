@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ddncodec.container import DEFAULT_PIXEL_LIMIT
 from ddncodec.errors import DDNError, InputError
 
 
@@ -337,6 +338,15 @@ def _shown(path: Path | None) -> str:
     return "stdout" if path is None else str(path)
 
 
+_max_pixels = click.option(
+    "--max-pixels",
+    default=DEFAULT_PIXEL_LIMIT,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refuse larger images (checked before anything is allocated).",
+)
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
 @click.option(
@@ -352,6 +362,7 @@ def _shown(path: Path | None) -> str:
 @click.option("--model", default="default", show_default=True, help="Model name or path.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary lines.")
+@_max_pixels
 def encode(
     inputs: tuple[Path, ...],
     output: Path,
@@ -361,6 +372,7 @@ def encode(
     model: str,
     force: bool,
     quiet: bool,
+    max_pixels: int,
 ) -> None:
     """Compress images (PNG, JPEG, WebP, BMP, TIFF, ...; - for stdin) to .ddn files."""
     if quality is not None and bpp is not None:
@@ -372,7 +384,8 @@ def encode(
     codec_model = codec.load_model(model)
 
     def work(i: int, say: Callable[[str], None]) -> None:
-        result = codec.encode(_read_input(inputs[i]), codec_model, quality, bpp=bpp, layers=layers)
+        source = _read_input(inputs[i])
+        result = codec.encode(source, codec_model, quality, bpp=bpp, layers=layers, pixel_limit=max_pixels)
         _write(targets[i], result.data)
         say(
             f"{inputs[i]} {result.width}x{result.height} -> {_shown(targets[i])}: {len(result.data):,} B, "
@@ -395,7 +408,10 @@ def encode(
 @click.option("--model", default="default", show_default=True, help="Model name or path.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary lines.")
-def decode(inputs: tuple[Path, ...], output: Path, layers: int | None, model: str, force: bool, quiet: bool) -> None:
+@_max_pixels
+def decode(
+    inputs: tuple[Path, ...], output: Path, layers: int | None, model: str, force: bool, quiet: bool, max_pixels: int
+) -> None:
     """Decompress .ddn files (- for stdin) to images, fully or progressively (--layers)."""
     import io
 
@@ -414,7 +430,7 @@ def decode(inputs: tuple[Path, ...], output: Path, layers: int | None, model: st
     codec_model = codec.load_model(model)
 
     def work(i: int, say: Callable[[str], None]) -> None:
-        image = codec.decode(_read_file(inputs[i]), codec_model, layers)
+        image = codec.decode(_read_file(inputs[i]), codec_model, layers, pixel_limit=max_pixels)
         buffer = io.BytesIO()
         image.save(buffer, format=formats[i])
         _write(targets[i], buffer.getvalue())

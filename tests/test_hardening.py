@@ -44,13 +44,6 @@ def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "TILE", 32)
 
 
-@pytest.fixture()
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def cli(*args: str | Path) -> tuple[int, str]:
     result = CliRunner().invoke(main, [str(a) for a in args])
     return result.exit_code, result.stderr
@@ -59,7 +52,7 @@ def cli(*args: str | Path) -> tuple[int, str]:
 # ---------------------------------------------------------------- determinism
 
 
-@pytest.mark.usefixtures("small_tiles", "restore_threads")
+@pytest.mark.usefixtures("small_tiles", "one_thread")
 @pytest.mark.parametrize("quality", [1, 8])
 def test_decode_gives_the_encoders_pixels_on_one_and_two_threads(
     tiny_model: CodecModel, photo: Image.Image, quality: int
@@ -74,7 +67,7 @@ def test_decode_gives_the_encoders_pixels_on_one_and_two_threads(
         assert torch.get_num_threads() == threads  # the caller's setting is given back
 
 
-@pytest.mark.usefixtures("restore_threads")
+@pytest.mark.usefixtures("one_thread")
 def test_the_network_runs_one_tile_on_one_thread_whatever_the_caller_set(
     tiny_model: CodecModel, photo: Image.Image, small_tiles: None
 ) -> None:
@@ -96,7 +89,7 @@ def test_the_network_runs_one_tile_on_one_thread_whatever_the_caller_set(
     assert torch.get_num_threads() == 2
 
 
-@pytest.mark.usefixtures("restore_threads")
+@pytest.mark.usefixtures("one_thread")
 def test_encoding_twice_or_on_other_thread_counts_gives_identical_bytes(
     tiny_model: CodecModel, photo: Image.Image
 ) -> None:
@@ -401,6 +394,20 @@ def test_encoding_refuses_images_over_the_pixel_limit(tiny_model: CodecModel, tm
     Image.new("RGB", (2000, 1000), (90, 120, 30)).save(big)
     with pytest.raises(InputError, match="2000x1000 is over the limit of 1,999,999 pixels"):
         codec.encode(big, tiny_model, 1, pixel_limit=1_999_999)
+
+
+def test_the_cli_limit_is_set_with_max_pixels(
+    tiny_model: CodecModel, tiny_model_path: Path, photo: Image.Image, tmp_path: Path
+) -> None:
+    ddn, png = tmp_path / "in.ddn", tmp_path / "in.png"
+    ddn.write_bytes(codec.encode(photo, tiny_model, 1).data)
+    photo.save(png)
+    for command, source, target in (("decode", ddn, "out.png"), ("encode", png, "out.ddn")):
+        args = (command, source, "-o", tmp_path / target, "--model", tiny_model_path, "--max-pixels")
+        code, stderr = cli(*args, "6999")
+        assert code == 2 and stderr.count("\n") == 1 and "over the limit of 6,999 pixels" in stderr, stderr
+        assert not (tmp_path / target).exists()
+        assert cli(*args, "7000")[0] == 0
 
 
 def test_large_images_stream_through_the_network_one_tile_at_a_time(tiny_model: CodecModel, small_tiles: None) -> None:
