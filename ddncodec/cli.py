@@ -3,13 +3,13 @@ corrupt input; every failure is one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from ddncodec.atomic import write_atomically
 from ddncodec.container import DEFAULT_PIXEL_LIMIT
 from ddncodec.errors import DDNError, InputError
 
@@ -298,12 +298,7 @@ def _write(target: Path | None, data: bytes) -> None:
         sys.stdout.buffer.flush()
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(target, lambda tmp: tmp.write_bytes(data))
 
 
 def _each(inputs: tuple[Path, ...], quiet: bool, work: Callable[[int, Callable[[str], None]], None]) -> None:
@@ -347,22 +342,32 @@ _max_pixels = click.option(
 )
 
 
+def _file_batch(output_help: str) -> Callable[[Callable], Callable]:
+    """The options encode and decode share: inputs, -o, --model, --force, --quiet, --max-pixels."""
+    options = [
+        click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True)),
+        click.option(
+            "-o", "--output", required=True, type=click.Path(path_type=Path, allow_dash=True), help=output_help
+        ),
+        click.option("--model", default="default", show_default=True, help="Model name or path."),
+        click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs."),
+        click.option("--quiet", is_flag=True, help="No progress bar, no summary lines."),
+        _max_pixels,
+    ]
+
+    def apply(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(path_type=Path, allow_dash=True),
-    help="File, folder, or - for stdout.",
-)
+@_file_batch("File, folder, or - for stdout.")
 @click.option("-q", "--quality", type=click.IntRange(1, 8), help="1 (smallest) .. 8 (best); default 5.")
 @click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Target bits per pixel (whole file).")
 @click.option("--layers", type=click.IntRange(min=1), help="Layers to code (alone: plain nearest choice).")
-@click.option("--model", default="default", show_default=True, help="Model name or path.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--quiet", is_flag=True, help="No progress bar, no summary lines.")
-@_max_pixels
 def encode(
     inputs: tuple[Path, ...],
     output: Path,
@@ -396,19 +401,8 @@ def encode(
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(path_type=Path, allow_dash=True),
-    help="Image file (format from its suffix; .png for a folder or stdout), folder, or -.",
-)
+@_file_batch("Image file (format from its suffix; .png for a folder or stdout), folder, or -.")
 @click.option("--layers", type=click.IntRange(min=1), help="Decode only the first N layers (coarser image).")
-@click.option("--model", default="default", show_default=True, help="Model name or path.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--quiet", is_flag=True, help="No progress bar, no summary lines.")
-@_max_pixels
 def decode(
     inputs: tuple[Path, ...], output: Path, layers: int | None, model: str, force: bool, quiet: bool, max_pixels: int
 ) -> None:

@@ -16,7 +16,6 @@ tell its candidates apart (inside an inpainting hole) is decided by its neighbou
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
 from ddncodec import imageio
+from ddncodec.atomic import write_atomically
 from ddncodec.data import to_tensor
 from ddncodec.errors import InputError
 from ddncodec.model import Candidates, Chooser
@@ -284,12 +284,7 @@ def save(image: Image.Image, path: Path) -> None:
     """Write ``image`` in the format its suffix names, atomically (temp file + rename), so a
     failure never leaves a half-written file."""
     fmt = image_format(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        image.save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: image.save(tmp, format=fmt))
 
 
 def hole_of(mask: Image.Image, size: tuple[int, int], unit: int = 1) -> torch.Tensor:

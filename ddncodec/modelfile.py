@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ddncodec.atomic import write_atomically
 from ddncodec.errors import ModelError
 from ddncodec.model import DDN, DDNConfig, build, fingerprint, weights_of
 from ddncodec.priors import Priors
@@ -55,13 +56,13 @@ class CodecModel:
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the previous file intact."""
         meta = {"format": FORMAT, "config": self.config.to_json(), "card": json.dumps(self.card, sort_keys=True)}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            save_file(self._tensors(), str(tmp), metadata=meta)
-            tmp.chmod(0o644)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        tensors = self._tensors()
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp), metadata=meta)
+            tmp.chmod(0o644)  # safetensors creates its files private
+
+        write_atomically(path, write)
 
 
 def resolve(name_or_path: str | Path) -> Path:

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ddncodec import priors as priors_mod
+from ddncodec.atomic import write_atomically
 from ddncodec.data import CropSampler, center_crops
 from ddncodec.errors import InputError
 from ddncodec.model import CONFIGS, DDN, DDNConfig, fingerprint, weights_of
@@ -98,12 +99,7 @@ def validate(model: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
 
 def atomic_save(obj: object, path: Path) -> None:
     """torch.save through a temporary file and a rename: a crash leaves the old file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 class StopRequest:

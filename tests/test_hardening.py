@@ -371,7 +371,7 @@ def test_decoding_refuses_images_over_the_pixel_limit_before_allocating(
 
     assert container.DEFAULT_PIXEL_LIMIT == 100_000_000
     parsed = container.unpack(data)
-    for width, height in ((10_000, 10_000), (10_001, 10_000), (2**35 - 1, 1)):
+    for width, height in ((10_000, 10_000), (10_001, 10_000), (10**6, 10**6), (2**35 - 1, 1)):
         header = container.Header(parsed.header.fingerprint, width, height, "RGB", parsed.header.lengths)
         forged = container.pack(header, parsed.streams)
         if width * height <= container.DEFAULT_PIXEL_LIMIT:

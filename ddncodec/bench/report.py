@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
+from ddncodec.atomic import write_atomically
 from ddncodec.bench import metrics
 
 HEADLINE_RATES = ("0.1", "0.25", "0.5")
@@ -31,16 +31,6 @@ def clean(value: object) -> object:
     return value
 
 
-def replace_atomically(path: Path, write: object) -> None:
-    """``write(tmp_path)`` then rename, so a failed run never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def dumps(results: dict) -> str:
     """Indented JSON, but one line per per-image row: a Kodak run has ~1,800 of them."""
     head = json.dumps(clean({k: v for k, v in results.items() if k != "rows"}), indent=1, allow_nan=False)
@@ -50,9 +40,9 @@ def dumps(results: dict) -> str:
 
 def write(results: dict, out: Path) -> None:
     text = dumps(results)
-    replace_atomically(out / "results.json", lambda p: p.write_text(text))
-    replace_atomically(out / "report.md", lambda p: p.write_text(markdown(results)))
-    replace_atomically(out / "rd.png", lambda p: plot(results, p))
+    write_atomically(out / "results.json", lambda p: p.write_text(text))
+    write_atomically(out / "report.md", lambda p: p.write_text(markdown(results)))
+    write_atomically(out / "rd.png", lambda p: plot(results, p))
 
 
 def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
