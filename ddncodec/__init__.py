@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from ddncodec import pillow_plugin as _pillow_plugin  # noqa: F401 (registers .ddn with Pillow)
+from ddncodec.container import DEFAULT_PIXEL_LIMIT
 from ddncodec.errors import DDNError, FormatError, InputError, ModelError
 
 if TYPE_CHECKING:
@@ -35,23 +36,30 @@ def encode(
     bpp: float | None = None,
     layers: int | None = None,
     model: str | os.PathLike | CodecModel = "default",
+    max_pixels: int = DEFAULT_PIXEL_LIMIT,
 ) -> bytes:
     """The .ddn bytes of an image (a Pillow image or a path). ``quality`` 1..8 (higher:
     more bits, more PSNR), or a target ``bpp`` for the whole file, or ``layers`` to code
-    with the plain nearest choice; none of them: the default quality."""
+    with the plain nearest choice; none of them: the default quality. An image of more
+    than ``max_pixels`` pixels raises ``InputError``."""
     from ddncodec import codec
 
-    return codec.encode(image, model, quality, bpp=bpp, layers=layers).data
+    return codec.encode(image, model, quality, bpp=bpp, layers=layers, pixel_limit=max_pixels).data
 
 
 def decode(
-    data: bytes, *, layers: int | None = None, model: str | os.PathLike | CodecModel | None = None
+    data: bytes,
+    *,
+    layers: int | None = None,
+    model: str | os.PathLike | CodecModel | None = None,
+    max_pixels: int = DEFAULT_PIXEL_LIMIT,
 ) -> Image.Image:
     """The image in a .ddn file (RGB, or L for gray input); only its first ``layers``
-    layers if given. A file made with another model raises ``FormatError``."""
+    layers if given. A file made with another model, or whose header claims more than
+    ``max_pixels`` pixels, raises ``FormatError``."""
     from ddncodec import codec
 
-    return codec.decode(data, model, layers)
+    return codec.decode(data, model, layers, pixel_limit=max_pixels)
 
 
 def load_model(name_or_path: str | os.PathLike = "default") -> CodecModel:

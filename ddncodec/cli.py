@@ -13,6 +13,8 @@ from ddncodec.atomic import write_atomically
 from ddncodec.container import DEFAULT_PIXEL_LIMIT
 from ddncodec.errors import DDNError, InputError
 
+_FORCE = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+
 
 class Group(click.Group):
     """Maps library errors to exit codes at the one edge where that belongs."""
@@ -149,18 +151,38 @@ def bench(**kwargs) -> None:
 )
 @click.option("--layers", type=click.IntRange(min=1), help="Stop after this many layers (coarser images).")
 @click.option("--model", default="default", show_default=True, help="Model name or path.")
-def sample(count: int, size: str, output: Path, seed: int, prior: str, layers: int | None, model: str) -> None:
+@_FORCE
+def sample(
+    count: int, size: str, output: Path, seed: int, prior: str, layers: int | None, model: str, force: bool
+) -> None:
     """Images from random index paths: the codec's network as a generator."""
     from ddncodec import generate
     from ddncodec.modelfile import load
 
     width, height = generate.parse_size(size)
+    paths = [output / f"sample_{i:04d}.png" for i in range(count)]
+    for path in paths:
+        _check_generated_output(path, force)
     codec_model = load(model)
     output.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(generate.sample(codec_model, count, width, height, seed, prior, layers)):
-        path = output / f"sample_{i:04d}.png"
+    for path, image in zip(paths, generate.sample(codec_model, count, width, height, seed, prior, layers), strict=True):
         generate.save(image, path)
         click.echo(f"{path} {width}x{height}", err=True)
+
+
+def _check_generated_output(output: Path, force: bool, *inputs: Path | None) -> None:
+    """Before any work: ``output`` is none of the (given) ``inputs`` (InputError, exit 2),
+    does not exist unless ``force`` (usage error, exit 1, as encode and decode say it), and
+    its suffix names an image format."""
+    from ddncodec import generate
+
+    if output.resolve() in {p.resolve() for p in inputs if p is not None}:
+        msg = f"{output}: refusing to overwrite an input"
+        raise InputError(msg)
+    if output.exists() and not force:
+        msg = f"{output}: already exists (use --force to overwrite)"
+        raise click.UsageError(msg)
+    generate.image_format(output)
 
 
 @main.command()
@@ -187,6 +209,7 @@ def sample(count: int, size: str, output: Path, seed: int, prior: str, layers: i
 )
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Image to write (.png).")
 @click.option("--model", default="default", show_default=True, help="Model name or path.")
+@_FORCE
 def guide(
     task: str,
     condition: Path,
@@ -197,6 +220,7 @@ def guide(
     prior_weight: float | None,
     output: Path,
     model: str,
+    force: bool,
 ) -> None:
     """Zero-shot conditional generation: no gradients, no retraining, a scorer chooses."""
     import time
@@ -204,10 +228,7 @@ def guide(
     from ddncodec import generate
     from ddncodec.modelfile import load
 
-    if output.resolve() in {p.resolve() for p in (condition, mask) if p is not None}:
-        msg = f"{output}: refusing to overwrite an input"
-        raise InputError(msg)
-    generate.image_format(output)
+    _check_generated_output(output, force, condition, mask)
     start = time.perf_counter()
     cond = generate.read_image(condition)
     hole = generate.read_image(mask) if mask is not None else None
@@ -224,15 +245,13 @@ def guide(
 @click.option("--levels", default=3, show_default=True, type=click.IntRange(1, 16), help="Tree levels to draw.")
 @click.option("--thumb", default=48, show_default=True, type=click.IntRange(8, 512), help="Width of a child, px.")
 @click.option("--model", default="default", show_default=True, help="Model name or path.")
-def tree(image: Path, output: Path, levels: int, thumb: int, model: str) -> None:
+@_FORCE
+def tree(image: Path, output: Path, levels: int, thumb: int, model: str, force: bool) -> None:
     """Draw the latent tree of IMAGE: each level's chosen node amid its K children."""
     from ddncodec import generate
     from ddncodec.modelfile import load
 
-    if output.resolve() == image.resolve():
-        msg = f"{output}: refusing to overwrite the input"
-        raise InputError(msg)
-    generate.image_format(output)
+    _check_generated_output(output, force, image)
     figure = generate.tree(load(model), generate.read_image(image), levels, thumb)
     generate.save(figure, output)
     click.echo(f"{output} {figure.width}x{figure.height}", err=True)
@@ -350,7 +369,7 @@ def _file_batch(output_help: str) -> Callable[[Callable], Callable]:
             "-o", "--output", required=True, type=click.Path(path_type=Path, allow_dash=True), help=output_help
         ),
         click.option("--model", default="default", show_default=True, help="Model name or path."),
-        click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs."),
+        _FORCE,
         click.option("--quiet", is_flag=True, help="No progress bar, no summary lines."),
         _max_pixels,
     ]
@@ -477,7 +496,7 @@ def info(file: Path, as_json: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--crops", default=256, show_default=True, type=click.IntRange(min=1), help="Training crops to count.")
 @click.option("--val-images", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
+@_FORCE
 def tune(
     model: str, data: tuple[Path, ...], val: tuple[Path, ...], output: Path, crops: int, val_images: int, force: bool
 ) -> None:

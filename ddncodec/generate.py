@@ -51,14 +51,6 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's convert("L")
 # ---------------------------------------------------------------- choosers
 
 
-def candidate_images(options: Candidates, start: int, stop: int) -> torch.Tensor:
-    """Candidates ``start..stop-1`` as whole images, (B, stop-start, 3, H, W): symbol k in every cell."""
-    b = options.base.shape[0]
-    grid = [n // options.spec.cell for n in options.base.shape[-2:]]
-    idx = torch.empty(b, *grid, dtype=torch.int64, device=options.base.device)
-    return torch.stack([options.compose(idx.fill_(k)) for k in range(start, stop)], 1)
-
-
 def score_cells(options: Candidates, scorer: Scorer) -> torch.Tensor:
     """Mean scorer cost of every candidate in every cell, (B, K, H/cell, W/cell), computed in
     chunks of candidates so that a large image never holds all K at once."""
@@ -66,7 +58,7 @@ def score_cells(options: Candidates, scorer: Scorer) -> torch.Tensor:
     chunk = max(1, CHUNK_VALUES // per_image)
     costs = []
     for start in range(0, options.k, chunk):
-        cost = scorer(candidate_images(options, start, min(start + chunk, options.k)))  # (B, c, H, W)
+        cost = scorer(options.images(start, min(start + chunk, options.k)))  # (B, c, H, W)
         costs.append(F.avg_pool2d(cost, options.spec.cell))
     return torch.cat(costs, 1)
 
@@ -374,7 +366,7 @@ def tree(model: CodecModel, image: Image.Image, levels: int = 3, thumb: int = 48
     encode = nearest(target)
 
     def choose(layer: int, options: Candidates) -> torch.Tensor:
-        kids = [candidate_images(options, k, k + 1)[:, 0, :, :height, :width] for k in range(options.k)]
+        kids = [options.images(k, k + 1)[:, 0, :, :height, :width] for k in range(options.k)]
         children.append([to_image(kid).resize(tile, Image.BOX) for kid in kids])
         return encode(layer, options)
 

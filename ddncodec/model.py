@@ -180,13 +180,13 @@ class Candidates:
     def k(self) -> int:
         return self.spec.k
 
-    def _to_image(self, residual: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) unshuffled residual -> (B, 3, H, W) added to base."""
+    def _upsampled(self, residual: torch.Tensor) -> torch.Tensor:
+        """(N, D, h, w) unshuffled residuals -> (N, 3, H, W) full-size residual images."""
         s = self.spec
         out = F.pixel_shuffle(residual, s.stride // s.out_stride)
         if s.out_stride > 1:
             out = F.interpolate(out, size=self.base.shape[-2:], mode="bilinear", align_corners=False)
-        return self.base + out
+        return out
 
     def cost(self, target: torch.Tensor) -> torch.Tensor:
         """Squared error per candidate and cell, (B, K, H/cell, W/cell), measured at
@@ -210,12 +210,20 @@ class Candidates:
         pos = idx.repeat_interleave(group, 1).repeat_interleave(group, 2)  # (B, h, w)
         d = self.residuals.shape[2]
         gathered = self.residuals.gather(1, (pos - 1).clamp(min=0)[:, None, None].expand(-1, 1, d, -1, -1))
-        return self._to_image(gathered.squeeze(1) * (pos > 0).unsqueeze(1))
+        return self.base + self._upsampled(gathered.squeeze(1) * (pos > 0).unsqueeze(1))
 
-    def images(self) -> torch.Tensor:
-        """Every candidate as a whole image, (B, K, 3, H, W): for scorers, not for coding."""
-        outs = [self.base] + [self._to_image(self.residuals[:, j]) for j in range(self.k - 1)]
-        return torch.stack(outs, 1)
+    def images(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Candidates ``start..stop-1`` (default: all K) as whole images, (B, stop-start, 3, H, W):
+        candidate k takes symbol k in every cell. For scorers and figures, not for coding."""
+        stop = self.k if stop is None else stop
+        if not 0 <= start <= stop <= self.k:
+            msg = f"candidates {start}..{stop - 1} are not within 0..{self.k - 1}"
+            raise ValueError(msg)
+        b, _, height, width = self.base.shape
+        heads = self.residuals[:, max(start, 1) - 1 : max(stop, 1) - 1]  # symbol k is head k-1
+        residuals = self._upsampled(heads.flatten(0, 1)).view(b, -1, 3, height, width)
+        keep = [torch.zeros_like(self.base).unsqueeze(1)] if start == 0 < stop else []
+        return self.base.unsqueeze(1) + torch.cat([*keep, residuals], 1)
 
 
 Chooser = Callable[[int, Candidates], torch.Tensor]

@@ -6,11 +6,12 @@ encoder picks "keep" (symbol 0), so ``recount_priors`` tallies the symbols the
 rate-aware encoder chooses at every rung of a ladder on training crops, a few rounds
 (the choice depends on the priors' bit costs). ``tune_ladder`` encodes validation
 images over a grid of (layers, λ), keeps the rate-distortion front and picks eight
-rungs spread evenly in log-bpp along it.
+rungs spread evenly in log-bpp along it, preferring points on its operational hull.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,25 +70,59 @@ def front(points: list[Point]) -> list[Point]:
     return kept
 
 
+def hull(points: list[Point]) -> list[Point]:
+    """The upper concave hull of ``points`` in (linear bpp, PSNR), by rising rate: the
+    operational rate-distortion curve, the one mixing two rungs could reach."""
+    vertices: list[Point] = []
+    for p in front(points):
+        while len(vertices) >= 2 and _on_or_under_chord(vertices[-2], vertices[-1], p):
+            vertices.pop()
+        vertices.append(p)
+    return vertices
+
+
+def _on_or_under_chord(a: Point, b: Point, c: Point) -> bool:
+    """Whether ``b`` lies on or under the straight line from ``a`` to ``c`` (a.bpp < c.bpp)."""
+    return (b.psnr - a.psnr) * (c.bpp - a.bpp) <= (c.psnr - a.psnr) * (b.bpp - a.bpp)
+
+
+def gap_under(point: Point, vertices: list[Point]) -> float:
+    """How many dB ``point`` lies under the hull ``vertices`` at its rate (0 outside its span)."""
+    for a, b in itertools.pairwise(vertices):
+        if a.bpp <= point.bpp <= b.bpp and b.bpp > a.bpp:
+            on_hull = a.psnr + (b.psnr - a.psnr) * (point.bpp - a.bpp) / (b.bpp - a.bpp)
+            return max(0.0, on_hull - point.psnr)
+    return 0.0
+
+
 def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: float = 32.0) -> list[Rung]:
-    """``count`` rungs of the front, nearest to rates spread evenly in log-bpp over its top
-    ``span``-fold range (lower rates look too poor to offer); rising in rate and PSNR
-    (strictly if the front has enough points, else the last ones repeat)."""
+    """``count`` rungs of the front at rates spread evenly in log-bpp over its top
+    ``span``-fold range (lower rates look too poor to offer). Among the points within
+    half a step of each target rate, the one least under the operational hull wins, then
+    the nearest: a point close in rate but far under the hull (few layers at λ = 0, say)
+    would waste the rung. Rungs rise in rate and PSNR (strictly if the front has enough
+    points, else the last ones repeat)."""
     best = front(points)
-    high = math.log(best[-1].bpp)
-    low = max(math.log(best[0].bpp), high - math.log(span))
+    vertices = hull(best)
+    log_rates = [math.log(p.bpp) for p in best]
+    gaps = [round(gap_under(p, vertices), 6) for p in best]
+    high = log_rates[-1]
+    low = max(log_rates[0], high - math.log(span))
+    step = (high - low) / max(count - 1, 1)
     chosen: list[int] = []
     for i in range(count):
-        target = low + (high - low) * i / (count - 1)
+        target = low + step * i
         first = min(chosen[-1] + 1, len(best) - 1) if chosen else 0
         last = max(first, len(best) - (count - i))  # leave room for the rungs still to come
-        chosen.append(min(range(first, last + 1), key=lambda j: abs(math.log(best[j].bpp) - target)))
+        ranked = [(abs(log_rates[j] - target), j) for j in range(first, last + 1)]
+        near = [(gaps[j], distance, j) for distance, j in ranked if distance <= step / 2 + 1e-9]
+        chosen.append(min(near)[-1] if near else min(ranked)[-1])
     return [best[j].rung for j in chosen]
 
 
 def default_grid(layer_count: int) -> list[Rung]:
     """Every layer count, each with a few λ values (squared 8-bit levels per bit)."""
-    return [Rung(n, lam) for n in range(1, layer_count + 1) for lam in (0.0, 1000.0, 3000.0, 10000.0)]
+    return [Rung(n, lam) for n in range(1, layer_count + 1) for lam in (0.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)]
 
 
 def tune_ladder(

@@ -193,10 +193,15 @@ def test_usage_errors_exit_1(
     one_error_line(run(*[str(kodak_crop) if a == "IMG" else a for a in args]), 1)
 
 
-def test_console_script_runs_as_a_module(kodak_crop: Path) -> None:
-    """The real process: exit code and a single stderr line, no traceback."""
+@pytest.mark.parametrize("launcher", [["-m", "ddncodec"], [str(Path(__file__).parent.parent / "bin" / "ddncodec")]])
+def test_the_command_runs_as_a_module_and_from_bin(launcher: list[str], kodak_crop: Path, tmp_path: Path) -> None:
+    """The real process: exit code and a single stderr line, no traceback (bin/ from any folder)."""
     done = subprocess.run(
-        [sys.executable, "-m", "ddncodec", "info", str(kodak_crop)], capture_output=True, text=True, timeout=120
+        [sys.executable, *launcher, "info", str(kodak_crop)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1

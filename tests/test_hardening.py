@@ -22,7 +22,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import ddncodec
 from ddncodec import codec, container
+from ddncodec.atomic import write_atomically
 from ddncodec.cli import main
 from ddncodec.errors import FormatError, InputError, ModelError
 from ddncodec.modelfile import CodecModel, load
@@ -312,9 +314,31 @@ def test_a_kill_while_writing_leaves_the_previous_output_intact(
     assert target.read_bytes() == previous
     (partial,) = leftovers(tmp_path, {source.name, target.name})
     assert partial.stat().st_size > 0  # the kill did strike mid-write
+    # A writer that is still running (our parent process: alive while we are) keeps its file.
+    running = tmp_path / f".{target.name}.tmp{os.getppid()}"
+    running.write_bytes(b"still being written")
 
     assert cli(command, source, "-o", target, "--force", "--model", tiny_model_path, "--quiet")[0] == 0
     assert target.read_bytes() != previous
+    assert leftovers(tmp_path, {source.name, target.name}) == [running]  # the dead writer's file is gone
+    assert running.read_bytes() == b"still being written"
+
+
+def test_only_a_dead_writers_temporary_file_of_the_same_target_is_removed(tmp_path: Path) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)  # exited and reaped: no such process now
+    names = [
+        f".out.png.tmp{dead}",
+        f".out.png.tmp{os.getppid()}",
+        f".other.png.tmp{dead}",
+        ".out.png.tmpx1",
+        ".out.png.tmp",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    write_atomically(tmp_path / "out.png", lambda tmp: tmp.write_bytes(b"new"))
+    assert (tmp_path / "out.png").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.png", *names[1:]])
 
 
 def test_an_injected_write_failure_leaves_nothing_behind(
@@ -355,7 +379,7 @@ def test_a_kill_while_checkpointing_leaves_a_resumable_run_and_the_previous_mode
     assert torch.load(files["ckpt.pt"], weights_only=True)["step"] == 4
     assert cli(*train, "--steps", "5", "--resume")[0] == 0
     assert load(files["safetensors"]).card["steps"] == 5
-    leftovers(tmp_path, {"m.safetensors", "m.ckpt.pt", "m.adam.pt", "m.log.jsonl"})
+    assert leftovers(tmp_path, {"m.safetensors", "m.ckpt.pt", "m.adam.pt", "m.log.jsonl"}) == []  # orphans removed
 
 
 # ---------------------------------------------------------------- limits
@@ -394,6 +418,17 @@ def test_encoding_refuses_images_over_the_pixel_limit(tiny_model: CodecModel, tm
     Image.new("RGB", (2000, 1000), (90, 120, 30)).save(big)
     with pytest.raises(InputError, match="2000x1000 is over the limit of 1,999,999 pixels"):
         codec.encode(big, tiny_model, 1, pixel_limit=1_999_999)
+
+
+def test_the_library_limit_is_set_with_max_pixels(tiny_model: CodecModel, photo: Image.Image) -> None:
+    data = ddncodec.encode(photo, 1, model=tiny_model, max_pixels=100 * 70)
+    with pytest.raises(ddncodec.InputError, match="100x70 is over the limit of 6,999 pixels"):
+        ddncodec.encode(photo, 1, model=tiny_model, max_pixels=100 * 70 - 1)
+    assert ddncodec.decode(data, model=tiny_model, max_pixels=100 * 70).size == (100, 70)
+    with pytest.raises(ddncodec.FormatError, match="100x70 image, over the limit of 6,999 pixels"):
+        ddncodec.decode(data, model=tiny_model, max_pixels=100 * 70 - 1)
+    assert data == ddncodec.encode(photo, 1, model=tiny_model)  # the default limit: 100 million
+    assert ddncodec.decode(data, model=tiny_model).size == (100, 70)
 
 
 def test_the_cli_limit_is_set_with_max_pixels(

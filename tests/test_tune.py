@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,30 @@ def test_front_drops_dominated_points() -> None:
     assert [p.rung.layers for p in tune.front(points)] == [1, 3]
 
 
-def test_pick_rungs_spreads_in_log_rate_and_rises() -> None:
-    points = [Point(Rung(n, 0), 0.01 * 1.5**n, 15 + n) for n in range(1, 14)]
+@pytest.mark.parametrize(
+    "psnr_at",
+    [
+        lambda n, bpp: 15 + n,  # straight in log-rate
+        lambda n, bpp: 20 + 10 * math.sqrt(bpp),  # bends upwards in log-rate: a log-rate hull keeps only its ends
+    ],
+)
+def test_pick_rungs_spreads_in_log_rate_and_rises(psnr_at) -> None:
+    rates = {n: 0.01 * 1.5**n for n in range(1, 14)}
+    points = [Point(Rung(n, 0), bpp, psnr_at(n, bpp)) for n, bpp in rates.items()]
     rungs = tune.pick_rungs(points, count=4, span=8)
     assert [r.layers for r in rungs] == [8, 10, 11, 13]  # 0.01·1.5^n for 1/8, 1/4, 1/2 and all of the top rate
     short = tune.pick_rungs(points[:3], count=4)
     assert [r.layers for r in short] == [1, 2, 3, 3]
+
+
+def test_pick_rungs_prefers_the_hull_to_the_nearest_rate() -> None:
+    low, high = Point(Rung(1, 0), 0.1, 20), Point(Rung(4, 0), 1.0, 26)
+    nearest = Point(Rung(2, 0), 0.31, 20.5)  # 0.02 from the middle target (ln 0.316), 2.4 dB under the hull
+    on_hull = Point(Rung(3, 1000), 0.36, 23.6)  # 0.13 from it
+    points = [low, nearest, on_hull, high]
+    assert tune.hull(points) == [low, on_hull, high]
+    assert tune.gap_under(nearest, tune.hull(points)) == pytest.approx(20 + 3.6 * 0.21 / 0.26 - 20.5)
+    assert [r.layers for r in tune.pick_rungs(points, count=3, span=10)] == [1, 3, 4]
 
 
 def test_recounted_priors_make_keep_cheaper_for_the_rate_aware_encoder(tiny_model: CodecModel) -> None:

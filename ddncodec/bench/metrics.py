@@ -1,5 +1,6 @@
 """Image quality as the learned-compression literature reports it (CompressAI's
-conventions), so same-run numbers sit on the same axes as the published curves."""
+conventions), so same-run numbers sit on the same axes as the published curves. PSNR is
+the codec's own, ``ddncodec.codec.psnr`` (MSE over every H·W·3 value, inf if identical)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ MS_SSIM_MIN_SIDE = 161  # pytorch-msssim's 5 scales of an 11 px window need a si
 def bpp(num_bytes: int, width: int, height: int) -> float:
     """Bits per pixel of the whole file over the original (unpadded) image."""
     return 8 * num_bytes / (width * height)
-
-
-def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR-RGB in dB of two uint8 images, MSE over every H·W·3 value (inf if identical)."""
-    mse = np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float | None:

@@ -27,6 +27,7 @@ from PIL import Image
 
 from ddncodec.bench import metrics
 from ddncodec.bench.codecs import Codec, CodecPlan
+from ddncodec.codec import psnr
 from ddncodec.data import load_rgb
 from ddncodec.errors import DDNError
 
@@ -84,7 +85,7 @@ def measure(codec: Codec, image: Image.Image, quality: int | None, timing_only: 
     return row | {
         "bytes": len(data),
         "bpp": metrics.bpp(len(data), image.width, image.height),
-        "psnr": metrics.psnr(reference, output),
+        "psnr": psnr(reference, output, "RGB"),
         "ms_ssim": similarity,
     }
 
