@@ -315,10 +315,8 @@ class Trainer:
 
     def run(self) -> None:
         opts = self.opts
-        if self.step == 0:
-            self.log({"event": "start", "options": {k: str(v) for k, v in asdict(opts).items()}, "world": self.world})
-        else:
-            self.log({"event": "resume"})
+        event = "start" if self.step == 0 else "resume"  # a resume may change --lr: log what each phase ran with
+        self.log({"event": event, "options": {k: str(v) for k, v in asdict(opts).items()}, "world": self.world})
         start = time.monotonic()
         first_step, last_ckpt = self.step, start
         bar = tqdm(

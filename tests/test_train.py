@@ -90,8 +90,11 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     # One count per 16 px cell and step, kept through every split and the resume:
     assert float(counters["layers.0.ddl.hits"].sum()) == pytest.approx(60 * 4 * (64 // 16) ** 2, rel=1e-12)
 
-    events = [r.get("event") for r in log_of(halves)]
+    records = log_of(halves)
+    events = [r.get("event") for r in records]
     assert events[0] == "start" and "resume" in events and events[-1] == "stop"
+    resumed = records[events.index("resume")]
+    assert (resumed["step"], resumed["options"]["steps"]) == (30, "60")  # each phase's options are in the log
     assert events.count("checkpoint") == 2
     model = load(tmp_path / "halves.safetensors")
     assert model.card["steps"] == 60
