@@ -34,10 +34,11 @@ def remove_stale_temps(path: Path) -> None:
     prefix = f".{path.name}.tmp"
     with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
         for entry in entries:
-            pid = entry.name[len(prefix) :]
-            if not entry.name.startswith(prefix) or not pid.isdigit() or not pid.isascii():
+            suffix = entry.name[len(prefix) :]
+            if not entry.name.startswith(prefix) or not (suffix.isascii() and suffix.isdigit()):
                 continue
-            if int(pid) > 0 and int(pid) != os.getpid() and not _alive(int(pid)):
+            pid = int(suffix)
+            if pid > 0 and pid != os.getpid() and not _alive(pid):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 

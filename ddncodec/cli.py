@@ -16,6 +16,13 @@ from ddncodec.errors import DDNError, InputError
 _FORCE = click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 
 
+def _refuse_existing(target: Path, force: bool) -> None:
+    """Every command that writes: an existing output is a usage error (exit 1) unless ``force``."""
+    if target.exists() and not force:
+        msg = f"{target}: already exists (use --force to overwrite)"
+        raise click.UsageError(msg)
+
+
 class Group(click.Group):
     """Maps library errors to exit codes at the one edge where that belongs."""
 
@@ -179,9 +186,7 @@ def _check_generated_output(output: Path, force: bool, *inputs: Path | None) -> 
     if output.resolve() in {p.resolve() for p in inputs if p is not None}:
         msg = f"{output}: refusing to overwrite an input"
         raise InputError(msg)
-    if output.exists() and not force:
-        msg = f"{output}: already exists (use --force to overwrite)"
-        raise click.UsageError(msg)
+    _refuse_existing(output, force)
     generate.image_format(output)
 
 
@@ -304,9 +309,7 @@ def _outputs(inputs: tuple[Path, ...], output: Path, suffix: str, force: bool) -
         if str(source) != "-" and target.resolve() == source.resolve():
             msg = f"{target}: refusing to overwrite the input"
             raise click.UsageError(msg)
-        if target.exists() and not force:
-            msg = f"{target}: already exists (use --force to overwrite)"
-            raise click.UsageError(msg)
+        _refuse_existing(target, force)
     return targets
 
 
@@ -504,9 +507,7 @@ def tune(
     from ddncodec import codec
     from ddncodec.tune import finalize
 
-    if output.exists() and not force:
-        msg = f"{output}: already exists (use --force to overwrite)"
-        raise click.UsageError(msg)
+    _refuse_existing(output, force)
     tuned = finalize(codec.load_model(model), list(data), list(val), crops=crops, val_images=val_images)
     tuned.save(output)
     rungs = ", ".join(f"q{q}: {p['bpp']} bpp {p['psnr']} dB" for q, p in enumerate(tuned.card["ladder_on_val"], 1))
