@@ -2,13 +2,22 @@
 error at any moment leaves either the previous file or the complete new one, never a
 half-written file; the temporary file is removed on failure.
 
+What is already at the path is respected: a symlink is written through (its target is
+replaced, the link stays); a character device or FIFO (``/dev/null``, a pipe) is written
+into, never replaced; a socket, a folder or anything else that is not a regular file is
+refused. Without ``overwrite`` the final name is created exclusively (a hard link of the
+finished temporary file), so of two racing writers one fails instead of both "winning".
+
 A writer that is killed outright (SIGKILL, power cut) cannot remove its temporary file,
 ``.NAME.tmp<PID>``; the next write of the same file removes those whose process is gone."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,13 +52,54 @@ def remove_stale_temps(path: Path) -> None:
                     os.unlink(entry.path)
 
 
-def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp_path)`` then rename it over ``path``, after removing what killed
-    writers of ``path`` left behind."""
+class OutputError(OSError):
+    """An output path that cannot be written as asked (exit code 1 at the CLI)."""
+
+
+def target_of(path: Path) -> Path:
+    """The file a write to ``path`` lands in: a symlink's final target, else ``path``."""
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        msg = f"{path}: cannot resolve the symlink ({exc})"
+        raise OutputError(msg) from exc
+
+
+def write_atomically(path: Path, write: Callable[[Path], object], overwrite: bool = True) -> None:
+    """``write(tmp_path)`` then publish it at ``path`` (see the module docstring), after
+    removing what killed writers of ``path`` left behind."""
+    path = target_of(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+            msg = f"{path}: not a regular file, device or pipe; refusing to replace it"
+            raise OutputError(msg)
+        if not overwrite:
+            raise FileExistsError(errno.EEXIST, "already exists (use --force to overwrite)", str(path))
+        tmp = Path(tempfile.mkstemp(prefix=".ddncodec-")[1])
+        try:
+            write(tmp)
+            with path.open("wb") as sink:  # a device or pipe: stream into it
+                sink.write(tmp.read_bytes())
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if the name appeared meanwhile: no silent loss
+            except FileExistsError as exc:
+                msg = f"{path}: already exists (use --force to overwrite)"
+                raise FileExistsError(errno.EEXIST, msg) from exc
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@ corrupt input; every failure is one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,10 @@ _FORCE = click.option("-f", "--force", is_flag=True, help="Overwrite existing ou
 
 
 def _refuse_existing(target: Path, force: bool) -> None:
-    """Every command that writes: an existing output is a usage error (exit 1) unless ``force``."""
-    if target.exists() and not force:
+    """Every command that writes: an existing output (a dangling symlink too) is a usage
+    error (exit 1) unless ``force``. The write itself creates the name exclusively, so
+    this holds under races too; this early check only saves the work."""
+    if os.path.lexists(target) and not force:
         msg = f"{target}: already exists (use --force to overwrite)"
         raise click.UsageError(msg)
 
@@ -80,6 +83,10 @@ def main() -> None:
 @click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--checkpoint-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--val-every", default=250, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--grow-from", type=click.Path(path_type=Path), help="Start the first layers from this (smaller) model's."
+)
+@click.option("--train-from", default=0, show_default=True, type=click.IntRange(min=0), help="Freeze the layers below.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train(**kwargs) -> None:
     """Train a model on folders of photos (resumable; Split-and-Prune, chain dropout).
@@ -95,6 +102,39 @@ def train(**kwargs) -> None:
     if not kwargs["out"].name.endswith(".safetensors"):
         kwargs["out"] = kwargs["out"].with_name(kwargs["out"].name + ".safetensors")
     run(TrainOptions(**kwargs))
+
+
+@main.command("train-filter")
+@click.argument("model")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training photos.")
+@click.option("--val", multiple=True, required=True, type=click.Path(path_type=Path), help="Validation photos.")
+@click.option("--work", required=True, type=click.Path(path_type=Path), help="Folder for pool, checkpoint and log.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
+@click.option("--steps", default=8000, show_default=True, type=click.IntRange(min=1))
+@click.option("--pool-crops", default=512, show_default=True, type=click.IntRange(min=32))
+@click.option("--init", type=click.Path(path_type=Path), help="A post-filter checkpoint to fine-tune.")
+@_FORCE
+def train_filter(
+    model: str,
+    data: tuple[Path, ...],
+    val: tuple[Path, ...],
+    work: Path,
+    output: Path,
+    steps: int,
+    pool_crops: int,
+    init: Path | None,
+    force: bool,
+) -> None:
+    """Train MODEL's post-filter on its own decoded output (resumable: run again with the same --work)."""
+    from ddncodec import codec
+    from ddncodec.filtertrain import FilterTrainOptions, attach, train
+
+    _refuse_existing(output, force)
+    codec_model = codec.load_model(model)
+    options = FilterTrainOptions(
+        Path(model), list(data), list(val), work, steps=steps, pool_crops=pool_crops, init=init
+    )
+    attach(codec_model, train(options, codec_model), options).save(output)
 
 
 def _comma_list(kind: type) -> object:
@@ -183,7 +223,7 @@ def _check_generated_output(output: Path, force: bool, *inputs: Path | None) -> 
     its suffix names an image format."""
     from ddncodec import generate
 
-    if output.resolve() in {p.resolve() for p in inputs if p is not None}:
+    if os.path.realpath(output) in {os.path.realpath(p) for p in inputs if p is not None}:
         msg = f"{output}: refusing to overwrite an input"
         raise InputError(msg)
     _refuse_existing(output, force)
@@ -300,27 +340,29 @@ def _outputs(inputs: tuple[Path, ...], output: Path, suffix: str, force: bool) -
             raise click.UsageError(msg)
         names = [("stdin" if str(p) == "-" else p.stem) + suffix for p in inputs]
         if len(set(names)) < len(names):
-            msg = "two inputs share a name; encode them into different folders"
+            clash = next(n for n in names if names.count(n) > 1)
+            shared = [str(p) for p, n in zip(inputs, names, strict=True) if n == clash]
+            msg = f"{' and '.join(shared)} would both be written to {output / clash}; use different folders"
             raise click.UsageError(msg)
         targets = [output / name for name in names]
     else:
         targets = [output]
     for source, target in zip(inputs, targets, strict=True):
-        if str(source) != "-" and target.resolve() == source.resolve():
+        if str(source) != "-" and os.path.realpath(target) == os.path.realpath(source):  # never raises on a loop
             msg = f"{target}: refusing to overwrite the input"
             raise click.UsageError(msg)
         _refuse_existing(target, force)
     return targets
 
 
-def _write(target: Path | None, data: bytes) -> None:
+def _write(target: Path | None, data: bytes, force: bool) -> None:
     """To stdout, or atomically (temp file + rename): never a half-written file."""
     if target is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(target, lambda tmp: tmp.write_bytes(data))
+    write_atomically(target, lambda tmp: tmp.write_bytes(data), overwrite=force)
 
 
 def _each(inputs: tuple[Path, ...], quiet: bool, work: Callable[[int, Callable[[str], None]], None]) -> None:
@@ -413,7 +455,7 @@ def encode(
     def work(i: int, say: Callable[[str], None]) -> None:
         source = _read_input(inputs[i])
         result = codec.encode(source, codec_model, quality, bpp=bpp, layers=layers, pixel_limit=max_pixels)
-        _write(targets[i], result.data)
+        _write(targets[i], result.data, force)
         say(
             f"{inputs[i]} {result.width}x{result.height} -> {_shown(targets[i])}: {len(result.data):,} B, "
             f"{result.bpp:.4f} bpp, {result.psnr:.2f} dB ({result.rung.layers} layers, λ {result.rung.lam:g})"
@@ -433,7 +475,7 @@ def decode(
 
     from PIL import Image
 
-    from ddncodec import codec
+    from ddncodec import codec, container, imageio
 
     targets = _outputs(inputs, output, ".png", force)
     formats = []
@@ -446,10 +488,17 @@ def decode(
     codec_model = codec.load_model(model)
 
     def work(i: int, say: Callable[[str], None]) -> None:
-        image = codec.decode(_read_file(inputs[i]), codec_model, layers, pixel_limit=max_pixels)
+        data = _read_file(inputs[i])
+        header, _ = container.parse_header(data, max_pixels)
+        imageio.check_fits(header.width, header.height, formats[i])
+        image = codec.decode(data, codec_model, layers, pixel_limit=max_pixels)
         buffer = io.BytesIO()
-        image.save(buffer, format=formats[i])
-        _write(targets[i], buffer.getvalue())
+        try:
+            image.save(buffer, format=formats[i])
+        except Exception as exc:  # a writer's own limits or bugs: one line, and the batch goes on
+            msg = f"cannot write {formats[i]} ({type(exc).__name__}: {exc})"
+            raise InputError(msg) from exc
+        _write(targets[i], buffer.getvalue(), force)
         say(f"{inputs[i]} -> {_shown(targets[i])}: {image.width}x{image.height} {image.mode}")
 
     _each(inputs, quiet, work)
@@ -477,17 +526,21 @@ def info(file: Path, as_json: bool) -> None:
         "model": header.fingerprint.hex(),
         "layers": header.layers,
         "layers_present": len(parsed.streams),
-        "checksum": "ok" if parsed.checked else "absent (file cut at a layer boundary)",
-        "header_bytes": parsed.size - sum(layer_bytes) - (4 if parsed.checked else 0),
+        "complete": parsed.complete,
+        "table_set": header.table_set,
+        "checksums": f"{len(parsed.streams)} of {len(parsed.streams)} layers verified",
+        "header_bytes": parsed.size - sum(layer_bytes) - container.LAYER_CRC_BYTES * len(layer_bytes),
         "layer_bytes": layer_bytes,
     }
     if as_json:
         click.echo(json.dumps(facts))
         return
-    present = f"{len(parsed.streams)} of {header.layers}" if not parsed.complete else str(header.layers)
+    present = (
+        f"a prefix: {len(parsed.streams)} of {header.layers}" if not parsed.complete else f"complete: {header.layers}"
+    )
     click.echo(
         f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
-        f"model {facts['model']}, {present} layers, checksum {facts['checksum']}\n"
+        f"model {facts['model']}, {present} layers, every layer's checksum verified\n"
         f"bytes per layer: {' '.join(map(str, layer_bytes))} (header {facts['header_bytes']})"
     )
 

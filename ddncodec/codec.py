@@ -2,9 +2,11 @@
 
 Encoding walks the generator over each tile and, per layer and cell, keeps the
 candidate with the lowest cost SSE + λ·bits (λ = 0: the plain nearest candidate;
-bits = −log2 p under the layer's prior, so cells that are already good take the
-cheap "keep" symbol). Decoding replays the stored indices through the same
-generator: it never takes an argmin, so float drift cannot desynchronise it.
+bits = −log2 p under the static odds of the rung's table set, so cells that are
+already good take the cheap "keep" symbol); the index maps are then coded with the
+adaptive context model. Decoding replays the stored indices through the same
+generator: it never takes an argmin, so float drift cannot desynchronise it. The
+model's post-filter, if it has one, runs on each decoded tile on both sides.
 
 Large images are cut into independent tiles of at most TILE px (a format constant,
 see docs/FORMAT.md) and coded one tile at a time, so memory stays bounded;
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,13 +28,16 @@ import torch
 from PIL import Image
 
 from ddncodec import container, entropy, imageio
+from ddncodec.context import parent_grid
 from ddncodec.data import to_tensor
-from ddncodec.errors import FormatError, InputError, ModelError
+from ddncodec.errors import FormatError, InputError
+from ddncodec.ladder import QUALITIES, Rung
+from ddncodec.ladder import fallback as fallback_ladder
 from ddncodec.model import Candidates, Chooser
 from ddncodec.modelfile import CodecModel, load, resolve
+from ddncodec.postfilter import from_uint8, to_uint8
 
 TILE = 1024  # px: the largest tile side; part of the format
-QUALITIES = range(1, 9)
 DEFAULT_QUALITY = 5
 BPP_TOLERANCE = 0.04  # the --bpp search stops this close to the target (relative)
 LAMBDA_START = 1000.0  # the --bpp search's first step up from λ = 0
@@ -67,47 +71,46 @@ def load_model(spec: ModelSpec = "default") -> CodecModel:
 # ---------------------------------------------------------------- rate control
 
 
-@dataclass(frozen=True)
-class Rung:
-    """One quality setting: how many layers to code and the rate weight λ
-    (squared 8-bit levels per bit; 0 = nearest candidate)."""
-
-    layers: int
-    lam: float
+def ladder(model: CodecModel) -> tuple[Rung, ...]:
+    """The model's own ladder (tuned on validation data) or the fallback."""
+    return model.ladder or fallback_ladder(len(model.config.layers))
 
 
-def fallback_ladder(layer_count: int) -> list[Rung]:
-    """A ladder for models that carry none (``tune.finalize`` writes one): layers grow with
-    quality, a mild λ below the top, the plain nearest choice at the top."""
-    top = len(QUALITIES)
-    return [Rung(max(1, round(layer_count * q / top)), 0.0 if q == top else 1000.0) for q in QUALITIES]
+def table_set(model: CodecModel, rung: Rung) -> int:
+    """The entropy table set for ``rung``: the set of the ladder rung it is, else of the
+    rung nearest in log(1 + λ), then in layers (``tune`` counts one set per rung)."""
+    rungs = ladder(model)[: model.priors.sets]
+    if len(rungs) < model.priors.sets or model.priors.sets == 1:
+        return 0
+    return min(
+        range(len(rungs)),
+        key=lambda i: (abs(math.log1p(rungs[i].lam) - math.log1p(rung.lam)), abs(rungs[i].layers - rung.layers)),
+    )
 
 
-def ladder(model: CodecModel) -> list[Rung]:
-    """The model's own ladder (``card["ladder"]``, tuned on validation data) or the fallback."""
-    stored = model.card.get("ladder")
-    if stored is None:
-        return fallback_ladder(len(model.config.layers))
-    try:
-        rungs = [Rung(int(n), float(lam)) for n, lam in stored]
-    except (TypeError, ValueError) as exc:
-        msg = f"the model's ladder is unreadable ({exc})"
-        raise ModelError(msg) from exc
-    if len(rungs) != len(QUALITIES) or not all(1 <= r.layers <= len(model.config.layers) and r.lam >= 0 for r in rungs):
-        msg = f"the model's ladder needs {len(QUALITIES)} rungs of (1..{len(model.config.layers)} layers, λ >= 0)"
-        raise ModelError(msg)
-    return rungs
-
-
-def rate_aware(target: torch.Tensor, model: CodecModel, lam: float) -> Chooser:
-    """Per cell, argmin over candidates of SSE (8-bit levels²) + λ·(−log2 p)."""
-    bits = [torch.from_numpy(model.priors.bits(i)).float() for i in range(len(model.priors.tables))]
+def rate_aware(target: torch.Tensor, model: CodecModel, lam: float, tables: int = 0) -> Chooser:
+    """Per cell, argmin over candidates of SSE (8-bit levels²) + λ·bits, bits the code
+    length under table set ``tables`` given whether the co-located cell of the layer
+    before kept (the context model's part that is known before a layer is chosen)."""
+    specs = model.config.layers
+    bits = [torch.from_numpy(model.priors.bits_by_parent(i, tables)).float() for i in range(len(specs))]
+    chosen: dict[int, torch.Tensor] = {}  # this walk's choices so far, by layer
 
     def choose(layer: int, options: Candidates) -> torch.Tensor:
         cost = options.cost(target)
         if lam:
-            cost = cost * 255.0**2 + lam * bits[layer].view(1, -1, 1, 1)
-        return cost.argmin(1)
+            b, _, rows, cols = cost.shape
+            if layer:
+                ratio = specs[layer].cell, specs[layer - 1].cell
+                r = torch.arange(rows) * ratio[0] // ratio[1]
+                c = torch.arange(cols) * ratio[0] // ratio[1]
+                kept = (chosen[layer - 1][:, r][:, :, c] == 0).long()
+            else:
+                kept = torch.zeros(b, rows, cols, dtype=torch.long)
+            cost = cost * 255.0**2 + lam * bits[layer][kept].permute(0, 3, 1, 2)
+        idx = cost.argmin(1)
+        chosen[layer] = idx
+        return idx
 
     return choose
 
@@ -164,19 +167,51 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _render(model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser]) -> np.ndarray:
-    """Walk the generator over each tile with the chooser ``chooser_for(tile index)``; the
-    8-bit (H, W, 3) image of the result."""
+Maps = list[list[np.ndarray]]
+"""Index maps of a walk: per layer, per tile, the (rows, columns) grid of chosen symbols."""
+
+
+def _render(
+    model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser]
+) -> tuple[np.ndarray, Maps]:
+    """Walk the generator over each tile with the chooser ``chooser_for(tile index)`` and
+    post-filter it: the 8-bit (H, W, 3) image of the result, and the index maps chosen."""
     height = max(t.top + t.height for t in tiles)
     width = max(t.left + t.width for t in tiles)
     canvas = np.empty((height, width, 3), dtype=np.uint8)
+    maps: Maps = [[] for _ in range(layers)]
     with _one_thread(), torch.inference_mode():
         for i, t in enumerate(tiles):
-            steps = model.network.walk((1, *t.padded), chooser_for(i), layers)
-            (_, image) = deque(steps, maxlen=1).pop()  # run every layer, keep the last image
-            pixels = ((image[0] + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-            canvas[t.top : t.top + t.height, t.left : t.left + t.width] = pixels[: t.height, : t.width]
-    return canvas
+            image = None
+            for layer, (idx, x) in enumerate(model.network.walk((1, *t.padded), chooser_for(i), layers)):
+                maps[layer].append(idx[0].numpy().astype(np.int64))
+                image = x
+            pixels = to_uint8(image)
+            if model.postfilter is not None:
+                pixels = to_uint8(model.postfilter(from_uint8(pixels)))
+            tile_pixels = pixels[0].permute(1, 2, 0).numpy()
+            canvas[t.top : t.top + t.height, t.left : t.left + t.width] = tile_pixels[: t.height, : t.width]
+    return canvas, maps
+
+
+def layer_parents(model: CodecModel, maps: Maps, layer: int, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Per tile, the symbol of layer ``layer - 1`` (in ``maps``) co-located with each cell
+    of ``layer``, whose grids have ``shapes``."""
+    specs = model.config.layers
+    previous = maps[layer - 1] if layer else [None] * len(shapes)
+    return [
+        parent_grid(p, specs[layer - 1].cell if layer else 0, specs[layer].cell, shape)
+        for p, shape in zip(previous, shapes, strict=True)
+    ]
+
+
+def check_padded_pixels(width: int, height: int, unit: int, pixel_limit: int) -> None:
+    """Refuse an image whose padded tiles exceed the pixel limit: work grows with padded
+    pixels, and a 200000×1 image pads to 32 rows."""
+    padded = sum(math.prod(t.padded) for t in plan(width, height, unit))
+    if padded > pixel_limit:
+        msg = f"a {width}x{height} image pads to {padded:,} pixels, over the limit of {pixel_limit:,}"
+        raise InputError(msg)
 
 
 # ---------------------------------------------------------------- encode
@@ -222,27 +257,24 @@ def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) 
     height, width = pixels.shape[:2]
     unit = model.config.unit
     tiles = plan(width, height, unit)
-    found: list[dict[int, np.ndarray]] = [{} for _ in range(rung.layers)]
+    tables = table_set(model, rung)
 
     def chooser_for(i: int) -> Chooser:
         t = tiles[i]
         target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
-        pick = rate_aware(target, model, rung.lam)
+        return rate_aware(target, model, rung.lam, tables)
 
-        def choose(layer: int, options: Candidates) -> torch.Tensor:
-            idx = pick(layer, options)
-            found[layer][i] = idx[0].numpy().astype(np.int32)
-            return idx
-
-        return choose
-
-    reconstruction = _render(model, tiles, rung.layers, chooser_for)
-    streams = []
-    for layer in range(rung.layers):
-        symbols = np.concatenate([found[layer][i].ravel() for i in range(len(tiles))])
-        streams.append(entropy.encode(symbols, model.priors, layer))
+    reconstruction, maps = _render(model, tiles, rung.layers, chooser_for)
+    streams = [
+        entropy.encode(
+            maps[layer],
+            layer_parents(model, maps, layer, [m.shape for m in maps[layer]]),
+            model.priors.initial(layer, tables),
+        )
+        for layer in range(rung.layers)
+    ]
     header = container.Header(
-        model.fingerprint[: container.FINGERPRINT_BYTES], width, height, mode, tuple(len(s) for s in streams)
+        model.fingerprint[: container.FINGERPRINT_BYTES], width, height, mode, tables, tuple(len(s) for s in streams)
     )
     data = container.pack(header, streams)
     return Encoded(data, reconstruction, mode, psnr(reconstruction, pixels, mode), rung)
@@ -327,6 +359,7 @@ def encode(
         msg = "bpp must be a positive number, and not combined with quality"
         raise InputError(msg)
     pixels, mode = imageio.to_pixels(imageio.open_image(image, pixel_limit))
+    check_padded_pixels(pixels.shape[1], pixels.shape[0], model.config.unit, pixel_limit)
     if bpp is not None:
         return _search_bpp(pixels, mode, model, bpp, layers or count)
     if quality is None and layers is not None:
@@ -377,16 +410,21 @@ def decode_pixels(
         msg = f"layers must be 1..{present} for this file, got {layers}"
         raise InputError(msg)
     count = present if layers is None else layers
+    if header.table_set >= model.priors.sets:
+        msg = f"corrupt .ddn header: table set {header.table_set}, the model has {model.priors.sets}"
+        raise FormatError(msg)
+    check_padded_pixels(header.width, header.height, model.config.unit, pixel_limit)
     tiles = plan(header.width, header.height, model.config.unit)
-    maps: list[list[torch.Tensor]] = []  # per layer, per tile: (rows, columns) of indices
+    maps: Maps = []
     for layer in range(count):
         shapes = [cells(t, model, layer) for t in tiles]
-        sizes = [h * w for h, w in shapes]
-        symbols = entropy.decode(parsed.streams[layer], model.priors, layer, sum(sizes))
-        parts = np.split(symbols, np.cumsum(sizes)[:-1])
-        maps.append([torch.from_numpy(p.reshape(s).astype(np.int64)) for p, s in zip(parts, shapes, strict=True)])
+        parents = layer_parents(model, maps, layer, shapes)
+        maps.append(
+            entropy.decode(parsed.streams[layer], shapes, parents, model.priors.initial(layer, header.table_set))
+        )
 
     def chooser_for(i: int) -> Chooser:
-        return lambda layer, _options: maps[layer][i][None]
+        return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
-    return _render(model, tiles, count, chooser_for), header.mode
+    pixels, _ = _render(model, tiles, count, chooser_for)
+    return pixels, header.mode

@@ -1,5 +1,6 @@
-"""The .ddn byte format (spec: docs/FORMAT.md): a small header, one entropy-coded
-stream per DDN layer (coarse to fine, so a prefix decodes), and a CRC32 trailer.
+"""The .ddn byte format (spec: docs/FORMAT.md): a small header, then one entropy-coded
+stream per DDN layer (coarse to fine, so a prefix decodes), each followed by a CRC-32
+of the whole file up to that point, so a file cut after any layer is still verified.
 
 Every field is validated, and the header checksum verified, before the caller can
 allocate anything from it: a corrupt length or a header that claims a 10⁶×10⁶ image
@@ -17,14 +18,14 @@ from dataclasses import dataclass
 from ddncodec.errors import FormatError
 
 MAGIC = b"DDN"
-VERSION = 1
+VERSION = 2
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte indexes this tuple; never reorder it
 MAX_LAYERS = 255
 DEFAULT_PIXEL_LIMIT = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
 _HEADER_CRC_BYTES = 2
-_TRAILER_BYTES = 4
+LAYER_CRC_BYTES = 4  # after every layer stream: CRC-32 of all bytes before it
 
 
 class NotDDNError(FormatError):
@@ -45,7 +46,8 @@ class Header:
     width: int
     height: int
     mode: str  # one of MODES: what the decoder hands back
-    lengths: tuple[int, ...]  # bytes of each layer's stream, coarse to fine
+    table_set: int  # which of the model's entropy table sets coded the streams
+    lengths: tuple[int, ...]  # bytes of each layer's stream (its CRC not counted), coarse to fine
 
     @property
     def layers(self) -> int:
@@ -59,7 +61,6 @@ class Container:
     header: Header
     streams: tuple[bytes, ...]  # all layers, or a prefix of them if the file was cut
     size: int  # bytes of the whole file
-    checked: bool  # the trailer was present and its checksum matched
 
     @property
     def complete(self) -> bool:
@@ -109,17 +110,22 @@ def pack(header: Header, streams: list[bytes] | tuple[bytes, ...]) -> bytes:
     if not 1 <= header.layers <= MAX_LAYERS or len(header.fingerprint) != FINGERPRINT_BYTES:
         msg = f"cannot pack {header.layers} layers with a {len(header.fingerprint)}-byte fingerprint"
         raise ValueError(msg)
+    if not 0 <= header.table_set <= 255:
+        msg = f"table set {header.table_set} does not fit in a byte"
+        raise ValueError(msg)
     head = bytearray(MAGIC)
     head.append(VERSION)
     head += header.fingerprint
     head += _varint(header.width) + _varint(header.height)
-    head.append(MODES.index(header.mode))
-    head.append(header.layers)
+    head += bytes((MODES.index(header.mode), header.table_set, header.layers))
     for length in header.lengths:
         head += _varint(length)
     head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
-    body = bytes(head) + b"".join(streams)
-    return body + struct.pack(">I", zlib.crc32(body))
+    out = bytearray(head)
+    for stream in streams:
+        out += stream
+        out += struct.pack(">I", zlib.crc32(out))
+    return bytes(out)
 
 
 def parse_header(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[Header, int]:
@@ -140,11 +146,11 @@ def parse_header(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[H
     fingerprint = bytes(data[4:pos])
     width, pos = _read_varint(data, pos, "width")
     height, pos = _read_varint(data, pos, "height")
-    if len(data) < pos + 2:
+    if len(data) < pos + 3:
         msg = "truncated .ddn header"
         raise CorruptError(msg)
-    mode_byte, layers = data[pos], data[pos + 1]
-    pos += 2
+    mode_byte, table_set, layers = data[pos], data[pos + 1], data[pos + 2]
+    pos += 3
     lengths = []
     for i in range(layers):
         length, pos = _read_varint(data, pos, f"layer {i} length")
@@ -164,32 +170,28 @@ def parse_header(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[H
         msg = "corrupt .ddn header: no layers"
         raise CorruptError(msg)
     _check_size(width, height, pixel_limit)
-    return Header(fingerprint, width, height, MODES[mode_byte], tuple(lengths)), pos
+    return Header(fingerprint, width, height, MODES[mode_byte], table_set, tuple(lengths)), pos
 
 
 def unpack(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Container:
     """Parse and validate a whole file.
 
-    A file cut exactly at a layer boundary is a valid prefix (coarser image); any
-    other length, or a checksum mismatch, is a ``CorruptError``."""
+    A file cut exactly after a layer's checksum is a valid prefix (coarser image); any
+    other length, or any checksum mismatch, is a ``CorruptError``."""
     header, start = parse_header(data, pixel_limit)
+    ends = list(itertools.accumulate(length + LAYER_CRC_BYTES for length in header.lengths))
     body = len(data) - start
-    total = sum(header.lengths)
-    if body == total + _TRAILER_BYTES:
-        (stored,) = struct.unpack_from(">I", data, len(data) - _TRAILER_BYTES)
-        if stored != zlib.crc32(data[: len(data) - _TRAILER_BYTES]):
-            msg = "corrupt .ddn file (checksum mismatch)"
-            raise CorruptError(msg)
-        present = header.layers
-    else:
-        ends = list(itertools.accumulate(header.lengths))
-        if body not in ends:
-            problem = "has trailing data" if body > total + _TRAILER_BYTES else "is truncated"
-            msg = f".ddn file {problem}: {body} bytes after the header, a layer boundary or {total + _TRAILER_BYTES} expected"
-            raise CorruptError(msg)
-        present = max(i + 1 for i, end in enumerate(ends) if end == body)
+    if body not in ends:
+        problem = "has trailing data" if body > ends[-1] else "is truncated"
+        msg = f".ddn file {problem}: {body} bytes after the header, a layer boundary (at most {ends[-1]}) expected"
+        raise CorruptError(msg)
     streams, pos = [], start
-    for length in header.lengths[:present]:
-        streams.append(bytes(data[pos : pos + length]))
-        pos += length
-    return Container(header, tuple(streams), len(data), checked=body == total + _TRAILER_BYTES)
+    for i, length in enumerate(header.lengths[: ends.index(body) + 1]):
+        end = pos + length
+        (stored,) = struct.unpack_from(">I", data, end)
+        if stored != zlib.crc32(data[:end]):
+            msg = f"corrupt .ddn file (checksum mismatch in layer {i})"
+            raise CorruptError(msg)
+        streams.append(bytes(data[pos:end]))
+        pos = end + LAYER_CRC_BYTES
+    return Container(header, tuple(streams), len(data))

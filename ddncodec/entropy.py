@@ -1,12 +1,17 @@
-"""Entropy coding of one layer's symbols with that layer's prior: a range coder
-(constriction's queue) over ``Categorical(perfect=False)`` models whose float64
-probabilities come from the integer tables only, so both sides build bit-identical
-models. This is the only module that imports constriction.
+"""Entropy coding of one layer's index maps with the adaptive context model (``context``):
+a range coder (constriction's queue) over ``Categorical(perfect=False)`` models whose
+float64 probabilities are the model's integer frequencies divided by their sum, so both
+sides build bit-identical models. This is the only module that imports constriction.
 
 constriction emits 32-bit words; they are stored big-endian and the encoder drops
-trailing bytes the decoder does not need (it pads with 0xFF, which decodes
-correctly for ~0.4 bytes over the ideal length per stream on average, against ~2
-for whole words).
+trailing bytes the decoder does not need (it pads with 0xFF, which decodes correctly
+for ~0.4 bytes over the ideal length per stream on average, against ~2 for whole words).
+
+The decoder also checks that a stream carries the information it decodes: the symbols'
+code lengths under the model may exceed the stream's own bits by at most SLACK_BITS.
+A range decoder fed past the end of a short stream keeps producing symbols; this check
+ends a damaged or hostile stream after a few rows instead of letting 6 bytes "cover" a
+whole 100-megapixel layer.
 """
 
 from __future__ import annotations
@@ -14,15 +19,13 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from ddncodec.context import code_layer
 from ddncodec.errors import FormatError
-from ddncodec.priors import Priors
 
 _PAD = b"\xff"
 _MAX_TRIM = 8  # bytes tried off the end of a stream
-
-
-def _model(priors: Priors, layer: int) -> constriction.stream.model.Categorical:
-    return constriction.stream.model.Categorical(priors.probabilities(layer), perfect=False)
+SLACK_BITS = 64  # code length a valid stream may decode beyond its own size (coder flush, padding)
+_FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
 def _words(data: bytes) -> np.ndarray:
@@ -31,45 +34,97 @@ def _words(data: bytes) -> np.ndarray:
     return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
 
 
-def _decode(data: bytes, model: constriction.stream.model.Categorical, count: int) -> np.ndarray:
-    try:
-        return constriction.stream.queue.RangeDecoder(_words(data)).decode(model, count)
-    except (AssertionError, ValueError) as exc:
-        msg = f"corrupt layer stream ({exc})"
-        raise FormatError(msg) from exc
+def _probabilities(freq: np.ndarray) -> np.ndarray:
+    return freq.astype(np.float64) / freq.sum(1, keepdims=True).astype(np.float64)
 
 
-def _decodes_to(data: bytes, model: constriction.stream.model.Categorical, symbols: np.ndarray) -> bool:
-    try:
-        return np.array_equal(_decode(data, model, symbols.size), symbols)
-    except FormatError:
-        return False
+def _bits(probabilities: np.ndarray, symbols: np.ndarray) -> float:
+    return float(-np.log2(probabilities[np.arange(symbols.size), symbols]).sum())
 
 
-def encode(symbols: np.ndarray, priors: Priors, layer: int) -> bytes:
-    """One layer's symbols (any shape, values in [0, K)) -> bytes."""
-    model = _model(priors, layer)
-    symbols = np.ascontiguousarray(symbols, dtype=np.int32).ravel()
+def _budget(data: bytes) -> float:
+    """The most code length (bits) a valid stream of ``data`` decodes to: its bits, a
+    margin for the coder's quantised probabilities, and the flush."""
+    return 8 * len(data) * (1 + 1 / 64) + SLACK_BITS
+
+
+class _Decoder:
+    """Decodes a stream step by step, refusing it once it has yielded more information than it holds."""
+
+    def __init__(self, data: bytes) -> None:
+        self.coder = constriction.stream.queue.RangeDecoder(_words(data))
+        self.budget = _budget(data)
+        self.size = len(data)
+        self.spent = 0.0
+
+    def __call__(self, probabilities: np.ndarray) -> np.ndarray:
+        try:
+            symbols = self.coder.decode(_FAMILY, probabilities).astype(np.int64)
+        except (AssertionError, ValueError) as exc:
+            msg = f"corrupt layer stream ({exc})"
+            raise FormatError(msg) from exc
+        self.spent += _bits(probabilities, symbols)
+        if self.spent > self.budget:
+            msg = f"corrupt layer stream: it decodes to more information than its {self.size} bytes hold"
+            raise FormatError(msg)
+        return symbols
+
+
+def _coding_order(
+    grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A known layer's probabilities (N, K) and symbols (N,), in coding order."""
+    work = [np.asarray(g, dtype=np.int64).copy() for g in grids]
+    chunks: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def record(tile: int, step, freq: np.ndarray) -> np.ndarray:
+        symbols = work[tile][step.row, step.columns]
+        chunks.append((_probabilities(freq), symbols))
+        return symbols
+
+    code_layer(initial, work, parents, record)
+    return np.concatenate([p for p, _ in chunks]), np.concatenate([s for _, s in chunks])
+
+
+def encode(grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarray) -> bytes:
+    """One layer's index maps (one (rows, columns) grid per tile, in stream order) -> bytes.
+    ``parents`` holds the co-located symbols of the layer before, ``initial`` the layer's
+    (CONTEXTS, K) table in the file's table set."""
+    probabilities, symbols = _coding_order(grids, parents, initial)
     encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(symbols, model)
+    encoder.encode(symbols.astype(np.int32), _FAMILY, probabilities)
     data = encoder.get_compressed().astype(">u4").tobytes()
+
+    def decodes(candidate: bytes) -> bool:
+        try:
+            return np.array_equal(_Decoder(candidate)(probabilities), symbols)
+        except FormatError:
+            return False
+
+    if not decodes(data):
+        msg = "internal error: a layer stream does not decode to its own symbols"
+        raise RuntimeError(msg)
     # Drop the longest tail that still decodes to the same symbols (verified, so always safe).
     low, high = max(len(data) - _MAX_TRIM, 0), len(data)  # `high` always decodes
     while low < high:
         mid = (low + high) // 2
-        if _decodes_to(data[:mid], model, symbols):
+        if decodes(data[:mid]):
             high = mid
         else:
             low = mid + 1
     return data[:high]
 
 
-def decode(data: bytes, priors: Priors, layer: int, count: int) -> np.ndarray:
-    """Bytes -> ``count`` symbols of ``layer`` (int32)."""
-    return _decode(data, _model(priors, layer), count).astype(np.int32, copy=False)
+def decode(
+    data: bytes, shapes: list[tuple[int, int]], parents: list[np.ndarray], initial: np.ndarray
+) -> list[np.ndarray]:
+    """Bytes -> one layer's index maps, one grid of ``shapes[tile]`` per tile (int64)."""
+    grids = [np.full(shape, -1, dtype=np.int64) for shape in shapes]
+    decoder = _Decoder(data)
+    code_layer(initial, grids, parents, lambda _tile, _step, freq: decoder(_probabilities(freq)))
+    return grids
 
 
-def ideal_bits(symbols: np.ndarray, priors: Priors, layer: int) -> float:
-    """−Σ log2 p of ``symbols`` under the layer's prior: the length a perfect coder reaches."""
-    counts = np.bincount(np.asarray(symbols).ravel(), minlength=priors.tables[layer].size)
-    return float(counts @ priors.bits(layer))
+def ideal_bits(grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarray) -> float:
+    """−Σ log2 p of a layer's symbols under the adaptive model: the length a perfect coder reaches."""
+    return _bits(*_coding_order(grids, parents, initial))

@@ -30,9 +30,9 @@ from ddncodec import imageio
 from ddncodec.atomic import write_atomically
 from ddncodec.data import to_tensor
 from ddncodec.errors import InputError
-from ddncodec.model import Candidates, Chooser
+from ddncodec.model import Candidates, Chooser, nearest
 from ddncodec.modelfile import CodecModel
-from ddncodec.priors import Priors, nearest
+from ddncodec.priors import Priors
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 """Candidate images (B, k, 3, H, W) in [-0.5, 0.5] -> cost per pixel (B, k, H, W), lower is

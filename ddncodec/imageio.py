@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ddncodec.errors import InputError
 
@@ -31,7 +31,7 @@ def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
     image = None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # Pillow's warnings would add stderr lines; errors still raise
             if isinstance(source, Image.Image):
                 image = source
             else:
@@ -42,8 +42,14 @@ def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
             upright = ImageOps.exif_transpose(image)
             upright.load()
             return upright
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        msg = f"{name}: cannot read image ({exc})"
+    except InputError:
+        raise
+    except Exception as exc:  # a plugin may raise anything on hostile bytes (RuntimeError, NotImplementedError, ...)
+        msg = (
+            f"{name}: cannot read image ({type(exc).__name__}: {exc})"
+            if str(exc)
+            else f"{name}: cannot read image ({type(exc).__name__})"
+        )
         raise InputError(msg) from exc
     finally:
         if image is not None and image is not source:
@@ -85,6 +91,18 @@ def to_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
             msg = f"cannot convert a {mode} image to RGB ({exc})"
             raise InputError(msg) from exc
     return np.repeat(gray[:, :, None], 3, axis=2), "L"
+
+
+# The largest side each output format can hold (Pillow's writers, or the format itself).
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "GIF": 65535, "TGA": 65535, "ICO": 256, "AVIF": 65536, "PCX": 65535}
+
+
+def check_fits(width: int, height: int, fmt: str) -> None:
+    """Refuse, before any decoding, an image too large for the output format."""
+    side = MAX_SIDE.get(fmt)
+    if side is not None and max(width, height) > side:
+        msg = f"a {width}x{height} image does not fit in {fmt} (at most {side} px a side): write .png instead"
+        raise InputError(msg)
 
 
 def from_pixels(pixels: np.ndarray, mode: str) -> Image.Image:

@@ -30,6 +30,12 @@ from torch import nn
 from ddncodec.ddl import DiscreteDistributionLayer
 from ddncodec.errors import ModelError
 
+MAX_LAYERS = 255  # the .ddn header's layer count is one byte
+MAX_CELL = 256  # px; also bounds the padding unit (the lcm of the cells)
+MAX_K = 4096
+MAX_CHANNELS = 1024
+MAX_BLOCKS = 64
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -56,10 +62,13 @@ class DDNConfig:
         if not layers:
             msg = "a DDN needs at least one layer"
             raise ValueError(msg)
+        if len(layers) > MAX_LAYERS:
+            msg = f"a DDN has at most {MAX_LAYERS} layers, got {len(layers)}"
+            raise ValueError(msg)
         for i, s in enumerate(layers):
             sizes = dataclasses.astuple(s)
             ok = (
-                all(isinstance(v, int) for v in sizes)
+                all(isinstance(v, int) and not isinstance(v, bool) for v in sizes)
                 and min(s.cell, s.stride, s.out_stride, s.channels) > 0
                 and s.k >= 2
                 and s.stride % s.out_stride == 0
@@ -69,6 +78,13 @@ class DDNConfig:
             if not ok:
                 msg = f"layer {i}: need integers, k >= 2, sizes > 0, stride % out_stride == 0, cell % stride == 0; got {s}"
                 raise ValueError(msg)
+            # Sane maxima, checked before anything is built: a model file is input too.
+            if s.cell > MAX_CELL or s.k > MAX_K or s.channels > MAX_CHANNELS or s.blocks > MAX_BLOCKS:
+                msg = f"layer {i}: over the limits (cell <= {MAX_CELL}, k <= {MAX_K}, channels <= {MAX_CHANNELS}, blocks <= {MAX_BLOCKS}); got {s}"
+                raise ValueError(msg)
+        if self.unit > MAX_CELL:
+            msg = f"the cells' least common multiple is {self.unit} px, over {MAX_CELL}"
+            raise ValueError(msg)
 
     @property
     def unit(self) -> int:
@@ -107,6 +123,9 @@ CONFIGS: dict[str, DDNConfig] = {
         )
     ),
 }
+# "base" grown by five finer-detail layers (trained with --grow-from base, --train-from 13):
+# the ladder keeps rising past 13 layers.
+CONFIGS["base18"] = DDNConfig(layers=(*CONFIGS["base"].layers, *[_spec(4, 16, 4, 80, 2, 1)] * 5))
 
 
 class ChannelNorm(nn.Module):
@@ -290,12 +309,19 @@ class DDN(nn.Module):
         return done
 
 
+def nearest(target: torch.Tensor) -> Chooser:
+    """The plain DDN encoder: per cell, the candidate nearest the target."""
+    return lambda _layer, options: options.cost(target).argmin(1)
+
+
 # ---------------------------------------------------------------- model files
 
 
-def fingerprint(tensors: dict[str, torch.Tensor]) -> bytes:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+def fingerprint(tensors: dict[str, torch.Tensor], configs: dict[str, str] | None = None) -> bytes:
+    """SHA-256 over every config text and every tensor's name, dtype, shape and bytes, in name order."""
     digest = hashlib.sha256()
+    for name, text in sorted((configs or {}).items()):
+        digest.update(f"{name}|{text}|".encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())

@@ -1,9 +1,11 @@
-"""Model files: weights, priors and config in one safetensors file, loaded without
-executing any pickled code. A model's fingerprint (hash of weights and priors) goes
-into every .ddn file, so a stream decoded with another model is refused."""
+"""Model files: weights, priors, post-filter and config in one safetensors file, loaded
+without executing any pickled code. A model's fingerprint (hash of everything that
+decoding depends on: weights, priors, post-filter and both configs) goes into every
+.ddn file, so a stream decoded with another model is refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,10 +18,15 @@ from safetensors.torch import load_file, save_file
 
 from ddncodec.atomic import write_atomically
 from ddncodec.errors import ModelError
+from ddncodec.ladder import Rung, from_json, validated
+from ddncodec.ladder import to_json as ladder_json
 from ddncodec.model import DDN, DDNConfig, build, fingerprint, weights_of
+from ddncodec.postfilter import FilterConfig, PostFilter
 from ddncodec.priors import Priors
 
-FORMAT = "ddncodec-model-1"
+FORMAT = "ddncodec-model-2"
+_FORMAT_1 = "ddncodec-model-1"  # read as well: one prior table per layer, no post-filter
+_FILTER_PREFIX = "postfilter."
 SUFFIX = ".safetensors"
 DEFAULT_MODEL = "default"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -32,16 +39,26 @@ class CodecModel:
     network: DDN
     priors: Priors
     card: dict = field(default_factory=dict)  # free-form facts: data, steps, wall time
+    postfilter: PostFilter | None = None  # runs on every decoded tile
+    ladder: tuple[Rung, ...] | None = None  # what each --quality means (None: ladder.fallback)
     fingerprint: bytes = b""
 
     def __post_init__(self) -> None:
         self.network.eval()
+        if self.postfilter is not None:
+            self.postfilter.eval()
         if len(self.priors.tables) != len(self.network.config.layers) or any(
-            t.size != s.k for t, s in zip(self.priors.tables, self.network.config.layers, strict=True)
+            t.shape[-1] != s.k for t, s in zip(self.priors.tables, self.network.config.layers, strict=True)
         ):
             msg = "model priors do not match its layers"
             raise ModelError(msg)
-        self.fingerprint = fingerprint(self._tensors())
+        if self.ladder is not None:
+            self.ladder = validated(self.ladder, len(self.config.layers))
+        self.fingerprint = fingerprint(self._tensors(), self._configs())
+
+    def replace(self, **changes: object) -> CodecModel:
+        """A copy with some fields changed (the fingerprint is recomputed)."""
+        return dataclasses.replace(self, **changes)
 
     @property
     def config(self) -> DDNConfig:
@@ -51,11 +68,22 @@ class CodecModel:
         tensors = weights_of(self.network)
         for i, table in enumerate(self.priors.tables):
             tensors[f"priors.{i}"] = torch.from_numpy(table.astype(np.int64))
+        if self.postfilter is not None:
+            for name, p in self.postfilter.named_parameters():
+                tensors[_FILTER_PREFIX + name] = p.detach().cpu().contiguous()
         return tensors
+
+    def _configs(self) -> dict[str, str]:
+        configs = {"config": self.config.to_json()}
+        if self.postfilter is not None:
+            configs["postfilter"] = self.postfilter.config.to_json()
+        return configs
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the previous file intact."""
-        meta = {"format": FORMAT, "config": self.config.to_json(), "card": json.dumps(self.card, sort_keys=True)}
+        meta = {"format": FORMAT, **self._configs(), "card": json.dumps(self.card, sort_keys=True)}
+        if self.ladder is not None:
+            meta["ladder"] = ladder_json(self.ladder)
         tensors = self._tensors()
 
         def write(tmp: Path) -> None:
@@ -88,7 +116,7 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
     except (OSError, SafetensorError, ValueError) as exc:
         msg = f"{path}: not a readable model file ({exc})"
         raise ModelError(msg) from exc
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in (FORMAT, _FORMAT_1):
         msg = f"{path}: not a ddncodec model (format {meta.get('format')!r})"
         raise ModelError(msg)
     try:
@@ -109,4 +137,39 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
     except ValueError as exc:
         msg = f"{path}: {exc}"
         raise ModelError(msg) from exc
-    return CodecModel(build(config, tensors), priors, card)
+    filter_weights = {n[len(_FILTER_PREFIX) :]: tensors.pop(n) for n in list(tensors) if n.startswith(_FILTER_PREFIX)}
+    postfilter = None
+    if "postfilter" in meta:
+        try:
+            postfilter = _build_filter(FilterConfig.from_json(meta["postfilter"]), filter_weights)
+        except (TypeError, ValueError) as exc:
+            msg = f"{path}: post-filter is unreadable ({exc})"
+            raise ModelError(msg) from exc
+    elif filter_weights:
+        msg = f"{path}: post-filter weights without a post-filter config"
+        raise ModelError(msg)
+    stored = meta["ladder"] if "ladder" in meta else card.pop("ladder", None)  # format 1 kept it on the card
+    try:
+        rungs = (
+            None
+            if stored is None
+            else (
+                from_json(stored, len(config.layers))
+                if isinstance(stored, str)
+                else validated(stored, len(config.layers))
+            )
+        )
+    except ModelError as exc:
+        msg = f"{path}: {exc}"
+        raise ModelError(msg) from exc
+    return CodecModel(build(config, tensors), priors, card, postfilter, rungs)
+
+
+def _build_filter(config: FilterConfig, weights: dict[str, torch.Tensor]) -> PostFilter:
+    net = PostFilter(config)
+    expected = {name: tuple(p.shape) for name, p in net.named_parameters()}
+    if {n: tuple(t.shape) for n, t in weights.items()} != expected:
+        msg = "post-filter weights do not match its config"
+        raise ModelError(msg)
+    net.load_state_dict(weights)
+    return net.eval()

@@ -2,6 +2,11 @@
 decodes, ``img.save("x.ddn", quality=4)`` encodes (also ``bpp=``, ``layers=``,
 ``model=``).
 
+Errors follow Pillow's conventions: a file that is not a valid .ddn header raises
+``SyntaxError`` in ``_open`` (Pillow then reports "cannot identify image file"), a
+stream that fails to decode raises ``OSError`` in ``load``; the ddncodec error is the
+``__cause__``.
+
 ``Image.open`` cannot pass options, so files open with the model named by the
 module global ``MODEL`` (default "default"); set ``ddncodec.pillow_plugin.MODEL``
 to a name, path or ``CodecModel`` to use another. ``_open`` reads and validates the
@@ -17,6 +22,7 @@ from typing import IO, TYPE_CHECKING
 from PIL import Image, ImageFile
 
 from ddncodec import container
+from ddncodec.errors import DDNError
 
 if TYPE_CHECKING:
     from ddncodec.modelfile import CodecModel
@@ -36,7 +42,10 @@ class DdnImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         assert self.fp is not None  # Pillow's own contract for _open
-        header, _ = container.parse_header(self.fp.read(_HEADER_READ))
+        try:
+            header, _ = container.parse_header(self.fp.read(_HEADER_READ))
+        except DDNError as exc:
+            raise SyntaxError(str(exc)) from exc
         self._size = (header.width, header.height)
         self._mode = header.mode
         self.info["ddn_layers"] = header.layers
@@ -48,7 +57,10 @@ class DdnImageFile(ImageFile.ImageFile):
 
             assert self.fp is not None
             self.fp.seek(0)
-            image = codec.decode(self.fp.read(), MODEL)
+            try:
+                image = codec.decode(self.fp.read(), MODEL)
+            except DDNError as exc:
+                raise OSError(str(exc)) from exc
             if self._exclusive_fp:
                 self.fp.close()
             self.fp = BytesIO(image.tobytes())

@@ -1,72 +1,81 @@
-"""Per-layer integer frequency tables: the entropy coder's model of the DDN indices.
-
-Tables are counted by encoding training crops after training, smoothed so that no
-symbol has zero mass, and stored as integers in the model file. Everything the
-entropy coder sees is derived from these integers, so encoder and decoder build
-bit-identical probability tables on any machine.
+"""The entropy model's integer tables: for every layer, one table per *table set* (one
+set per rung of the quality ladder, since a rung's λ decides how often cells keep) and
+per context class of ``context``; ``tables[layer][set, context, k]`` > 0 is symbol k's
+initial frequency. Pure numpy: counted offline (``tune``), stored as integers in the
+model file, and the only thing the coder's probabilities are made from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
-import torch
 
-from ddncodec.model import DDN, Candidates
-
-TABLE_TOTAL = 1 << 16  # every table is scaled to this total before smoothing
+from ddncodec.context import CONTEXTS, INIT_TOTAL
 
 
 class Priors:
-    """One integer table per layer; ``tables[l][k]`` > 0 is symbol k's frequency."""
-
     def __init__(self, tables: Iterable[np.ndarray]) -> None:
-        self.tables = [np.asarray(t, dtype=np.int64) for t in tables]
-        for i, t in enumerate(self.tables):
-            if t.ndim != 1 or t.size < 2 or (t <= 0).any():
-                msg = f"prior table {i} must be a vector of positive integers"
+        self.tables = []
+        for i, t in enumerate(tables):
+            t = np.asarray(t, dtype=np.int64)
+            if t.ndim == 1:  # one table for every set and context
+                t = np.broadcast_to(t, (1, CONTEXTS, t.size))
+            if t.ndim != 3 or t.shape[1] != CONTEXTS or t.shape[2] < 2 or (t <= 0).any():
+                msg = f"prior table {i} must be positive integers of shape (sets, {CONTEXTS}, K >= 2)"
                 raise ValueError(msg)
+            self.tables.append(np.ascontiguousarray(t))
+        if len({t.shape[0] for t in self.tables}) > 1:
+            msg = "prior tables disagree on the number of table sets"
+            raise ValueError(msg)
 
-    def probabilities(self, layer: int) -> np.ndarray:
-        """float64 probabilities derived from the integers only (bit-identical everywhere)."""
-        t = self.tables[layer]
+    @property
+    def sets(self) -> int:
+        return self.tables[0].shape[0]
+
+    def initial(self, layer: int, table_set: int) -> np.ndarray:
+        """(CONTEXTS, K) starting counts of one layer in one set."""
+        return self.tables[layer][table_set]
+
+    def probabilities(self, layer: int, table_set: int = 0) -> np.ndarray:
+        """The set's marginal over contexts, float64 from the integers: the static odds
+        the rate-aware encoder prices symbols with, and generation samples from."""
+        t = self.tables[layer][table_set].sum(0)
         return t.astype(np.float64) / float(t.sum())
 
-    def bits(self, layer: int) -> np.ndarray:
-        """Ideal code length of each symbol, -log2 p."""
-        return -np.log2(self.probabilities(layer))
+    def bits(self, layer: int, table_set: int = 0) -> np.ndarray:
+        """Static code length of each symbol, −log2 p."""
+        return -np.log2(self.probabilities(layer, table_set))
+
+    def bits_by_parent(self, layer: int, table_set: int = 0) -> np.ndarray:
+        """(2, K) code lengths given whether the co-located cell of the layer before kept
+        (row 1) or not (row 0): the part of the context an encoder knows before it chooses
+        a whole layer at once (context class = 2·n + parent-kept)."""
+        t = self.tables[layer][table_set]
+        by_parent = np.stack([t[0::2].sum(0), t[1::2].sum(0)]).astype(np.float64)
+        return -np.log2(by_parent / by_parent.sum(1, keepdims=True))
 
     @classmethod
     def from_counts(cls, counts: Iterable[np.ndarray]) -> Priors:
-        """Scale raw counts to TABLE_TOTAL and add one, so no symbol is impossible."""
+        """Tables from raw tallies, per layer (sets, CONTEXTS, K), (CONTEXTS, K) or (K,): each context
+        scaled to INIT_TOTAL, mixed with its set's marginal so that a rare context is not
+        overfitted, plus one so that no symbol is impossible."""
         tables = []
         for c in counts:
             c = np.asarray(c, dtype=np.float64)
-            scaled = np.floor(c / max(c.sum(), 1.0) * (TABLE_TOTAL - c.size)).astype(np.int64)
-            tables.append(scaled + 1)
+            if c.ndim == 1:
+                c = np.broadcast_to(c, (1, CONTEXTS, c.size))
+            elif c.ndim == 2:
+                c = c[None]
+            k = c.shape[-1]
+            marginal = c.sum(1, keepdims=True)
+            marginal = marginal / np.maximum(marginal.sum(-1, keepdims=True), 1.0)
+            seen = c.sum(-1, keepdims=True)
+            mixed = (c + 16 * marginal) / (seen + 16)  # a context seen n times: weight n / (n + 16)
+            mixed = np.where(marginal.sum(-1, keepdims=True) > 0, mixed, 1.0 / k)
+            tables.append(np.floor(mixed * (INIT_TOTAL - k)).astype(np.int64) + 1)
         return cls(tables)
 
     @classmethod
-    def uniform(cls, alphabet_sizes: Iterable[int]) -> Priors:
-        return cls(np.ones(k, dtype=np.int64) for k in alphabet_sizes)
-
-
-Chooser = Callable[[int, Candidates], torch.Tensor]
-
-
-@torch.no_grad()
-def count(model: DDN, crops: torch.Tensor, choose: Callable[[torch.Tensor], Chooser], batch: int = 8) -> Priors:
-    """Encode ``crops`` (B, 3, H, W) with ``choose(target)`` and tally the symbols per layer."""
-    counts = [np.zeros(s.k, dtype=np.int64) for s in model.config.layers]
-    for start in range(0, crops.shape[0], batch):
-        target = crops[start : start + batch]
-        walk = model.walk((target.shape[0], *target.shape[-2:]), choose(target))
-        for layer, (idx, _) in enumerate(walk):
-            counts[layer] += np.bincount(idx.flatten().numpy(), minlength=counts[layer].size)
-    return Priors.from_counts(counts)
-
-
-def nearest(target: torch.Tensor) -> Chooser:
-    """The plain DDN encoder: per cell, the candidate nearest the target."""
-    return lambda _layer, options: options.cost(target).argmin(1)
+    def uniform(cls, alphabet_sizes: Iterable[int], sets: int = 1) -> Priors:
+        return cls(np.ones((sets, CONTEXTS, k), dtype=np.int64) for k in alphabet_sizes)

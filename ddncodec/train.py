@@ -30,12 +30,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ddncodec import priors as priors_mod
 from ddncodec.atomic import write_atomically
 from ddncodec.data import CropSampler, center_crops
 from ddncodec.errors import InputError
-from ddncodec.model import CONFIGS, DDN, DDNConfig, fingerprint, weights_of
+from ddncodec.model import CONFIGS, DDN, DDNConfig, fingerprint, nearest, weights_of
 from ddncodec.modelfile import CodecModel
+from ddncodec.modelfile import load as load_model_file
+from ddncodec.tune import count_priors
 
 
 @dataclass
@@ -59,6 +60,8 @@ class TrainOptions:
     val_images: int = 16
     val_crop: int = 256
     prior_crops: int = 48
+    grow_from: Path | None = None  # a model whose layers start the first layers of a new run
+    train_from: int = 0  # layers below this one stay frozen (with --grow-from: train only the new ones)
     quiet: bool = False
 
 
@@ -90,7 +93,7 @@ def validate(model: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
     sums = np.zeros(len(model.config.layers))
     for start in range(0, crops.shape[0], batch):
         target = crops[start : start + batch].to(device)
-        walk = model.walk((target.shape[0], *target.shape[-2:]), priors_mod.nearest(target))
+        walk = model.walk((target.shape[0], *target.shape[-2:]), nearest(target))
         for i, (_, x) in enumerate(walk):
             sums[i] += float(psnr(x, target).sum())
     model.train(was_training)
@@ -159,9 +162,31 @@ class Trainer:
         self.splits = [0] * len(config.layers)  # Split-and-Prune events per layer, over all invocations
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         self.model = DDN(config).to(self.device).train()
+        if state is None and opts.grow_from is not None:
+            self._grow(opts.grow_from)
+        for layer in self.model.layers[: opts.train_from]:
+            layer.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
         if state is not None:
             self._restore(state)
+
+    def _grow(self, path: Path) -> None:
+        """Start from the layers of a smaller model: every tensor of its layers must fit
+        the same-named one here (the new config extends the old one by finer layers)."""
+        source = load_model_file(path).network
+        if len(source.layers) > len(self.model.layers):
+            msg = f"--grow-from: {path} has {len(source.layers)} layers, more than the new config's {len(self.model.layers)}"
+            raise InputError(msg)
+        for old, new in zip(source.layers, self.model.layers, strict=False):
+            if old.spec != new.spec:
+                msg = f"--grow-from: layer specs differ ({old.spec} vs {new.spec})"
+                raise InputError(msg)
+            new.load_state_dict(old.state_dict())  # buffers too: Split-and-Prune counters carry on
+        with torch.no_grad():
+            for new in self.model.layers[len(source.layers) :]:
+                # On the small residual left after the old layers, full-size random heads all lose
+                # to "keep" and would never be chosen, so never learn; small ones win about half the cells.
+                new.ddl.head.weight.mul_(0.1)
 
     # ------------------------------------------------------------ state
 
@@ -253,7 +278,7 @@ class Trainer:
         sample = self.sampler.batch(self.opts.prior_crops)
         self.sampler.generator = saved
         network = copy.deepcopy(self.model).cpu().eval()
-        table = priors_mod.count(network, sample, priors_mod.nearest)
+        table = count_priors(network, sample, nearest)
         card = {
             "data": [str(p) for p in self.opts.data],
             "steps": self.step,
@@ -280,6 +305,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for p in self.model.parameters():
+            if not p.requires_grad:
+                continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
@@ -287,7 +314,7 @@ class Trainer:
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
         # A rare crop with a huge error must not throw the whole network off.
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opts.clip)
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opts.clip)
         lr = self.opts.lr * min(1.0, (self.step + 1) / max(self.opts.warmup, 1))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -298,6 +325,7 @@ class Trainer:
 
     def split_and_prune(self) -> None:
         decisions = self.model.split_decisions()
+        decisions[: self.opts.train_from] = [None] * min(self.opts.train_from, len(decisions))  # frozen layers stay
         if self.world > 1:
             flat = torch.tensor([d if d is not None else (-1, -1) for d in decisions], dtype=torch.int64)
             dist.broadcast(flat, src=0)

@@ -2,17 +2,20 @@
 with the encoder it will actually run, and the quality ladder (quality -> layers, λ).
 
 Priors counted with the plain nearest choice underestimate how often the rate-aware
-encoder picks "keep" (symbol 0), so ``recount_priors`` tallies the symbols the
-rate-aware encoder chooses at every rung of a ladder on training crops, a few rounds
-(the choice depends on the priors' bit costs). ``tune_ladder`` encodes validation
-images over a grid of (layers, λ), keeps the rate-distortion front and picks eight
-rungs spread evenly in log-bpp along it, preferring points on its operational hull.
+encoder picks "keep" (symbol 0), and every rung keeps at its own rate, so
+``recount_priors`` counts one table set per rung of a ladder: the symbols, by context,
+that the rate-aware encoder chooses at that rung's λ on training crops (the choice
+depends on the tables' bit costs, so it may run a few rounds). ``tune_ladder`` encodes
+validation images over a grid of (layers, λ), keeps the rate-distortion front and picks
+eight rungs spread evenly in log-bpp along it, preferring points on its operational hull.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,29 +24,55 @@ import torch
 
 from ddncodec import codec, container
 from ddncodec.codec import Rung
+from ddncodec.context import CONTEXTS, count_contexts, parent_grid
 from ddncodec.data import CropSampler, list_images, load_rgb
+from ddncodec.model import DDN, Chooser
 from ddncodec.modelfile import CodecModel
 from ddncodec.priors import Priors
 
 
 @torch.no_grad()
-def recount_priors(
-    model: CodecModel, crops: torch.Tensor, rungs: list[Rung], rounds: int = 2, batch: int = 8
-) -> Priors:
-    """Prior tables from the symbols the rate-aware encoder picks on ``crops`` (B, 3, H, W)
-    at every rung, summed over rungs; re-counted ``rounds`` times with the new bit costs."""
+def tally(
+    network: DDN, crops: torch.Tensor, choose: Callable[[torch.Tensor], Chooser], batch: int = 8
+) -> list[np.ndarray]:
+    """Per layer, the (CONTEXTS, K) counts of the symbols ``choose(target)`` picks on
+    ``crops`` (B, 3, H, W), by context class."""
+    specs = network.config.layers
+    counts = [np.zeros((CONTEXTS, s.k), dtype=np.int64) for s in specs]
+    for start in range(0, crops.shape[0], batch):
+        target = crops[start : start + batch]
+        previous = None
+        for layer, (idx, _) in enumerate(network.walk((target.shape[0], *target.shape[-2:]), choose(target))):
+            grids = idx.numpy().astype(np.int64)
+            for b, grid in enumerate(grids):
+                above = None if previous is None else previous[b]
+                parent = parent_grid(above, specs[layer - 1].cell if layer else 0, specs[layer].cell, grid.shape)
+                counts[layer] += count_contexts(grid, parent, specs[layer].k)
+            previous = grids
+    return counts
+
+
+def count_priors(network: DDN, crops: torch.Tensor, choose: Callable[[torch.Tensor], Chooser]) -> Priors:
+    """One table set counted on ``crops`` with ``choose``: the priors of a freshly trained network."""
+    return Priors.from_counts(tally(network, crops, choose))
+
+
+def recount_priors(model: CodecModel, crops: torch.Tensor, rungs: list[Rung], rounds: int = 1) -> Priors:
+    """One table set per rung of ``rungs``: the symbols the rate-aware encoder picks on
+    ``crops`` at the rung's λ (every layer, so that any layer count can use the set),
+    priced with that set's previous tables; ``rounds`` times."""
     priors = model.priors
     for _ in range(rounds):
-        current = CodecModel(model.network, priors, model.card)
-        counts = [np.zeros(s.k, dtype=np.int64) for s in model.config.layers]
-        for rung in rungs:
-            for start in range(0, crops.shape[0], batch):
-                target = crops[start : start + batch]
-                choose = codec.rate_aware(target, current, rung.lam)
-                walk = model.network.walk((target.shape[0], *target.shape[-2:]), choose, rung.layers)
-                for layer, (idx, _) in enumerate(walk):
-                    counts[layer] += np.bincount(idx.flatten().numpy(), minlength=counts[layer].size)
-        priors = Priors.from_counts(counts)
+        current = model.replace(priors=priors)
+        sets = [
+            tally(
+                model.network,
+                crops,
+                functools.partial(codec.rate_aware, model=current, lam=rung.lam, tables=min(i, priors.sets - 1)),
+            )
+            for i, rung in enumerate(rungs)
+        ]
+        priors = Priors.from_counts(np.stack([s[layer] for s in sets]) for layer in range(len(model.config.layers)))
     return priors
 
 
@@ -152,34 +181,41 @@ def finalize(
     val_images: int = 16,
     val_size: int = 256,
 ) -> CodecModel:
-    """Tune a ladder on validation images, recount the priors along it on training crops,
-    tune the ladder again with the new priors; the card records ladder, points and the
-    entropy-coding saving. Never give it evaluation data (Kodak, McMaster)."""
+    """Count table sets along a first ladder on training crops, tune the ladder on
+    validation images with them, and count the sets of that ladder; the card records
+    ladder, its points and the entropy-coding saving. Never give it evaluation data
+    (Kodak, McMaster)."""
     train_crops = CropSampler(train, crop, seed=1234).batch(crops)
     images = load_images(val, val_images, val_size)
     grid = default_grid(len(model.config.layers))
-    first, _ = tune_ladder(model, images, grid)
-    priors = recount_priors(model, train_crops, first)
-    tuned = CodecModel(model.network, priors, model.card)
-    ladder, points = tune_ladder(tuned, images, grid)
-    measured = {p.rung: p for p in points}
+    # Table sets for a first ladder (the model's own, if tuned before), the ladder those
+    # sets make best, then the table sets of that ladder.
+    ladder = model.ladder or tune_ladder(model, images, grid)[0]
+    model = with_ladder(model, ladder)
+    model = model.replace(priors=recount_priors(model, train_crops, ladder))
+    ladder, _ = tune_ladder(model, images, grid)
+    model = with_ladder(model, ladder)
+    model = model.replace(priors=recount_priors(model, train_crops, ladder))
     card = dict(model.card)
-    card["ladder"] = [[r.layers, r.lam] for r in ladder]
     card["ladder_on_val"] = [
-        {"quality": q, "bpp": round(measured[r].bpp, 4), "psnr": round(measured[r].psnr, 3)}
-        for q, r in enumerate(ladder, 1)
+        {"quality": q, "bpp": round(p.bpp, 4), "psnr": round(p.psnr, 3)}
+        for q, p in enumerate((measure(model, images, r) for r in ladder), 1)
     ]
     card["priors"] = {
         "counted_on": [str(p) for p in train],
         "crops": crops,
         "crop": crop,
-        "chooser": "rate-aware, along the ladder",
+        "chooser": "rate-aware, one table set per rung",
         "ladder_tuned_on": [str(p) for p in val],
         "val_images": len(images),
         "val_size": val_size,
     }
-    card["entropy_coding"] = saving(tuned, images)
-    return CodecModel(model.network, priors, card)
+    card["entropy_coding"] = saving(model, images)
+    return model.replace(card=card)
+
+
+def with_ladder(model: CodecModel, ladder: list[Rung] | tuple[Rung, ...]) -> CodecModel:
+    return model.replace(ladder=tuple(ladder))
 
 
 def saving(model: CodecModel, images: list[np.ndarray]) -> dict:

@@ -1,0 +1,219 @@
+"""Training the post-filter of a codec model on what its decoder really outputs.
+
+1. A pool: random training crops encoded at every rung of the model's ladder (and
+   the rate-aware choice it uses), stored as 8-bit decoded images beside the target.
+   One walk per distinct λ yields every layer count of that λ. Built in chunks, so an
+   interrupted build resumes.
+2. Training: MSE between filter(decoded) and the photo on random 32-px-aligned windows
+   of the pool (aligned, so the cell grid sits where it does in a real decode), Adam
+   with a cosine schedule; resumable checkpoints and a JSONL log with validation gains
+   per rung on held-out photos.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ddncodec import codec
+from ddncodec.atomic import write_atomically
+from ddncodec.data import CropSampler, center_crops
+from ddncodec.modelfile import CodecModel
+from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, to_uint8
+
+
+@dataclass
+class FilterTrainOptions:
+    model: Path  # the codec model whose decoder output is filtered
+    data: list[Path]
+    val: list[Path]
+    work: Path  # folder for the pool, checkpoint and log
+    channels: int = 64
+    blocks: int = 6
+    pool_crops: int = 512
+    pool_crop: int = 256
+    batch: int = 16
+    window: int = 128
+    steps: int = 8000
+    lr: float = 1e-3
+    val_images: int = 16
+    val_every: int = 250
+    checkpoint_every: int = 250
+    seed: int = 0
+    rungs: list[codec.Rung] | None = None  # the rungs the pool is decoded at [default: spread_rungs]
+    init: Path | None = None  # a post-filter checkpoint to start from (fine-tuning)
+
+
+def spread_rungs(model: CodecModel) -> list[codec.Rung]:
+    """The model's ladder if it has one (tuned), else ten rungs from a third of the layers
+    at a high λ to all of them at λ = 0, so the filter sees every kind of output before
+    a ladder is tuned with it."""
+    if model.ladder:
+        return list(model.ladder)
+    count = len(model.config.layers)
+    shares = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0, 1.0)
+    lams = (3e4, 1e4, 3000.0, 3000.0, 1000.0, 0.0, 1000.0, 300.0, 300.0, 0.0)
+    return [codec.Rung(max(1, round(count * f)), lam) for f, lam in zip(shares, lams, strict=True)]
+
+
+@torch.inference_mode()
+def degrade(model: CodecModel, crops: torch.Tensor, rungs: list[codec.Rung]) -> torch.Tensor:
+    """crops (B, 3, H, W) -> (B, len(rungs), 3, H, W) uint8: each crop as the codec decodes it at each rung."""
+    out = torch.empty((crops.shape[0], len(rungs), *crops.shape[1:]), dtype=torch.uint8)
+    for lam in sorted({r.lam for r in rungs}):
+        wanted = {r.layers: i for i, r in enumerate(rungs) if r.lam == lam}
+        walk = model.network.walk((crops.shape[0], *crops.shape[-2:]), codec.rate_aware(crops, model, lam), max(wanted))
+        for layer, (_, image) in enumerate(walk, 1):
+            for i, r in enumerate(rungs):
+                if r.lam == lam and r.layers == layer:
+                    out[:, i] = to_uint8(image)
+    return out
+
+
+def build_pool(
+    model: CodecModel, options: FilterTrainOptions, rungs: list[codec.Rung], log
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets (N, 3, S, S) uint8, decoded (N, R, 3, S, S) uint8), built or resumed chunk by chunk."""
+    sampler = CropSampler(options.data, options.pool_crop, seed=options.seed + 1)
+    chunk = 32
+    targets, decoded = [], []
+    for start in range(0, options.pool_crops, chunk):
+        crops = sampler.batch(chunk)  # drawn even when the chunk is on disk, so the stream stays the same
+        path = options.work / f"pool-{start:05d}.pt"
+        if path.exists():
+            saved = torch.load(path, weights_only=True)
+        else:
+            t0 = time.perf_counter()
+            saved = {"target": to_uint8(crops), "decoded": degrade(model, crops, rungs)}
+            write_atomically(path, lambda tmp, s=saved: torch.save(s, tmp))
+            log({"event": "pool", "crops": start + chunk, "seconds": round(time.perf_counter() - t0, 1)})
+        targets.append(saved["target"])
+        decoded.append(saved["decoded"])
+    return torch.cat(targets), torch.cat(decoded)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = (a.double() - b.double()).pow(2).mean().item()
+    return 10 * math.log10(255**2 / mse)
+
+
+@torch.inference_mode()
+def validate(net: PostFilter, targets: torch.Tensor, decoded: torch.Tensor) -> list[tuple[float, float]]:
+    """Per rung: (mean PSNR decoded, mean PSNR filtered) over the validation crops."""
+    net.eval()
+    rows = []
+    for r in range(decoded.shape[1]):
+        before, after = [], []
+        for i in range(targets.shape[0]):
+            filtered = to_uint8(net(from_uint8(decoded[i : i + 1, r])))
+            before.append(_psnr(decoded[i, r], targets[i]))
+            after.append(_psnr(filtered[0], targets[i]))
+        rows.append((float(np.mean(before)), float(np.mean(after))))
+    net.train()
+    return rows
+
+
+def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
+    options.work.mkdir(parents=True, exist_ok=True)
+    log_path = options.work / "postfilter.log.jsonl"
+
+    def log(entry: dict) -> None:
+        with log_path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        print(json.dumps(entry), flush=True)
+
+    rungs = options.rungs or spread_rungs(model)
+    targets, decoded = build_pool(model, options, rungs, log)
+    val_targets_f = center_crops(options.val, options.pool_crop, options.val_images)
+    val_decoded = degrade(model, val_targets_f, rungs)
+    val_targets = to_uint8(val_targets_f)
+
+    torch.manual_seed(options.seed)
+    net = PostFilter(FilterConfig(options.channels, options.blocks))
+    optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)
+    ckpt_path = options.work / "postfilter.ckpt.pt"
+    step = 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        step = state["step"]
+        log({"event": "resume", "step": step})
+    elif options.init is not None:
+        net.load_state_dict(torch.load(options.init, weights_only=True)["net"])
+        log({"event": "init", "from": str(options.init)})
+
+    def checkpoint() -> None:
+        state = {
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "step": step,
+        }
+        write_atomically(ckpt_path, lambda tmp: torch.save(state, tmp))
+
+    n, r, _, size, _ = decoded.shape
+    cells = (size - options.window) // 32 + 1
+    started = time.perf_counter()
+    while step < options.steps:
+        for group in optimizer.param_groups:  # cosine from lr to lr/100 after a 100-step warm-up
+            progress = step / options.steps
+            group["lr"] = (
+                options.lr * min(1.0, (step + 1) / 100) * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+            )
+        pick = torch.randint(n, (options.batch,))
+        rung = torch.randint(r, (options.batch,))
+        top, left = (torch.randint(cells, (2, options.batch)) * 32).tolist()
+        w = options.window
+        x = torch.stack(
+            [decoded[p, q, :, t : t + w, s : s + w] for p, q, t, s in zip(pick, rung, top, left, strict=True)]
+        )
+        y = torch.stack([targets[p, :, t : t + w, s : s + w] for p, t, s in zip(pick, top, left, strict=True)])
+        if torch.rand(()) < 0.5:  # flips keep a 32-aligned window's cell grid aligned
+            x, y = x.flip(-1), y.flip(-1)
+        loss = F.mse_loss(net(from_uint8(x)), from_uint8(y))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            log(
+                {"event": "step", "step": step, "loss": loss.item(), "seconds": round(time.perf_counter() - started, 1)}
+            )
+        if step % options.val_every == 0 or step == options.steps:
+            rows = validate(net, val_targets, val_decoded)
+            log(
+                {
+                    "event": "val",
+                    "step": step,
+                    "before": [round(b, 3) for b, _ in rows],
+                    "after": [round(a, 3) for _, a in rows],
+                    "gain": round(float(np.mean([a - b for b, a in rows])), 3),
+                }
+            )
+        if step % options.checkpoint_every == 0 or step == options.steps:
+            checkpoint()
+    log({"event": "done", "step": step, "seconds": round(time.perf_counter() - started, 1)})
+    return net.eval()
+
+
+def attach(model: CodecModel, net: PostFilter, options: FilterTrainOptions) -> CodecModel:
+    """The codec model with ``net`` as its post-filter, the training facts on its card."""
+    card = dict(model.card)
+    card["postfilter"] = {
+        "data": [str(p) for p in options.data],
+        "pool_crops": options.pool_crops,
+        "pool_crop": options.pool_crop,
+        "steps": options.steps,
+        "batch": options.batch,
+        "window": options.window,
+    }
+    return model.replace(postfilter=net, card=card)
