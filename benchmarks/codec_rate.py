@@ -21,13 +21,13 @@ from ddncodec.data import list_images
 
 
 def ideal_bits(data: bytes, model: codec.CodecModel) -> float:
-    """−Σ log2 p of the symbols in a file's layer streams."""
+    """−Σ log2 p of the symbols in a file's layer streams, under the adaptive model."""
     parsed = container.unpack(data)
-    tiles = codec.plan(parsed.header.width, parsed.header.height, model.config.unit)
+    maps = codec.read_maps(parsed, model)
     total = 0.0
-    for layer, stream in enumerate(parsed.streams):
-        cells = sum(h * w for h, w in (codec.cells(t, model, layer) for t in tiles))
-        total += entropy.ideal_bits(entropy.decode(stream, model.priors, layer, cells), model.priors, layer)
+    for layer, grids in enumerate(maps):
+        parents = codec.layer_parents(model, maps, layer, [g.shape for g in grids])
+        total += entropy.ideal_bits(grids, parents, model.priors.initial(layer, parsed.header.table_set))
     return total
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddncodec import codec, container, entropy
+from ddncodec import codec, container
 from ddncodec.data import list_images, load_rgb
 
 
@@ -59,12 +59,7 @@ def main() -> None:
             encoded = codec.encode_pixels(pixels, "RGB", model, codec.ladder(model)[quality - 1])
             parsed = container.unpack(encoded.data)
             header = parsed.header
-            tiles = codec.plan(header.width, header.height, model.config.unit)
-            maps: list[list[np.ndarray]] = []
-            for layer, stream in enumerate(parsed.streams):
-                shapes = [codec.cells(t, model, layer) for t in tiles]
-                parents = codec.layer_parents(model, maps, layer, shapes)
-                maps.append(entropy.decode(stream, shapes, parents, model.priors.initial(layer, header.table_set)))
+            maps = codec.read_maps(parsed, model)
             per_rung = [model.priors.probabilities(layer, header.table_set) for layer in range(len(maps))]
             totals += (8 * sum(header.lengths), static_bits(maps, per_rung), static_bits(maps, pooled))
             pixels_total += header.width * header.height

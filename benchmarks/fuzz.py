@@ -10,20 +10,22 @@ IMAGES_DIR (default: the test fixtures in tests/data), some gray, encoded at sev
 qualities. Each case applies one mutation to a seed file and calls ``ddncodec.decode``.
 
 Mutations: a cut at any length, bit flips, overwritten bytes, inserted bytes, a deleted
-span, a header field set to an edge value (checksums left alone), 2-4 of these stacked,
-and two *forged* kinds that recompute both checksums after the damage (a header field,
-or garbage in the layer streams), so the checks behind the checksums are reached too.
+span, a header field set to an edge value (checksums left alone), a *damaged prefix* (the
+file cut after a layer's CRC, then bits flipped in what is kept), 2-4 of the raw kinds
+stacked, and two *forged* kinds that recompute every checksum after the damage (a header
+field, or garbage in the layer streams), so the checks behind the checksums are reached
+too.
 
 Outcomes of a case:
   rejected     a DDNError: the clean refusal
-  intact       decoded, and the bytes are the seed file itself or a prefix of it cut at
-               a layer boundary (progressive decoding, by design)
+  intact       decoded, and the bytes are the seed file itself or a prefix of it cut
+               after a layer's CRC (progressive decoding, by design)
   forged       decoded a forged file (its checksums are right by construction; what
                counts is that it decodes or is refused cleanly, quickly)
-  unprotected  decoded a damaged file cut at a layer boundary: such a prefix has lost
-               its trailer, and the header CRC covers only the header, so damage to the
-               kept layer streams cannot be seen (a limit of format version 1)
-  undetected   decoded damage that a checksum covers: a defect
+  undetected   decoded any other damage: a defect. Format version 2 puts a CRC-32 of
+               every byte before it after each layer stream, so a prefix is as fully
+               covered as the whole file (version 1 had one trailer CRC, and a damaged
+               prefix decoded unseen)
   crashed      any other exception: a defect
 
 The CI test (tests/test_fuzz.py) runs a few thousand cases of this same campaign with
@@ -60,7 +62,7 @@ from ddncodec.errors import DDNError
 from ddncodec.modelfile import CodecModel
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTCOMES = ("rejected", "intact", "forged", "unprotected", "undetected", "crashed")
+OUTCOMES = ("rejected", "intact", "forged", "undetected", "crashed")
 TIME_LIMIT = 2.0  # s: the slowest case allowed
 SLOWEST_KEPT = 5  # cases listed in the report
 SIZES = ((128, 128), (96, 64), (128, 96), (65, 127))  # crop (width, height) per seed image, in turn
@@ -92,10 +94,12 @@ def seed_files(model: CodecModel, images: list[Path], sizes: tuple[tuple[int, in
 
 @dataclass(frozen=True)
 class Anatomy:
-    """Byte spans of a well-formed file's fields (start, end), found without validating."""
+    """Byte spans (start, end) of a well-formed file's fields and layer streams, found
+    without validating."""
 
     fields: dict[str, tuple[int, int]]
     crc_at: int  # where the header CRC starts
+    streams: tuple[tuple[int, int], ...]  # each layer stream, its CRC not included
 
     @classmethod
     def of(cls, data: bytes) -> Anatomy:
@@ -109,28 +113,46 @@ class Anatomy:
         for name in ("width", "height"):
             fields[name] = (pos, varint_end(pos))
             pos = fields[name][1]
-        fields["mode"], fields["layer count"] = (pos, pos + 1), (pos + 1, pos + 2)
-        pos += 2
+        for offset, name in enumerate(("mode", "table set", "layer count")):
+            fields[name] = (pos + offset, pos + offset + 1)
+        pos += 3
+        lengths = []
         for i in range(data[pos - 1]):
             fields[f"length {i}"] = (pos, varint_end(pos))
+            lengths.append(container._read_varint(data, pos, "length")[0])
             pos = fields[f"length {i}"][1]
+        crc_at = pos
         fields["header crc"] = (pos, pos + 2)
-        fields["trailer crc"] = (len(data) - 4, len(data))
-        return cls(fields, pos)
+        pos += 2
+        streams = []
+        for i, length in enumerate(lengths):
+            streams.append((pos, pos + length))
+            pos += length
+            fields[f"layer {i} crc"] = (pos, pos + container.LAYER_CRC_BYTES)
+            pos += container.LAYER_CRC_BYTES
+        return cls(fields, crc_at, tuple(streams))
+
+    def streams_of(self, data: bytes) -> list[bytes]:
+        return [data[start:end] for start, end in self.streams]
 
 
-def _forge(head: bytes, payload: bytes) -> bytes:
-    """A file with both checksums right for ``head`` (without its CRC) and ``payload``."""
-    body = head + struct.pack(">H", binascii.crc_hqx(head, 0)) + payload
-    return body + struct.pack(">I", zlib.crc32(body))
+def _forge(head: bytes, streams: list[bytes]) -> bytes:
+    """A file with every checksum right: ``head`` (the header without its CRC), its
+    CRC, then each stream followed by the CRC-32 of all bytes before it. The streams need
+    not match the lengths ``head`` claims."""
+    out = bytearray(head + struct.pack(">H", binascii.crc_hqx(head, 0)))
+    for stream in streams:
+        out += stream
+        out += struct.pack(">I", zlib.crc32(out))
+    return bytes(out)
 
 
 def _field_value(data: bytes, name: str, span: tuple[int, int], rng: np.random.Generator) -> bytes:
     """New bytes for a field: an edge value, a neighbour of the current one, or random."""
     old = data[span[0] : span[1]]
-    if name in ("fingerprint", "header crc", "trailer crc"):
+    if name == "fingerprint" or name.endswith("crc"):
         return rng.bytes(len(old))
-    if name in ("version", "mode", "layer count"):
+    if name in ("version", "mode", "table set", "layer count"):
         return bytes([int(rng.choice([0, 1, 2, 255, (old[0] + 1) % 256, (old[0] - 1) % 256]))])
     current, _ = container._read_varint(data, span[0], name)
     value = int(rng.choice([*VARINT_EDGES, current + 1, max(current - 1, 0), 2 * current, current // 2]))
@@ -140,12 +162,12 @@ def _field_value(data: bytes, name: str, span: tuple[int, int], rng: np.random.G
 def _forge_layer_count(data: bytes, anatomy: Anatomy, rng: np.random.Generator) -> bytes:
     """A well-formed file of n layers instead of L: fewer drop the finest streams, more add
     random ones (n = 0 and n above the model's count are refused, the rest decode)."""
-    streams = list(container.unpack(data).streams)
+    streams = anatomy.streams_of(data)
     n = int(rng.choice([0, 1, max(len(streams) - 1, 0), len(streams) + 1, len(streams) + 4, 255]))
     streams = streams[:n] + [rng.bytes(int(rng.integers(20))) for _ in range(n - len(streams))]
     at = anatomy.fields["layer count"][0]
     head = data[:at] + bytes([n]) + b"".join(container._varint(len(s)) for s in streams)
-    return _forge(head, b"".join(streams))
+    return _forge(head, streams)
 
 
 def _edit_field(data: bytes, rng: np.random.Generator, forge: bool) -> bytes:
@@ -155,12 +177,12 @@ def _edit_field(data: bytes, rng: np.random.Generator, forge: bool) -> bytes:
     if forge and name == "layer count":
         return _forge_layer_count(data, anatomy, rng)
     start, end = anatomy.fields[name]
-    edited = data[:start] + _field_value(data, name, (start, end), rng) + data[end:]
+    value = _field_value(data, name, (start, end), rng)
     if not forge:
-        return edited
-    shift = len(edited) - len(data)
-    crc_at = anatomy.crc_at + shift
-    return _forge(edited[:crc_at], edited[crc_at + 2 : -4])
+        return data[:start] + value + data[end:]
+    # The edited header with every checksum right, around the original streams.
+    head = data[:start] + value + data[end : anatomy.crc_at]
+    return _forge(head, anatomy.streams_of(data))
 
 
 # ---------------------------------------------------------------- mutations
@@ -199,6 +221,21 @@ def header_field(data: bytes, rng: np.random.Generator) -> bytes:
     return _edit_field(data, rng, forge=False)
 
 
+def damaged_prefix(data: bytes, rng: np.random.Generator) -> bytes:
+    """The file cut after a random layer's CRC, then 1-8 bits flipped in what is kept
+    (in its layer streams and CRCs two times in three, else anywhere): what format
+    version 1 could not see."""
+    anatomy = Anatomy.of(data)
+    kept = int(rng.integers(1, len(anatomy.streams) + 1))
+    prefix = data[: anatomy.fields[f"layer {kept - 1} crc"][1]]
+    start = anatomy.streams[0][0] if rng.random() < 2 / 3 else 0
+    out = bytearray(prefix)
+    bits = rng.choice(8 * (len(prefix) - start), min(int(rng.integers(1, 9)), 8 * (len(prefix) - start)), replace=False)
+    for bit in bits:
+        out[start + bit // 8] ^= 1 << int(bit % 8)
+    return bytes(out)
+
+
 RAW: dict[str, Mutation] = {
     "cut": cut,
     "bit flips": flip_bits,
@@ -206,10 +243,11 @@ RAW: dict[str, Mutation] = {
     "inserted bytes": insert,
     "deleted span": delete,
     "header field": header_field,
+    "damaged prefix": damaged_prefix,
 }
 
 
-STACKABLE = (cut, flip_bits, overwrite, insert, delete)  # not the field edit: it needs a well-formed file
+STACKABLE = (cut, flip_bits, overwrite, insert, delete)  # not the field edit or prefix: they need a well-formed file
 
 
 def stacked(data: bytes, rng: np.random.Generator) -> bytes:
@@ -225,11 +263,17 @@ def forged_field(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 def forged_streams(data: bytes, rng: np.random.Generator) -> bytes:
-    crc_at = Anatomy.of(data).crc_at
-    payload = data[crc_at + 2 : -4]
-    if not payload:
-        return _forge(data[:crc_at], payload)
-    return _forge(data[:crc_at], overwrite(payload, rng))
+    """Bytes overwritten in the layer streams (the file's own lengths), every CRC recomputed."""
+    anatomy = Anatomy.of(data)
+    streams = anatomy.streams_of(data)
+    payload = b"".join(streams)
+    if payload:
+        payload = overwrite(payload, rng)
+    pieces, pos = [], 0
+    for s in streams:
+        pieces.append(payload[pos : pos + len(s)])
+        pos += len(s)
+    return _forge(data[: anatomy.crc_at], pieces)
 
 
 MUTATIONS: dict[str, Mutation] = {
@@ -245,9 +289,10 @@ FORGED = {"forged field", "forged streams"}
 
 
 def layer_prefixes(data: bytes) -> set[bytes]:
-    """The file and every prefix of it cut at a layer boundary: what may decode."""
+    """The file and every prefix of it cut after a layer's CRC: what may decode."""
     header, start = container.parse_header(data)
-    return {data} | {data[: start + end] for end in itertools.accumulate(header.lengths)}
+    ends = itertools.accumulate(length + container.LAYER_CRC_BYTES for length in header.lengths)
+    return {data} | {data[: start + end] for end in ends}
 
 
 def peak_rss_mib() -> float:
@@ -294,11 +339,7 @@ def classify(data: bytes, mutated: bytes, forged: bool, model: CodecModel) -> tu
         return "intact", decoded
     if forged:
         return "forged", decoded
-    header_end = container.parse_header(data)[1]
-    parsed = container.unpack(mutated)
-    if parsed.checked or mutated[:header_end] != data[:header_end]:
-        return "undetected", f"{decoded}: damage a checksum covers"
-    return "unprotected", decoded
+    return "undetected", f"{decoded}: damage a checksum covers"
 
 
 def campaign(model: CodecModel, seeds: list[bytes], cases: int, seed: int = 0, progress: bool = False) -> Summary:
@@ -356,7 +397,7 @@ def report(summary: Summary, model_name: str, model: CodecModel, seeds: list[byt
         "",
         f"- Cases: {summary.cases:,} in {summary.wall_s:.0f} s ({summary.cases / summary.wall_s:,.0f} cases/s).",
         f"- Rejected cleanly (a `DDNError`): {summary.total('rejected'):,}; decoded: "
-        f"{sum(summary.total(o) for o in ('intact', 'forged', 'unprotected', 'undetected')):,}; "
+        f"{sum(summary.total(o) for o in ('intact', 'forged', 'undetected')):,}; "
         f"crashed: {summary.total('crashed')}; damage a checksum covers, decoded: {summary.total('undetected')}.",
         f"- Time per case: median {np.median(seconds) * 1e3:.2f} ms, 99.9th percentile "
         f"{np.quantile(seconds, 0.999) * 1e3:.1f} ms, slowest {summary.slowest[0][0]:.3f} s; "

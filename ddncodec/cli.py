@@ -528,7 +528,7 @@ def info(file: Path, as_json: bool) -> None:
         "layers_present": len(parsed.streams),
         "complete": parsed.complete,
         "table_set": header.table_set,
-        "checksums": f"{len(parsed.streams)} of {len(parsed.streams)} layers verified",
+        "checksums": f"verified for the {len(parsed.streams)} layers present, of {header.layers}",
         "header_bytes": parsed.size - sum(layer_bytes) - container.LAYER_CRC_BYTES * len(layer_bytes),
         "layer_bytes": layer_bytes,
     }

@@ -139,6 +139,15 @@ def _spans(length: int, unit: int) -> list[tuple[int, int]]:
     return [(start, min(step, length - start)) for start in range(0, length, step)]
 
 
+def _padded_length(length: int, unit: int) -> int:
+    """Σ of ``_spans(length, unit)`` each padded to ``unit``, without listing the spans
+    (a hostile header may claim 10⁸ px a side)."""
+    parts = -(-length // TILE)
+    step = unit * -(-length // (parts * unit))
+    whole, rest = divmod(length, step)
+    return whole * step + -(-rest // unit) * unit
+
+
 def plan(width: int, height: int, unit: int) -> list[Tile]:
     """The tiles of an image, in raster order (the order of their symbols in every stream)."""
     return [Tile(t, left, h, w, unit) for t, h in _spans(height, unit) for left, w in _spans(width, unit)]
@@ -208,7 +217,7 @@ def layer_parents(model: CodecModel, maps: Maps, layer: int, shapes: list[tuple[
 def check_padded_pixels(width: int, height: int, unit: int, pixel_limit: int) -> None:
     """Refuse an image whose padded tiles exceed the pixel limit: work grows with padded
     pixels, and a 200000×1 image pads to 32 rows."""
-    padded = sum(math.prod(t.padded) for t in plan(width, height, unit))
+    padded = _padded_length(width, unit) * _padded_length(height, unit)
     if padded > pixel_limit:
         msg = f"a {width}x{height} image pads to {padded:,} pixels, over the limit of {pixel_limit:,}"
         raise InputError(msg)
@@ -373,6 +382,23 @@ def encode(
 # ---------------------------------------------------------------- decode
 
 
+def read_maps(parsed: container.Container, model: CodecModel, count: int | None = None) -> Maps:
+    """Entropy-decode the index maps of a parsed file's first ``count`` layers (default:
+    all present), for a model whose fingerprint it carries."""
+    header = parsed.header
+    if header.table_set >= model.priors.sets:
+        msg = f"corrupt .ddn header: table set {header.table_set}, the model has {model.priors.sets}"
+        raise FormatError(msg)
+    tiles = plan(header.width, header.height, model.config.unit)
+    maps: Maps = []
+    for layer in range(len(parsed.streams) if count is None else count):
+        shapes = [cells(t, model, layer) for t in tiles]
+        parents = layer_parents(model, maps, layer, shapes)
+        initial = model.priors.initial(layer, header.table_set)
+        maps.append(entropy.decode(parsed.streams[layer], shapes, parents, initial))
+    return maps
+
+
 def decode(
     data: bytes,
     model: ModelSpec | None = None,
@@ -410,18 +436,9 @@ def decode_pixels(
         msg = f"layers must be 1..{present} for this file, got {layers}"
         raise InputError(msg)
     count = present if layers is None else layers
-    if header.table_set >= model.priors.sets:
-        msg = f"corrupt .ddn header: table set {header.table_set}, the model has {model.priors.sets}"
-        raise FormatError(msg)
     check_padded_pixels(header.width, header.height, model.config.unit, pixel_limit)
     tiles = plan(header.width, header.height, model.config.unit)
-    maps: Maps = []
-    for layer in range(count):
-        shapes = [cells(t, model, layer) for t in tiles]
-        parents = layer_parents(model, maps, layer, shapes)
-        maps.append(
-            entropy.decode(parsed.streams[layer], shapes, parents, model.priors.initial(layer, header.table_set))
-        )
+    maps = read_maps(parsed, model, count)
 
     def chooser_for(i: int) -> Chooser:
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]

@@ -142,7 +142,7 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
     if "postfilter" in meta:
         try:
             postfilter = _build_filter(FilterConfig.from_json(meta["postfilter"]), filter_weights)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ModelError) as exc:
             msg = f"{path}: post-filter is unreadable ({exc})"
             raise ModelError(msg) from exc
     elif filter_weights:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ddncodec import priors as priors_mod
 from ddncodec.data import to_tensor
-from ddncodec.model import CONFIGS, DDN
+from ddncodec.model import CONFIGS, DDN, nearest
 from ddncodec.modelfile import CodecModel
+from ddncodec.tune import count_priors
 
 DATA = Path(__file__).parent / "data"
 
@@ -52,7 +52,7 @@ def tiny_model() -> CodecModel:
         optimizer.step()
         network.apply_splits(network.split_decisions(), optimizer)
     network.eval()
-    table = priors_mod.count(network, crops, priors_mod.nearest)
+    table = count_priors(network, crops, nearest)
     return CodecModel(network, table, {"data": "tests/data/bsds", "steps": 150})
 
 

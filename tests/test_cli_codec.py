@@ -61,11 +61,29 @@ def test_encode_decode_info(model_arg: str, kodak_crop: Path, tmp_path: Path, ti
     assert facts["bytes"] == size
     assert (facts["width"], facts["height"], facts["mode"], facts["layers"]) == (256, 192, "RGB", 3)
     assert facts["model"] == tiny_model.fingerprint[:4].hex()
-    assert facts["header_bytes"] + sum(facts["layer_bytes"]) + 4 == size
-    assert facts["checksum"] == "ok"
+    assert facts["header_bytes"] + sum(facts["layer_bytes"]) + 4 * 3 == size  # a CRC-32 after every layer
+    assert facts["layers_present"] == 3
+    assert facts["complete"] is True
+    assert facts["table_set"] == codec.table_set(tiny_model, codec.ladder(tiny_model)[7]) == 0
+    assert facts["checksums"] == "verified for the 3 layers present, of 3"
+    assert "checksum" not in facts
     text = run("info", ddn).stdout
     assert f"{size:,} bytes, 256x192 RGB" in text
+    assert "complete: 3 layers, every layer's checksum verified" in text
     assert " ".join(map(str, facts["layer_bytes"])) in text
+
+    prefix = tmp_path / "prefix.ddn"
+    prefix.write_bytes(ddn.read_bytes()[: facts["header_bytes"] + facts["layer_bytes"][0] + 4])
+    cut = json.loads(run("info", prefix, "--json").stdout)
+    assert (cut["layers"], cut["layers_present"], cut["complete"]) == (3, 1, False)
+    assert cut["checksums"] == "verified for the 1 layers present, of 3"
+    assert cut["header_bytes"] == facts["header_bytes"]
+    assert cut["layer_bytes"] == facts["layer_bytes"][:1]
+    assert "a prefix: 1 of 3 layers" in run("info", prefix).stdout
+    flipped = bytearray(prefix.read_bytes())
+    flipped[facts["header_bytes"]] ^= 1
+    prefix.write_bytes(bytes(flipped))
+    assert "checksum mismatch in layer 0" in one_error_line(run("info", prefix), 2)
 
 
 def test_batch_to_a_folder_with_progress_and_one_line_per_file(model_arg: str, tmp_path: Path) -> None:
@@ -140,8 +158,8 @@ def test_another_models_file_and_a_huge_header_exit_2(
 
     data = codec.encode(kodak_crop, tiny_model, layers=1).data
     parsed = container.unpack(data)
-    other = container.Header(b"\0\0\0\0", 256, 192, "RGB", parsed.header.lengths)
-    huge = container.Header(parsed.header.fingerprint, 10**6, 10**6, "RGB", parsed.header.lengths)
+    other = container.Header(b"\0\0\0\0", 256, 192, "RGB", 0, parsed.header.lengths)
+    huge = container.Header(parsed.header.fingerprint, 10**6, 10**6, "RGB", 0, parsed.header.lengths)
     for header, message in [(other, "made with another model"), (huge, "over the limit")]:
         bad = tmp_path / "bad.ddn"
         bad.write_bytes(container.pack(header, parsed.streams))

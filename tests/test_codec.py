@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import math
 from pathlib import Path
@@ -13,15 +15,17 @@ from PIL import Image
 
 from ddncodec import codec, container, entropy
 from ddncodec.codec import Rung
-from ddncodec.errors import FormatError, InputError
-from ddncodec.modelfile import CodecModel
+from ddncodec.data import to_tensor
+from ddncodec.errors import FormatError, InputError, ModelError
+from ddncodec.modelfile import CodecModel, load
+from ddncodec.postfilter import FilterConfig, PostFilter
 from ddncodec.priors import Priors
 
 KODAK = Path(__file__).parent / "data" / "kodak"
 
 
 def pixels_of(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+    return np.array(Image.open(path).convert("RGB"))
 
 
 def test_decode_replays_the_encoders_reconstruction_exactly(tiny_model: CodecModel, kodak_crop: Path) -> None:
@@ -46,6 +50,17 @@ def test_decode_is_identical_across_thread_counts(tiny_model: CodecModel, kodak_
     assert np.array_equal(pixels, result.pixels)
 
 
+def layer_ends(data: bytes) -> list[int]:
+    """The file lengths at which each layer's stream and its CRC end."""
+    header, start = container.parse_header(data)
+    ends, pos = [], start
+    for length in header.lengths:
+        pos += length + container.LAYER_CRC_BYTES
+        ends.append(pos)
+    assert pos == len(data)
+    return ends
+
+
 def test_tiles_and_prefixes(tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With 64 px tiles the 256x192 crop is 12 tiles: they decode to the encoder's
     reconstruction, and every layer prefix of the stream decodes."""
@@ -53,11 +68,11 @@ def test_tiles_and_prefixes(tiny_model: CodecModel, kodak_crop: Path, monkeypatc
     assert len(codec.plan(256, 192, tiny_model.config.unit)) == 12
     result = codec.encode(kodak_crop, tiny_model, layers=3)
     assert np.array_equal(codec.decode_pixels(result.data, tiny_model)[0], result.pixels)
-    parsed = container.unpack(result.data)
-    start = len(result.data) - 4 - sum(parsed.header.lengths)
+    ends = layer_ends(result.data)
     for layers in (1, 2):
         coarse = codec.encode(kodak_crop, tiny_model, layers=layers).pixels
-        cut = result.data[: start + sum(parsed.header.lengths[:layers])]
+        cut = result.data[: ends[layers - 1]]
+        assert not container.unpack(cut).complete
         assert np.array_equal(codec.decode_pixels(cut, tiny_model)[0], coarse)
         assert np.array_equal(codec.decode_pixels(result.data, tiny_model, layers)[0], coarse)
 
@@ -88,17 +103,77 @@ def test_rate_aware_choice_trades_psnr_for_bits(tiny_model: CodecModel, kodak_cr
     assert cheap.psnr < plain.psnr
 
 
+def decode_maps(data: bytes, model: CodecModel) -> tuple[codec.Maps, float]:
+    """A file's index maps, decoded layer by layer as ``codec.decode_pixels`` does, and
+    their ideal code length −Σ log2 p under the adaptive model."""
+    parsed = container.unpack(data)
+    tiles = codec.plan(parsed.header.width, parsed.header.height, model.config.unit)
+    maps: codec.Maps = []
+    ideal = 0.0
+    for layer, stream in enumerate(parsed.streams):
+        shapes = [codec.cells(t, model, layer) for t in tiles]
+        parents = codec.layer_parents(model, maps, layer, shapes)
+        initial = model.priors.initial(layer, parsed.header.table_set)
+        maps.append(entropy.decode(stream, shapes, parents, initial))
+        ideal += entropy.ideal_bits(maps[-1], parents, initial)
+    return maps, ideal
+
+
 def test_code_length_within_one_percent_of_ideal(tiny_model: CodecModel) -> None:
     for path in sorted(KODAK.glob("*.png")):
         result = codec.encode(path, tiny_model, layers=3)
         parsed = container.unpack(result.data)
-        ideal = 0.0
-        for layer, stream in enumerate(parsed.streams):
-            cells = (192 // tiny_model.config.layers[layer].cell) * (256 // tiny_model.config.layers[layer].cell)
-            symbols = entropy.decode(stream, tiny_model.priors, layer, cells)
-            ideal += entropy.ideal_bits(symbols, tiny_model.priors, layer)
+        maps, ideal = decode_maps(result.data, tiny_model)
+        assert [m[0].shape for m in maps] == [(192 // s.cell, 256 // s.cell) for s in tiny_model.config.layers]
         coded = 8 * sum(parsed.header.lengths)
-        assert ideal <= coded <= 1.01 * ideal
+        assert ideal - 8 * len(parsed.streams) <= coded <= 1.01 * ideal
+
+
+def test_decoding_the_index_maps_needs_the_integers_only(
+    tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coder's probabilities come from the integer tables and the symbols, never from
+    the network's floats: a decoder whose weights differ by 1e-6 (another machine's float
+    rounding, exaggerated) reads exactly the index maps the encoder wrote."""
+    written: list[list[np.ndarray]] = []
+    read: list[list[np.ndarray]] = []
+    real_encode, real_decode = entropy.encode, entropy.decode
+
+    def encode(grids, parents, initial):
+        written.append([g.copy() for g in grids])
+        return real_encode(grids, parents, initial)
+
+    def decode(data, shapes, parents, initial):
+        read.append(real_decode(data, shapes, parents, initial))
+        return read[-1]
+
+    monkeypatch.setattr(entropy, "encode", encode)
+    monkeypatch.setattr(entropy, "decode", decode)
+    monkeypatch.setattr(codec, "TILE", 64)  # 12 tiles: the counts carry over tile boundaries too
+    result = codec.encode(kodak_crop, tiny_model, 5)
+
+    network = copy.deepcopy(tiny_model.network)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.mul_(1 + 1e-6 * torch.randn(p.shape, generator=generator).sign())
+    perturbed = CodecModel(network, tiny_model.priors, tiny_model.card)
+    assert perturbed.fingerprint != tiny_model.fingerprint
+    perturbed.fingerprint = tiny_model.fingerprint  # let the file past the model check
+    pixels, _ = codec.decode_pixels(result.data, perturbed)
+
+    assert len(written) == len(read) == result.rung.layers == len(container.unpack(result.data).streams)
+    for layer, (wrote, got) in enumerate(zip(written, read, strict=True)):
+        assert len(wrote) == len(got) == 12
+        assert all(np.array_equal(w, g) for w, g in zip(wrote, got, strict=True)), layer
+    # The perturbation is real: with the same choices, the float images differ (slightly).
+    target = to_tensor(pixels_of(kodak_crop)[None, :64, :64])
+    with torch.no_grad():
+        maps = [m for m, _ in tiny_model.network.walk((1, 64, 64), codec.rate_aware(target, tiny_model, 0.0))]
+        a, b = (list(n.walk((1, 64, 64), lambda layer, _o: maps[layer]))[-1][1] for n in (tiny_model.network, network))
+    assert not torch.equal(a, b)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert np.abs(pixels.astype(int) - result.pixels.astype(int)).max() <= 1
 
 
 def test_bpp_target_is_met_within_ten_percent(tiny_model: CodecModel, kodak_crop: Path) -> None:
@@ -114,12 +189,163 @@ def test_bpp_target_is_met_within_ten_percent(tiny_model: CodecModel, kodak_crop
     assert result.rung.layers == 2
 
 
-def test_a_model_ladder_from_the_card_is_used(tiny_model: CodecModel, kodak_crop: Path) -> None:
-    card = {**tiny_model.card, "ladder": [[1, 0.0]] * 7 + [[2, 500.0]]}
-    laddered = CodecModel(tiny_model.network, tiny_model.priors, card)
+def test_a_models_own_ladder_is_used(tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path) -> None:
+    laddered = tiny_model.replace(ladder=[[1, 0.0]] * 7 + [[2, 500.0]])
+    assert laddered.ladder[-1] == Rung(2, 500.0)
     assert codec.encode(kodak_crop, laddered, 8).rung == Rung(2, 500.0)
     assert codec.encode(kodak_crop, laddered, 8, layers=3).rung == Rung(3, 500.0)
+    assert codec.ladder(tiny_model) == codec.fallback_ladder(3)
     assert codec.fallback_ladder(13)[-1] == Rung(13, 0.0)
+    # The ladder is for encoding only: files of the laddered model decode with the plain one.
+    assert laddered.fingerprint == tiny_model.fingerprint
+    data = codec.encode(kodak_crop, laddered, 8).data
+    assert codec.decode(data, tiny_model).size == (256, 192)
+    path = tmp_path / "laddered.safetensors"
+    laddered.save(path)
+    assert load(path).ladder == laddered.ladder
+    for bad in ([[1, 0.0]] * 7, [[4, 0.0]] * 8, [[1, -1.0]] * 8, [["x", 0]] * 8):
+        with pytest.raises(ModelError, match="ladder"):
+            tiny_model.replace(ladder=bad)
+
+
+LADDER = [[1, 0.0], [1, 3000.0], [2, 10000.0], [2, 1000.0], [2, 0.0], [3, 3000.0], [3, 1000.0], [3, 0.0]]
+
+
+def with_table_sets(model: CodecModel) -> CodecModel:
+    """``model`` with LADDER and eight table sets: set i is set 0 with i added to every count."""
+    tables = [np.stack([t[0] + i for i in range(8)]) for t in model.priors.tables]
+    return model.replace(priors=Priors(tables), ladder=LADDER)
+
+
+def test_each_rung_codes_with_its_own_table_set(tiny_model: CodecModel, kodak_crop: Path) -> None:
+    model = with_table_sets(tiny_model)
+    assert model.priors.sets == 8
+    assert model.fingerprint != tiny_model.fingerprint
+    for quality, rung in enumerate(codec.ladder(model), 1):
+        assert codec.table_set(model, rung) == quality - 1
+    result = codec.encode(kodak_crop, model, 6)
+    assert container.unpack(result.data).header.table_set == 5
+    assert np.array_equal(codec.decode_pixels(result.data, model)[0], result.pixels)
+    # Off the ladder: the rung nearest in log(1 + λ), then in layers.
+    assert codec.table_set(model, Rung(3, 900.0)) == 6
+    assert codec.table_set(model, Rung(1, 1100.0)) == 3
+    assert codec.table_set(model, Rung(2, 0.0)) == 4
+    assert codec.table_set(model, Rung(3, 5e6)) == 2
+    # One set (or fewer sets than rungs): always set 0.
+    assert {codec.table_set(tiny_model, r) for r in codec.ladder(tiny_model)} == {0}
+    assert codec.table_set(model.replace(priors=Priors(t[:3] for t in model.priors.tables)), Rung(3, 0.0)) == 0
+
+
+def relabelled(data: bytes, table_set: int) -> bytes:
+    """``data`` with another table set in its header (checksums recomputed)."""
+    parsed = container.unpack(data)
+    header = dataclasses.replace(parsed.header, table_set=table_set)
+    return container.pack(header, parsed.streams)
+
+
+def test_the_header_table_set_decides_how_the_streams_decode(tiny_model: CodecModel, kodak_crop: Path) -> None:
+    model = with_table_sets(tiny_model)
+    result = codec.encode(kodak_crop, model, 8)
+    assert container.unpack(result.data).header.table_set == 7
+    assert relabelled(result.data, 7) == result.data
+    try:
+        other = codec.decode_pixels(relabelled(result.data, 0), model)[0]
+    except FormatError:
+        pass  # refused: the streams hold less information than set 0 reads from them
+    else:
+        assert not np.array_equal(other, result.pixels)
+    with pytest.raises(FormatError, match="table set 8, the model has 8"):
+        codec.decode(relabelled(result.data, 8), model)
+    single = codec.encode(kodak_crop, tiny_model, 8).data
+    with pytest.raises(FormatError, match="table set 1, the model has 1"):
+        codec.decode(relabelled(single, 1), tiny_model)
+
+
+def test_rate_aware_choice_prices_symbols_with_the_rungs_table_set(tiny_model: CodecModel, kodak_crop: Path) -> None:
+    """Set 1 makes "keep" (symbol 0) a hundred times likelier: at the same λ, more cells keep."""
+    tables = []
+    for t in tiny_model.priors.tables:
+        cheap_keep = t[0].copy()
+        cheap_keep[:, 0] *= 100
+        tables.append(np.stack([t[0], cheap_keep]))
+    model = tiny_model.replace(priors=Priors(tables))
+    assert model.priors.bits(0, 1)[0] < model.priors.bits(0, 0)[0] - 2
+    target = to_tensor(pixels_of(kodak_crop)[None])
+    keeps = []
+    for tables_set in (0, 1):
+        with torch.no_grad():
+            walk = model.network.walk((1, 192, 256), codec.rate_aware(target, model, 3000.0, tables_set))
+            keeps.append(sum(int(idx.eq(0).sum()) for idx, _ in walk))
+    assert keeps[1] > 1.2 * keeps[0]
+
+
+def filtered_model(model: CodecModel) -> CodecModel:
+    """``model`` with a small post-filter whose last conv is not zero, so it changes pixels."""
+    postfilter = PostFilter(FilterConfig(channels=8, blocks=1))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        postfilter.out.weight.copy_(0.05 * torch.randn(postfilter.out.weight.shape, generator=generator))
+    return model.replace(postfilter=postfilter)
+
+
+def test_a_post_filter_runs_on_every_decoded_tile_on_both_sides(
+    tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec, "TILE", 64)
+    model = filtered_model(tiny_model)
+    assert model.fingerprint != tiny_model.fingerprint
+    calls: list[tuple[int, ...]] = []
+    hook = model.postfilter.register_forward_pre_hook(lambda _m, args: calls.append(tuple(args[0].shape)))
+    try:
+        plain = codec.encode(kodak_crop, tiny_model, 8)
+        result = codec.encode(kodak_crop, model, 8)
+        assert len(calls) == 12  # the encoder's reconstruction is filtered, tile by tile
+        pixels, _ = codec.decode_pixels(result.data, model)
+        assert len(calls) == 24
+    finally:
+        hook.remove()
+    assert set(calls) == {(1, 3, 64, 64)}
+    assert np.array_equal(pixels, result.pixels)  # what encode reports is what decode returns
+    # The filter changes pixels, not indices: same streams, other pixels.
+    assert container.unpack(result.data).streams == container.unpack(plain.data).streams
+    assert np.abs(result.pixels.astype(int) - plain.pixels.astype(int)).mean() > 0.5
+    assert result.psnr == pytest.approx(codec.psnr(result.pixels, pixels_of(kodak_crop), "RGB"))
+    with pytest.raises(FormatError, match="made with another model"):
+        codec.decode(result.data, tiny_model)
+    with pytest.raises(FormatError, match="made with another model"):
+        codec.decode(plain.data, model)
+
+    path = tmp_path / "filtered.safetensors"
+    model.save(path)
+    loaded = load(path)
+    assert loaded.fingerprint == model.fingerprint
+    assert loaded.postfilter is not None
+    assert loaded.postfilter.config == FilterConfig(channels=8, blocks=1)
+    assert np.array_equal(codec.decode_pixels(result.data, loaded)[0], result.pixels)
+    assert codec.encode(kodak_crop, loaded, 8).data == result.data
+
+
+def test_an_untrained_post_filter_changes_nothing_but_the_fingerprint(tiny_model: CodecModel, kodak_crop: Path) -> None:
+    model = tiny_model.replace(postfilter=PostFilter(FilterConfig(channels=8, blocks=2)))
+    plain, result = (codec.encode(kodak_crop, m, 5) for m in (tiny_model, model))
+    assert np.array_equal(result.pixels, plain.pixels)
+    assert result.data != plain.data  # the fingerprint covers the filter
+    assert container.unpack(result.data).streams == container.unpack(plain.data).streams
+
+
+def test_padded_pixels_are_held_to_the_pixel_limit(tiny_model: CodecModel) -> None:
+    """A 2000x1 image pads to 2000x16 with the tiny model's 16 px unit: 32,000 pixels of work."""
+    assert tiny_model.config.unit == 16
+    image = Image.fromarray(np.full((1, 2000, 3), 128, dtype=np.uint8))
+    with pytest.raises(InputError, match="a 2000x1 image pads to 32,000 pixels, over the limit of 31,999"):
+        codec.encode(image, tiny_model, 1, pixel_limit=31_999)
+    data = codec.encode(image, tiny_model, 1, pixel_limit=32_000).data
+    assert codec.decode(data, tiny_model, pixel_limit=32_000).size == (2000, 1)
+    with pytest.raises(InputError, match="pads to 32,000 pixels, over the limit of 31,999"):
+        codec.decode(data, tiny_model, pixel_limit=31_999)
+    codec.check_padded_pixels(200_000, 1, 32, 6_400_000)  # 196 tiles of 32 rows
+    with pytest.raises(InputError, match="pads to 6,400,000 pixels"):
+        codec.check_padded_pixels(200_000, 1, 32, 6_399_999)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 17), (17, 1), (33, 20)])
@@ -253,6 +479,23 @@ def test_corrupt_files_raise_format_error(tiny_model: CodecModel, kodak_crop: Pa
         codec.decode(data[:-1], tiny_model)
     with pytest.raises(FormatError, match=r"not a \.ddn file"):
         codec.decode(kodak_crop.read_bytes(), tiny_model)
+
+
+def test_a_prefix_with_a_flipped_bit_in_a_kept_layer_is_refused(tiny_model: CodecModel, kodak_crop: Path) -> None:
+    """Cut after layer 2, the file is a valid prefix; a flip in any of its layer streams
+    (or their CRCs) is caught by that layer's CRC."""
+    data = codec.encode(kodak_crop, tiny_model, layers=3).data
+    ends = layer_ends(data)
+    prefix = data[: ends[1]]
+    assert codec.decode(prefix, tiny_model).size == (256, 192)
+    start = container.parse_header(data)[1]
+    rng = np.random.default_rng(1)
+    for position in [start, ends[0] - 5, ends[0] - 1, ends[0], ends[1] - 5, *rng.integers(start, ends[1], 20)]:
+        flipped = bytearray(prefix)
+        flipped[position] ^= 1 << int(rng.integers(8))
+        layer = 0 if position < ends[0] else 1
+        with pytest.raises(FormatError, match=f"checksum mismatch in layer {layer}"):
+            codec.decode(bytes(flipped), tiny_model)
 
 
 def test_psnr_of_identical_images_is_infinite() -> None:

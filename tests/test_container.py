@@ -14,20 +14,22 @@ from ddncodec import container
 from ddncodec.container import CorruptError, Header, NotDDNError, VersionError
 
 FINGERPRINT = bytes.fromhex("f6d48267")
+CRC = container.LAYER_CRC_BYTES
 
 
-def make(width: int = 256, height: int = 192, mode: str = "RGB", streams: tuple[bytes, ...] = ()) -> bytes:
+def make(
+    width: int = 256, height: int = 192, mode: str = "RGB", streams: tuple[bytes, ...] = (), table_set: int = 0
+) -> bytes:
     streams = streams or (b"\x11" * 69, b"\x22" * 255, b"\x33" * 715)
-    return container.pack(Header(FINGERPRINT, width, height, mode, tuple(map(len, streams))), streams)
+    return container.pack(Header(FINGERPRINT, width, height, mode, table_set, tuple(map(len, streams))), streams)
 
 
 def test_round_trip() -> None:
     streams = (b"abc", b"", b"defgh" * 40)
-    parsed = container.unpack(make(5, 7, "L", streams))
-    assert parsed.header == Header(FINGERPRINT, 5, 7, "L", (3, 0, 200))
+    parsed = container.unpack(make(5, 7, "L", streams, table_set=6))
+    assert parsed.header == Header(FINGERPRINT, 5, 7, "L", 6, (3, 0, 200))
     assert parsed.streams == streams
     assert parsed.complete
-    assert parsed.checked
 
 
 @settings(max_examples=100, deadline=None)
@@ -35,36 +37,65 @@ def test_round_trip() -> None:
     st.integers(1, 100_000),
     st.integers(1, 1000),
     st.sampled_from(container.MODES),
+    st.integers(0, 255),
     st.lists(st.binary(max_size=300), min_size=1, max_size=20),
 )
-def test_round_trip_any_header(width: int, height: int, mode: str, streams: list[bytes]) -> None:
-    parsed = container.unpack(make(width, height, mode, tuple(streams)))
+def test_round_trip_any_header(width: int, height: int, mode: str, table_set: int, streams: list[bytes]) -> None:
+    parsed = container.unpack(make(width, height, mode, tuple(streams), table_set))
     assert (parsed.header.width, parsed.header.height, parsed.header.mode) == (width, height, mode)
+    assert parsed.header.table_set == table_set
     assert parsed.streams == tuple(streams)
+    assert parsed.complete
 
 
-def test_typical_header_is_16_bytes_plus_lengths() -> None:
-    """768x512, 13 layers of 100..16000 bytes: 16 fixed bytes, 1-2 per length, 4 trailer."""
+def test_a_table_set_over_a_byte_is_refused_by_pack() -> None:
+    with pytest.raises(ValueError, match="table set 256 does not fit in a byte"):
+        make(table_set=256)
+
+
+def test_typical_header_is_17_bytes_plus_lengths_plus_four_per_layer() -> None:
+    """768x512, 13 layers of 40..16000 bytes: 17 fixed bytes (magic 3, version 1,
+    fingerprint 4, width 2, height 2, mode 1, table set 1, layer count 1, header CRC 2),
+    1-2 per length, and a 4-byte CRC after each layer."""
     lengths = (40, 90, 120, 200, 300, 500, 900, 1500, 2500, 4000, 6000, 9000, 16000)
     data = make(768, 512, streams=tuple(b"x" * n for n in lengths))
     framing = len(data) - sum(lengths)
     length_bytes = sum(1 if n < 128 else 2 for n in lengths)
-    assert framing == 16 + length_bytes + 4 == 43
+    assert length_bytes == 23
+    assert framing == 17 + length_bytes + 4 * 13 == 92
+
+
+def test_each_layer_is_followed_by_the_crc_of_every_byte_before_it() -> None:
+    streams = (b"a" * 10, b"b" * 20, b"c" * 30)
+    data = make(streams=streams)
+    start = len(data) - 60 - 3 * CRC
+    pos = start
+    for stream in streams:
+        assert data[pos : pos + len(stream)] == stream
+        pos += len(stream)
+        assert data[pos : pos + CRC] == struct.pack(">I", zlib.crc32(data[:pos]))
+        pos += CRC
+    assert pos == len(data)
 
 
 def test_every_cut_at_a_layer_boundary_is_a_prefix_and_every_other_cut_is_refused() -> None:
-    data = make(streams=(b"a" * 10, b"b" * 20, b"c" * 30))
-    start = len(data) - 4 - 60
-    boundaries = {start + 10: 1, start + 30: 2, start + 60: 3}
-    for cut in range(len(data)):
+    streams = (b"a" * 10, b"b" * 20, b"c" * 30)
+    data = make(streams=streams)
+    start = len(data) - 60 - 3 * CRC
+    boundaries = {start + 10 + CRC: 1, start + 30 + 2 * CRC: 2, start + 60 + 3 * CRC: 3}
+    assert max(boundaries) == len(data)
+    prefixes = 0
+    for cut in range(len(data) + 1):
         if cut in boundaries:
             parsed = container.unpack(data[:cut])
             assert len(parsed.streams) == boundaries[cut]
-            assert parsed.streams == (b"a" * 10, b"b" * 20, b"c" * 30)[: boundaries[cut]]
-            assert not parsed.checked
+            assert parsed.streams == streams[: boundaries[cut]]
+            assert parsed.complete == (boundaries[cut] == 3)
+            prefixes += 1
         else:
             with pytest.raises(container.FormatError):
                 container.unpack(data[:cut])
+    assert prefixes == 3
 
 
 def test_every_single_bit_flip_is_detected() -> None:
@@ -76,30 +107,68 @@ def test_every_single_bit_flip_is_detected() -> None:
             container.unpack(bytes(flipped))
 
 
+def test_every_bit_flip_in_a_file_cut_at_a_layer_boundary_is_detected() -> None:
+    """Format 1 had one trailer CRC, lost when the file was cut: damage to the kept layers
+    of a prefix went unseen. Now each kept layer carries its own CRC."""
+    streams = (b"\x5a" * 9, b"\xa5" * 17, b"\x3c" * 5)
+    data = make(streams=streams)
+    start = len(data) - sum(map(len, streams)) - 3 * CRC
+    for kept in (1, 2):
+        prefix = data[: start + sum(map(len, streams[:kept])) + kept * CRC]
+        assert container.unpack(prefix).streams == streams[:kept]
+        for bit in range(8 * len(prefix)):
+            flipped = bytearray(prefix)
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            with pytest.raises(container.FormatError):
+                container.unpack(bytes(flipped))
+    # A flip inside the first stream of a two-layer prefix names that layer.
+    prefix = bytearray(data[: start + 9 + 17 + 2 * CRC])
+    prefix[start + 3] ^= 0x10
+    with pytest.raises(CorruptError, match="checksum mismatch in layer 0"):
+        container.unpack(bytes(prefix))
+
+
+def version_1_file(streams: tuple[bytes, ...] = (b"abc", b"defg")) -> bytes:
+    """A file of format version 1, byte for byte: no table-set byte, one CRC-32 trailer."""
+    head = bytearray(container.MAGIC + b"\x01" + FINGERPRINT)
+    head += container._varint(256) + container._varint(192) + bytes([0, len(streams)])
+    head += b"".join(container._varint(len(s)) for s in streams)
+    head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
+    body = bytes(head) + b"".join(streams)
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
 def test_wrong_magic_version_and_trailing_data() -> None:
     data = make()
     with pytest.raises(NotDDNError, match=r"not a \.ddn file"):
         container.unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
-    with pytest.raises(VersionError, match="version 2"):
-        container.unpack(data[:3] + b"\x02" + data[4:])
+    with pytest.raises(VersionError, match=r"unsupported \.ddn format version 1 "):
+        container.unpack(version_1_file())
+    with pytest.raises(VersionError, match="version 3"):
+        container.unpack(data[:3] + b"\x03" + data[4:])
     with pytest.raises(CorruptError, match="trailing data"):
         container.unpack(data + b"\x00")
     with pytest.raises(CorruptError, match="truncated"):
         container.unpack(data[:6])
 
 
-def _forged(width: int, height: int, mode_byte: int = 0, layers: int = 1) -> bytes:
-    """A header with a valid header CRC but arbitrary field values."""
+def _forged(width: int, height: int, mode_byte: int = 0, layers: int = 1, table_set: int = 0) -> bytes:
+    """A file of empty layer streams with valid CRCs but arbitrary header field values."""
     head = bytearray(container.MAGIC + bytes([container.VERSION]) + FINGERPRINT)
-    head += container._varint(width) + container._varint(height) + bytes([mode_byte, layers]) + b"\x00" * layers
+    head += container._varint(width) + container._varint(height) + bytes([mode_byte, table_set, layers])
+    head += b"\x00" * layers
     head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
-    return bytes(head) + struct.pack(">I", zlib.crc32(bytes(head)))
+    for _ in range(layers):
+        head += struct.pack(">I", zlib.crc32(bytes(head)))
+    return bytes(head)
 
 
 def test_a_header_claiming_a_huge_image_is_refused_before_anything_else() -> None:
     with pytest.raises(CorruptError, match="1000000x1000000 image, over the limit"):
         container.unpack(_forged(10**6, 10**6))
-    container.unpack(_forged(10_000, 10_000))  # exactly the default limit
+    parsed = container.unpack(_forged(10_000, 10_000, layers=2, table_set=255))  # exactly the default limit
+    assert parsed.header.table_set == 255
+    assert parsed.streams == (b"", b"")
     with pytest.raises(CorruptError, match="over the limit of 1,000 pixels"):
         container.unpack(make(), pixel_limit=1000)
 

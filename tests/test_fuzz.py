@@ -5,6 +5,7 @@ campaign (``benchmarks/fuzz.py``, whose full run writes benchmarks/results/fuzz.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,8 +17,8 @@ from hypothesis import strategies as st
 
 import ddncodec
 from ddncodec import container, entropy
+from ddncodec.context import CONTEXTS, parent_grid
 from ddncodec.modelfile import CodecModel
-from ddncodec.priors import Priors
 
 DATA = Path(__file__).parent / "data"
 FUZZ = Path(__file__).resolve().parent.parent / "benchmarks" / "fuzz.py"
@@ -40,31 +41,70 @@ fuzz = load_fuzz()
 
 
 @st.composite
-def layer_symbols(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
-    """A positive integer table (skewed or flat) and symbols drawn from its alphabet."""
-    k = draw(st.integers(2, 64))
-    table = draw(st.lists(st.integers(1, 1 << 16), min_size=k, max_size=k))
-    symbols = draw(st.lists(st.integers(0, k - 1), max_size=300))
-    return np.array(table, dtype=np.int64), np.array(symbols, dtype=np.int32)
+def index_maps(draw: st.DrawFn) -> tuple[list[int], list[list[np.ndarray]], list[np.ndarray]]:
+    """1-4 layers of halving cells over a few tiles: per layer its alphabet size (2..64),
+    its index maps (one grid per tile, keep-heavy or not) and a positive initial table."""
+    count = draw(st.integers(1, 4))
+    unit = 2 ** (count - 1)
+    tiles = draw(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ks, maps, tables = [], [], []
+    for layer in range(count):
+        k = draw(st.integers(2, 64))
+        keep = draw(st.floats(0.0, 0.95))
+        p = (1 - keep) * rng.dirichlet(np.full(k, draw(st.sampled_from([0.1, 1.0, 10.0]))))
+        p[0] += keep
+        cell = 2 ** (count - 1 - layer)
+        maps.append([rng.choice(k, (h * unit // cell, w * unit // cell), p=p / p.sum()) for h, w in tiles])
+        ks.append(k)
+        tables.append(rng.integers(1, draw(st.sampled_from([2, 3000, 60000])), (CONTEXTS, k)))
+    return ks, maps, tables
+
+
+def parents_of(previous: list[np.ndarray] | None, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The co-located symbols of the layer before (cells halve from layer to layer)."""
+    if previous is None:
+        return [parent_grid(None, 0, 1, shape) for shape in shapes]
+    return [parent_grid(p, 2, 1, shape) for p, shape in zip(previous, shapes, strict=True)]
 
 
 @SLOW_CASES
 @given(
-    layers=st.lists(layer_symbols(), min_size=1, max_size=4),
+    layers=index_maps(),
     fingerprint=st.binary(min_size=4, max_size=4),
     size=st.tuples(st.integers(1, 20_000), st.integers(1, 5_000)),
     mode=st.sampled_from(container.MODES),
+    table_set=st.integers(0, 255),
+    data=st.data(),
 )
-def test_any_index_sequence_round_trips_through_the_coder_and_the_container(
-    layers: list[tuple[np.ndarray, np.ndarray]], fingerprint: bytes, size: tuple[int, int], mode: str
+def test_any_index_maps_round_trip_through_the_coder_and_the_container(
+    layers: tuple[list[int], list[list[np.ndarray]], list[np.ndarray]],
+    fingerprint: bytes,
+    size: tuple[int, int],
+    mode: str,
+    table_set: int,
+    data: st.DataObject,
 ) -> None:
-    priors = Priors(table for table, _ in layers)
-    streams = [entropy.encode(symbols, priors, i) for i, (_, symbols) in enumerate(layers)]
-    header = container.Header(fingerprint, *size, mode, tuple(len(s) for s in streams))
-    parsed = container.unpack(container.pack(header, streams))
-    assert parsed.header == header and parsed.checked
-    for i, (_, symbols) in enumerate(layers):
-        assert np.array_equal(entropy.decode(parsed.streams[i], priors, i, symbols.size), symbols)
+    """Encoded layer by layer with the layer before as parent, packed, unpacked (whole
+    or cut after any layer), then decoded with the *decoded* layer before as parent."""
+    _, maps, tables = layers
+    shapes = [[g.shape for g in grids] for grids in maps]
+    streams = [
+        entropy.encode(maps[i], parents_of(maps[i - 1] if i else None, shapes[i]), tables[i]) for i in range(len(maps))
+    ]
+    header = container.Header(fingerprint, *size, mode, table_set, tuple(len(s) for s in streams))
+    packed = container.pack(header, streams)
+    kept = data.draw(st.integers(1, len(maps)), label="layers kept")
+    cut = len(packed) - sum(len(s) + container.LAYER_CRC_BYTES for s in streams[kept:])
+    parsed = container.unpack(packed[:cut])
+    assert parsed.header == header
+    assert parsed.complete == (kept == len(maps))
+    decoded: list[list[np.ndarray]] = []
+    for i, stream in enumerate(parsed.streams):
+        parents = parents_of(decoded[i - 1] if i else None, shapes[i])
+        decoded.append(entropy.decode(stream, shapes[i], parents, tables[i]))
+        assert all(np.array_equal(d, m) for d, m in zip(decoded[i], maps[i], strict=True)), i
+    assert len(decoded) == kept
 
 
 def decodes_or_refuses(data: bytes, model: CodecModel) -> None:
@@ -96,15 +136,16 @@ def test_any_bytes_after_a_valid_start_decode_or_raise_a_ddn_error(tiny_model: C
 @given(
     size=st.tuples(st.integers(1, 48), st.integers(1, 48)),
     mode=st.sampled_from(container.MODES),
+    table_set=st.sampled_from([0, 0, 0, 1, 255]),
     streams=st.lists(st.binary(max_size=40), min_size=1, max_size=4),
 )
 def test_well_formed_files_with_garbage_streams_decode_or_raise_a_ddn_error(
-    tiny_model: CodecModel, size: tuple[int, int], mode: str, streams: list[bytes]
+    tiny_model: CodecModel, size: tuple[int, int], mode: str, table_set: int, streams: list[bytes]
 ) -> None:
     """Right checksums and fingerprint, arbitrary layer streams (even more layers than the
-    model has): the entropy decoder and the generator see garbage."""
+    model has, or a table set it lacks): the entropy decoder and the generator see garbage."""
     fingerprint = tiny_model.fingerprint[: container.FINGERPRINT_BYTES]
-    header = container.Header(fingerprint, *size, mode, tuple(len(s) for s in streams))
+    header = container.Header(fingerprint, *size, mode, table_set, tuple(len(s) for s in streams))
     decodes_or_refuses(container.pack(header, streams), tiny_model)
 
 
@@ -118,32 +159,57 @@ def campaign(tiny_model: CodecModel) -> fuzz.Summary:
 
 def test_fuzz_campaign_finds_no_crash_no_undetected_damage_and_no_hang(campaign: fuzz.Summary) -> None:
     assert campaign.cases == 3000
+    assert set(campaign.counts) == set(fuzz.MUTATIONS)
     assert campaign.defects == [], campaign.defects[:5]
     assert campaign.total("crashed") == campaign.total("undetected") == 0
     assert campaign.slowest[0][0] < CASE_LIMIT, campaign.slowest
+    assert campaign.total("intact") > 0  # cuts after a layer's CRC decode, by design
+    assert campaign.total("forged") > 0  # forged files get past the checksums and decode
 
 
-def test_fuzz_campaign_bit_flips_and_insertions_are_always_refused(campaign: fuzz.Summary) -> None:
-    for kind in ("bit flips", "inserted bytes"):
+def test_fuzz_campaign_bit_flips_insertions_and_damaged_prefixes_are_always_refused(campaign: fuzz.Summary) -> None:
+    """A damaged prefix decoded unseen in format version 1; every kept layer carries its CRC now."""
+    for kind in ("bit flips", "inserted bytes", "damaged prefix"):
         counts = campaign.counts[kind]
-        assert counts["rejected"] == counts.total() > 300, counts
+        assert counts["rejected"] == counts.total() > 250, (kind, counts)
+    prefix_refusals = [m for m in campaign.messages if "checksum mismatch in layer" in m]
+    assert prefix_refusals, sorted(campaign.messages)[:20]
 
 
 @pytest.mark.parametrize(
     "refusal",
     [
-        "checksum mismatch",
+        "checksum mismatch in layer",
+        "header (checksum mismatch)",
         "wrong magic bytes",
         "unsupported .ddn format version",
         "made with another model",
         "unknown mode",
-        "the model has N",
+        "N layers, the model has N",
+        "table set N the model has N",  # masked: "set 1," -> "set N"
         "over the limit",
         "corrupt layer stream",
+        "more information than its N bytes hold",
         "is truncated",
         "has trailing data",
     ],
 )
 def test_fuzz_campaign_reaches_every_check_of_the_decoder(campaign: fuzz.Summary, refusal: str) -> None:
     """The mutations (forged ones included) get past the checksums to each later check."""
-    assert any(refusal in message for message in campaign.messages), sorted(campaign.messages)[:20]
+    assert any(refusal in message for message in campaign.messages), sorted(campaign.messages)[:30]
+
+
+def test_forging_rebuilds_a_seed_file_byte_for_byte(tiny_model: CodecModel) -> None:
+    """The anatomy finds every field and stream, and ``_forge`` of a seed's own header and
+    streams is the seed itself: forged cases differ from a seed only where they were edited."""
+    seeds = fuzz.seed_files(tiny_model, fuzz.seed_images(DATA)[:4], sizes=((48, 32), (40, 24)))
+    for data in seeds:
+        anatomy = fuzz.Anatomy.of(data)
+        streams = anatomy.streams_of(data)
+        assert tuple(streams) == container.unpack(data).streams
+        assert fuzz._forge(data[: anatomy.crc_at], streams) == data
+        spans = sorted([*anatomy.fields.values(), *anatomy.streams])
+        assert spans[0][0] == len(container.MAGIC)  # the version byte follows the magic
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # no gaps, no overlaps
+        assert spans[-1][1] == len(data)
+        assert len(fuzz.layer_prefixes(data)) == len(streams)

@@ -14,8 +14,8 @@ from PIL import Image, ImageOps
 from ddncodec import generate
 from ddncodec.cli import main
 from ddncodec.errors import InputError
+from ddncodec.model import nearest
 from ddncodec.modelfile import CodecModel
-from ddncodec.priors import nearest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,7 +123,7 @@ def test_prior_weight_trades_the_condition_for_likely_symbols(tiny_model, kodak)
         with torch.no_grad():
             chosen[weight] = [idx for idx, _ in tiny_model.network.walk((1, 192, 256), choose)]
     for layer, idx in enumerate(chosen[1e3]):  # an overwhelming prior: every cell takes the likeliest symbol
-        assert idx.eq(int(tiny_model.priors.tables[layer].argmax())).all()
+        assert idx.eq(int(tiny_model.priors.probabilities(layer).argmax())).all()  # of the contexts' marginal
     assert all(len(i.unique()) > 1 for i in chosen[0.0])  # the scorer alone varies per cell
 
 

@@ -4,6 +4,7 @@ their config; writes that a kill cannot half-do; the pixel limit and tiled encod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -28,6 +29,7 @@ from ddncodec.atomic import write_atomically
 from ddncodec.cli import main
 from ddncodec.errors import FormatError, InputError, ModelError
 from ddncodec.modelfile import CodecModel, load
+from ddncodec.postfilter import FilterConfig, PostFilter
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -158,8 +160,11 @@ def _config_edit(key: str, value: int):
         ),
         (lambda t, _m: t.pop("priors.1"), "prior table 1 is missing"),
         (lambda t, _m: t.update({"priors.0": -t["priors.0"]}), "positive integers"),
-        (_config_edit("channels", 10**7), r"config needs \(10000000, "),
-        (_config_edit("k", 10**6), "config needs"),
+        (_config_edit("channels", 10**7), r"over the limits \(cell <= 256, k <= 4096, channels <= 1024"),
+        (_config_edit("k", 10**6), "over the limits"),
+        (_config_edit("cell", 512), "over the limits"),
+        (_config_edit("channels", 1000), r"config needs \(1000, "),  # within the limits: the shapes disagree
+        (_config_edit("k", 4096), "config needs"),
         (_config_edit("out_stride", 0), "sizes > 0"),
         (_config_edit("cell", -16), "sizes > 0"),
         (lambda _t, m: m.update(config="{"), "model config is unreadable"),
@@ -169,11 +174,105 @@ def _config_edit(key: str, value: int):
 def test_a_model_file_that_does_not_fit_its_config_is_refused(
     tiny_model_path: Path, tmp_path: Path, edit, message: str
 ) -> None:
-    """Shapes are checked before the config's network is allocated: a config claiming
-    10⁷ channels fails at once instead of asking for petabytes."""
+    """Limits and shapes are checked before the config's network is allocated: a config
+    claiming 10⁷ channels fails at once instead of asking for petabytes."""
     bad = rewrite_model(tiny_model_path, tmp_path / "bad.safetensors", edit)
     with pytest.raises(ModelError, match=message):
         load(bad)
+
+
+@pytest.fixture()
+def filtered_model_path(tiny_model: CodecModel, tmp_path: Path) -> Path:
+    """The tiny model with a small post-filter whose last conv is not zero."""
+    postfilter = PostFilter(FilterConfig(channels=8, blocks=1))
+    with torch.no_grad():
+        postfilter.out.weight.fill_(1e-3)
+    path = tmp_path / "filtered.safetensors"
+    tiny_model.replace(postfilter=postfilter).save(path)
+    return path
+
+
+def _filter_config_edit(**changes: object):
+    def edit(_tensors: dict, metadata: dict) -> None:
+        metadata["postfilter"] = json.dumps({**json.loads(metadata["postfilter"]), **changes})
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_filter_config_edit(channels=16), "post-filter weights do not match its config"),
+        (_filter_config_edit(blocks=2), "post-filter weights do not match its config"),
+        (lambda t, _m: t.pop("postfilter.out.bias"), "post-filter weights do not match its config"),
+        (lambda t, _m: t.update({"postfilter.extra": torch.zeros(3)}), "post-filter weights do not match its config"),
+        (
+            lambda t, _m: t.update({"postfilter.out.weight": torch.zeros(48, 8, 1, 1)}),
+            "post-filter weights do not match its config",
+        ),
+        (lambda _t, m: m.pop("postfilter"), "post-filter weights without a post-filter config"),
+        (lambda _t, m: m.update(postfilter="{"), "post-filter is unreadable"),
+        (_filter_config_edit(channels=10**6), "post-filter is unreadable .*out of range"),
+        (_filter_config_edit(channels="8"), "post-filter is unreadable .*needs integers"),
+        (_filter_config_edit(depth=3), "post-filter is unreadable"),
+    ],
+)
+def test_a_model_file_whose_post_filter_does_not_fit_its_config_is_refused(
+    filtered_model_path: Path, tmp_path: Path, edit, message: str
+) -> None:
+    assert load(filtered_model_path).postfilter is not None
+    bad = rewrite_model(filtered_model_path, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(ModelError, match=message):
+        load(bad)
+
+
+def test_a_model_file_round_trips_with_its_fingerprint_and_covers_its_configs(
+    tiny_model: CodecModel, tiny_model_path: Path, filtered_model_path: Path, tmp_path: Path
+) -> None:
+    with safe_open(str(tiny_model_path), "pt") as f:
+        assert f.metadata()["format"] == "ddncodec-model-2"
+    assert load(tiny_model_path).fingerprint == tiny_model.fingerprint
+    filtered = load(filtered_model_path)
+    assert filtered.fingerprint != tiny_model.fingerprint
+    filtered.save(tmp_path / "again.safetensors")
+    assert load(tmp_path / "again.safetensors").fingerprint == filtered.fingerprint
+    # Same tensors, another config text: another model.
+    other = rewrite_model(
+        tiny_model_path,
+        tmp_path / "dropout.safetensors",
+        lambda _t, m: m.update(config=m["config"].replace('"chain_dropout": 0.05', '"chain_dropout": 0.1')),
+    )
+    assert load(other).config.chain_dropout == 0.1
+    assert load(other).fingerprint != tiny_model.fingerprint
+
+
+def test_a_format_1_model_file_still_loads(
+    tiny_model: CodecModel, tiny_model_path: Path, tmp_path: Path, kodak_crop: Path
+) -> None:
+    """Format 1: one 1-D prior table per layer, no post-filter, the ladder on the card. It
+    loads as one table set whose every context starts from that table, and the card's
+    ladder becomes the model's."""
+    rungs = [[1, 0.0]] * 4 + [[2, 1000.0]] * 3 + [[3, 0.0]]
+
+    def to_format_1(tensors: dict, metadata: dict) -> None:
+        metadata["format"] = "ddncodec-model-1"
+        metadata["card"] = json.dumps({**json.loads(metadata["card"]), "ladder": rungs})
+        metadata.pop("ladder", None)
+        for i in range(len(tiny_model.config.layers)):
+            tensors[f"priors.{i}"] = tensors[f"priors.{i}"][0].sum(0)
+
+    old = load(rewrite_model(tiny_model_path, tmp_path / "v1.safetensors", to_format_1))
+    assert old.priors.sets == 1
+    assert old.postfilter is None
+    assert old.ladder == tuple(codec.Rung(n, lam) for n, lam in rungs)
+    assert "ladder" not in old.card
+    for layer, table in enumerate(old.priors.tables):
+        marginal = tiny_model.priors.tables[layer][0].sum(0)
+        assert table.shape == (1, 8, marginal.size)
+        assert (table == marginal).all()
+    assert np.allclose(old.priors.probabilities(0), tiny_model.priors.probabilities(0))
+    result = codec.encode(kodak_crop, old, 5)
+    assert np.array_equal(codec.decode_pixels(result.data, old)[0], result.pixels)
 
 
 def test_a_truncated_or_foreign_model_file_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
@@ -385,32 +484,81 @@ def test_a_kill_while_checkpointing_leaves_a_resumable_run_and_the_previous_mode
 # ---------------------------------------------------------------- limits
 
 
+def padded_pixels(width: int, height: int, model: CodecModel) -> int:
+    return sum(t.padded[0] * t.padded[1] for t in codec.plan(width, height, model.config.unit))
+
+
 def test_decoding_refuses_images_over_the_pixel_limit_before_allocating(
     tiny_model: CodecModel, photo: Image.Image
 ) -> None:
+    """The header's size is held to the limit by the container, its padded size (the
+    work) by the codec."""
     data = codec.encode(photo, tiny_model, 1).data
-    assert codec.decode(data, tiny_model, pixel_limit=100 * 70).size == (100, 70)
+    padded = padded_pixels(100, 70, tiny_model)
+    assert padded == 112 * 80
+    assert codec.decode(data, tiny_model, pixel_limit=padded).size == (100, 70)
+    with pytest.raises(InputError, match=f"a 100x70 image pads to 8,960 pixels, over the limit of {padded - 1:,}"):
+        codec.decode(data, tiny_model, pixel_limit=padded - 1)
     with pytest.raises(FormatError, match="100x70 image, over the limit of 6,999 pixels"):
         codec.decode(data, tiny_model, pixel_limit=100 * 70 - 1)
 
     assert container.DEFAULT_PIXEL_LIMIT == 100_000_000
     parsed = container.unpack(data)
-    for width, height in ((10_000, 10_000), (10_001, 10_000), (10**6, 10**6), (2**35 - 1, 1)):
-        header = container.Header(parsed.header.fingerprint, width, height, "RGB", parsed.header.lengths)
-        forged = container.pack(header, parsed.streams)
-        if width * height <= container.DEFAULT_PIXEL_LIMIT:
-            assert container.parse_header(forged)[0].width == width
-            continue
+    cases = [
+        (10_001, 10_000, FormatError, "10001x10000 image, over the limit of 100,000,000 pixels"),
+        (10**6, 10**6, FormatError, "over the limit of 100,000,000 pixels"),
+        (2**35 - 1, 1, FormatError, "over the limit of 100,000,000 pixels"),
+        (20_000, 5_000, InputError, "pads to 100,160,000 pixels, over the limit of 100,000,000"),  # 5008 rows
+    ]
+    for width, height, error, message in cases:
+        forged = container.pack(dataclasses.replace(parsed.header, width=width, height=height), parsed.streams)
         tracemalloc.start()
         start = time.perf_counter()
         try:
-            with pytest.raises(FormatError, match="over the limit of 100,000,000 pixels"):
+            with pytest.raises(error, match=message):
                 codec.decode(forged, tiny_model)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        assert peak < 100_000
+        assert peak < 100_000, (width, height, peak)
         assert time.perf_counter() - start < 0.5
+
+
+def test_a_tiny_stream_claiming_the_largest_image_is_refused_by_its_information(
+    tiny_model: CodecModel, photo: Image.Image
+) -> None:
+    """10000x10000 is exactly the limit and pads to itself, so the header passes; the
+    1-layer stream of a 100x70 photo cannot hold 390,625 cells, and the decoder stops
+    after a few rows instead of filling them from its padding."""
+    data = codec.encode(photo, tiny_model, layers=1).data
+    parsed = container.unpack(data)
+    forged = container.pack(dataclasses.replace(parsed.header, width=10_000, height=10_000), parsed.streams)
+    assert container.parse_header(forged)[0].width == 10_000
+    cells = (10_000 // tiny_model.config.layers[0].cell) ** 2
+    assert cells == 390_625
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(FormatError, match=f"more information than its {parsed.header.lengths[0]} bytes hold"):
+            codec.decode(forged, tiny_model)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 2.0  # fuzz.TIME_LIMIT
+    assert peak < 3 * 2 * 8 * cells  # the layer's int64 grids and parents, once each, and little else
+
+
+def test_a_long_thin_header_is_refused_without_planning_its_tiles(tiny_model: CodecModel, photo: Image.Image) -> None:
+    parsed = container.unpack(codec.encode(photo, tiny_model, 1).data)
+    forged = container.pack(dataclasses.replace(parsed.header, width=100_000_000, height=1), parsed.streams)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="pads to 1,600,000,000 pixels"):
+            codec.decode(forged, tiny_model)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
 
 
 def test_encoding_refuses_images_over_the_pixel_limit(tiny_model: CodecModel, tmp_path: Path) -> None:
@@ -421,10 +569,17 @@ def test_encoding_refuses_images_over_the_pixel_limit(tiny_model: CodecModel, tm
 
 
 def test_the_library_limit_is_set_with_max_pixels(tiny_model: CodecModel, photo: Image.Image) -> None:
-    data = ddncodec.encode(photo, 1, model=tiny_model, max_pixels=100 * 70)
+    padded = padded_pixels(100, 70, tiny_model)
+    data = ddncodec.encode(photo, 1, model=tiny_model, max_pixels=padded)
+    with pytest.raises(
+        ddncodec.InputError, match=f"100x70 image pads to 8,960 pixels, over the limit of {padded - 1:,}"
+    ):
+        ddncodec.encode(photo, 1, model=tiny_model, max_pixels=padded - 1)
     with pytest.raises(ddncodec.InputError, match="100x70 is over the limit of 6,999 pixels"):
         ddncodec.encode(photo, 1, model=tiny_model, max_pixels=100 * 70 - 1)
-    assert ddncodec.decode(data, model=tiny_model, max_pixels=100 * 70).size == (100, 70)
+    assert ddncodec.decode(data, model=tiny_model, max_pixels=padded).size == (100, 70)
+    with pytest.raises(ddncodec.InputError, match="pads to 8,960 pixels"):
+        ddncodec.decode(data, model=tiny_model, max_pixels=padded - 1)
     with pytest.raises(ddncodec.FormatError, match="100x70 image, over the limit of 6,999 pixels"):
         ddncodec.decode(data, model=tiny_model, max_pixels=100 * 70 - 1)
     assert data == ddncodec.encode(photo, 1, model=tiny_model)  # the default limit: 100 million
@@ -437,12 +592,14 @@ def test_the_cli_limit_is_set_with_max_pixels(
     ddn, png = tmp_path / "in.ddn", tmp_path / "in.png"
     ddn.write_bytes(codec.encode(photo, tiny_model, 1).data)
     photo.save(png)
+    padded = padded_pixels(100, 70, tiny_model)
     for command, source, target in (("decode", ddn, "out.png"), ("encode", png, "out.ddn")):
         args = (command, source, "-o", tmp_path / target, "--model", tiny_model_path, "--max-pixels")
-        code, stderr = cli(*args, "6999")
-        assert code == 2 and stderr.count("\n") == 1 and "over the limit of 6,999 pixels" in stderr, stderr
-        assert not (tmp_path / target).exists()
-        assert cli(*args, "7000")[0] == 0
+        for limit, message in ((6999, "over the limit of 6,999 pixels"), (padded - 1, "pads to 8,960 pixels")):
+            code, stderr = cli(*args, str(limit))
+            assert code == 2 and stderr.count("\n") == 1 and message in stderr, stderr
+            assert not (tmp_path / target).exists()
+        assert cli(*args, str(padded))[0] == 0
 
 
 def test_large_images_stream_through_the_network_one_tile_at_a_time(tiny_model: CodecModel, small_tiles: None) -> None:

@@ -73,14 +73,20 @@ def test_registration() -> None:
 
 
 def test_bad_files(kodak_crop: Path, tiny_model: CodecModel) -> None:
+    """Pillow's conventions: a bad header is "cannot identify image file" (the plugin's
+    SyntaxError, caused by the ddncodec error), bad streams an OSError on load."""
     data = ddncodec.encode(kodak_crop, 8, model=tiny_model)
-    with pytest.raises(ddncodec.FormatError, match="truncated"):
-        Image.open(io.BytesIO(data[:12]))
-    with pytest.raises(UnidentifiedImageError):
-        Image.open(io.BytesIO(b"XX" + data[2:]))
+    for bad in (data[:12], b"XX" + data[2:]):
+        with pytest.raises(UnidentifiedImageError, match="cannot identify image file"):
+            Image.open(io.BytesIO(bad))
+    with pytest.raises(SyntaxError, match="truncated") as refused:
+        pillow_plugin.DdnImageFile(io.BytesIO(data[:12]))
+    assert isinstance(refused.value.__cause__, ddncodec.FormatError)
     broken = Image.open(io.BytesIO(data[:-3]))  # the header is intact: the damage shows on load
-    with pytest.raises(ddncodec.FormatError, match="truncated"):
+    assert broken.size == (256, 192)
+    with pytest.raises(OSError, match="truncated") as failed:
         broken.load()
+    assert isinstance(failed.value.__cause__, ddncodec.FormatError)
 
 
 def test_import_is_cheap_and_registers_the_plugin() -> None:
