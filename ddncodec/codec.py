@@ -181,13 +181,15 @@ Maps = list[list[np.ndarray]]
 
 
 def _render(
-    model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser]
-) -> tuple[np.ndarray, Maps]:
-    """Walk the generator over each tile with the chooser ``chooser_for(tile index)`` and
-    post-filter it: the 8-bit (H, W, 3) image of the result, and the index maps chosen."""
+    model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser], filtered: bool
+) -> tuple[np.ndarray, np.ndarray | None, Maps]:
+    """Walk the generator over each tile with the chooser ``chooser_for(tile index)``: the
+    8-bit (H, W, 3) image of the result, the same with the model's post-filter run on
+    each padded tile if ``filtered`` (else None), and the index maps chosen."""
     height = max(t.top + t.height for t in tiles)
     width = max(t.left + t.width for t in tiles)
-    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    plain = np.empty((height, width, 3), dtype=np.uint8)
+    smooth = np.empty_like(plain) if filtered else None
     maps: Maps = [[] for _ in range(layers)]
     with _one_thread(), torch.inference_mode():
         for i, t in enumerate(tiles):
@@ -196,11 +198,13 @@ def _render(
                 maps[layer].append(idx[0].numpy().astype(np.int64))
                 image = x
             pixels = to_uint8(image)
-            if model.postfilter is not None:
-                pixels = to_uint8(model.postfilter(from_uint8(pixels)))
-            tile_pixels = pixels[0].permute(1, 2, 0).numpy()
-            canvas[t.top : t.top + t.height, t.left : t.left + t.width] = tile_pixels[: t.height, : t.width]
-    return canvas, maps
+            outputs = [(plain, pixels)]
+            if smooth is not None:
+                outputs.append((smooth, to_uint8(model.postfilter(from_uint8(pixels)))))
+            for canvas, tile_pixels in outputs:
+                cropped = tile_pixels[0].permute(1, 2, 0).numpy()[: t.height, : t.width]
+                canvas[t.top : t.top + t.height, t.left : t.left + t.width] = cropped
+    return plain, smooth, maps
 
 
 def layer_parents(model: CodecModel, maps: Maps, layer: int, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -273,7 +277,11 @@ def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) 
         target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
         return rate_aware(target, model, rung.lam, tables)
 
-    reconstruction, maps = _render(model, tiles, rung.layers, chooser_for)
+    plain, smooth, maps = _render(model, tiles, rung.layers, chooser_for, model.postfilter is not None)
+    # The post-filter is the encoder's choice per file: it rarely hurts, but at the top
+    # rungs it can, and the decoder runs it only when the header says so.
+    filtered = smooth is not None and psnr(smooth, pixels, mode) > psnr(plain, pixels, mode)
+    reconstruction = smooth if filtered else plain
     streams = [
         entropy.encode(
             maps[layer],
@@ -283,7 +291,13 @@ def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) 
         for layer in range(rung.layers)
     ]
     header = container.Header(
-        model.fingerprint[: container.FINGERPRINT_BYTES], width, height, mode, tables, tuple(len(s) for s in streams)
+        model.fingerprint[: container.FINGERPRINT_BYTES],
+        width,
+        height,
+        mode,
+        tables,
+        tuple(len(s) for s in streams),
+        filtered,
     )
     data = container.pack(header, streams)
     return Encoded(data, reconstruction, mode, psnr(reconstruction, pixels, mode), rung)
@@ -443,5 +457,8 @@ def decode_pixels(
     def chooser_for(i: int) -> Chooser:
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
-    pixels, _ = _render(model, tiles, count, chooser_for)
-    return pixels, header.mode
+    if header.filtered and model.postfilter is None:
+        msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
+        raise FormatError(msg)
+    plain, smooth, _ = _render(model, tiles, count, chooser_for, header.filtered)
+    return (smooth if smooth is not None else plain), header.mode

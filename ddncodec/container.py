@@ -20,7 +20,8 @@ from ddncodec.errors import FormatError
 MAGIC = b"DDN"
 VERSION = 2
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
-MODES = ("RGB", "L")  # the mode byte indexes this tuple; never reorder it
+MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
+_FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
 MAX_LAYERS = 255
 DEFAULT_PIXEL_LIMIT = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -48,6 +49,7 @@ class Header:
     mode: str  # one of MODES: what the decoder hands back
     table_set: int  # which of the model's entropy table sets coded the streams
     lengths: tuple[int, ...]  # bytes of each layer's stream (its CRC not counted), coarse to fine
+    filtered: bool = False  # the decoder runs the model's post-filter (the encoder chose it)
 
     @property
     def layers(self) -> int:
@@ -117,7 +119,7 @@ def pack(header: Header, streams: list[bytes] | tuple[bytes, ...]) -> bytes:
     head.append(VERSION)
     head += header.fingerprint
     head += _varint(header.width) + _varint(header.height)
-    head += bytes((MODES.index(header.mode), header.table_set, header.layers))
+    head += bytes((MODES.index(header.mode) | (_FILTERED if header.filtered else 0), header.table_set, header.layers))
     for length in header.lengths:
         head += _varint(length)
     head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
@@ -163,6 +165,8 @@ def parse_header(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[H
         msg = "corrupt .ddn header (checksum mismatch)"
         raise CorruptError(msg)
     pos += _HEADER_CRC_BYTES
+    filtered = bool(mode_byte & _FILTERED)
+    mode_byte &= ~_FILTERED
     if mode_byte >= len(MODES):
         msg = f"corrupt .ddn header: unknown mode {mode_byte}"
         raise CorruptError(msg)
@@ -170,7 +174,7 @@ def parse_header(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[H
         msg = "corrupt .ddn header: no layers"
         raise CorruptError(msg)
     _check_size(width, height, pixel_limit)
-    return Header(fingerprint, width, height, MODES[mode_byte], table_set, tuple(lengths)), pos
+    return Header(fingerprint, width, height, MODES[mode_byte], table_set, tuple(lengths), filtered), pos
 
 
 def unpack(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Container:
