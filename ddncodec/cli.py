@@ -528,6 +528,7 @@ def info(file: Path, as_json: bool) -> None:
         "layers_present": len(parsed.streams),
         "complete": parsed.complete,
         "table_set": header.table_set,
+        "postfilter": header.filtered,
         "checksums": f"verified for the {len(parsed.streams)} layers present, of {header.layers}",
         "header_bytes": parsed.size - sum(layer_bytes) - container.LAYER_CRC_BYTES * len(layer_bytes),
         "layer_bytes": layer_bytes,
@@ -540,7 +541,8 @@ def info(file: Path, as_json: bool) -> None:
     )
     click.echo(
         f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
-        f"model {facts['model']}, {present} layers, every layer's checksum verified\n"
+        f"model {facts['model']}, {present} layers, every layer's checksum verified, "
+        f"post-filter {'on' if header.filtered else 'off'}\n"
         f"bytes per layer: {' '.join(map(str, layer_bytes))} (header {facts['header_bytes']})"
     )
 

@@ -35,7 +35,11 @@ def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
             if isinstance(source, Image.Image):
                 image = source
             else:
-                image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+                bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies, next line
+                try:
+                    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+                finally:
+                    Image.MAX_IMAGE_PIXELS = bomb_limit
             if image.width * image.height > pixel_limit:
                 msg = f"{name}: {image.width}x{image.height} is over the limit of {pixel_limit:,} pixels"
                 raise InputError(msg)
@@ -77,7 +81,10 @@ def to_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
         image = image.convert(_ALPHA[mode])
         mode = image.mode
     if mode in _GRAY_16:
-        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        wide = np.asarray(image).astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            msg = f"{mode} image values span {wide.min()}..{wide.max()}, outside 0..65535: convert to 16-bit gray first"
+            raise InputError(msg)
         gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
     elif mode in ("L", "1"):
         gray = np.asarray(image.convert("L"))

@@ -215,3 +215,29 @@ def test_a_model_file_with_a_lying_config_is_a_model_error(tmp_path: Path, tiny_
     with pytest.raises(ModelError):
         codec.load_model(tmp_path / "lying.safetensors")
     assert time.perf_counter() - start < 2
+
+
+def test_mode_i_values_outside_16_bits_are_refused_not_clipped(tiny_model: CodecModel) -> None:
+    from PIL import Image
+
+    from ddncodec.errors import InputError
+
+    wide = Image.fromarray(np.full((32, 32), 70_000, dtype=np.int32), "I")
+    with pytest.raises(InputError, match=r"70000\.\.70000, outside 0\.\.65535"):
+        codec.encode(wide, tiny_model, 1)
+
+
+def test_max_pixels_above_pillows_own_bomb_limit_takes_effect(tmp_path: Path) -> None:
+    """Pillow refuses images over 2 x 89.5 MP by itself; --max-pixels above that must win."""
+    from PIL import Image
+
+    from ddncodec import imageio
+
+    path = tmp_path / "big.png"
+    Image.new("L", (20_000, 10_000)).save(path)  # 200 MP, a few hundred KB of PNG
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)  # Pillow alone
+    with pytest.raises(Exception, match="over the limit of 100,000,000"):
+        imageio.open_image(path, 100_000_000)
+    image = imageio.open_image(path, 300_000_000)
+    assert image.size == (20_000, 10_000)
