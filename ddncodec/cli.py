@@ -3,9 +3,10 @@ corrupt input; every failure is one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -365,26 +366,62 @@ def _write(target: Path | None, data: bytes, force: bool) -> None:
     write_atomically(target, lambda tmp: tmp.write_bytes(data), overwrite=force)
 
 
-def _each(inputs: tuple[Path, ...], quiet: bool, work: Callable[[int, Callable[[str], None]], None]) -> None:
-    """Run ``work(i, say)`` per input with a progress bar for batches. In a batch a bad
-    input is reported on one line and skipped, and the command exits 2 at the end."""
+Work = Callable[[int, Callable[[str], None]], None]
+_batch_work: Work | None = None  # the running batch's work, inherited by forked workers
+
+
+def _attempt(work: Work, i: int) -> tuple[list[str], tuple[str, str] | None]:
+    """Run ``work`` on input ``i``: its summary lines and its error (kind, message), if any."""
+    lines: list[str] = []
+    try:
+        work(i, lines.append)
+    except DDNError as exc:
+        return lines, ("input", str(exc))
+    except OSError as exc:
+        return lines, ("io", str(exc))
+    return lines, None
+
+
+def _in_worker(i: int) -> tuple[list[str], tuple[str, str] | None]:
+    assert _batch_work is not None  # set before the pool forks
+    return _attempt(_batch_work, i)
+
+
+def _results(count: int, work: Work, jobs: int) -> Iterator[tuple[list[str], tuple[str, str] | None]]:
+    """Each input's outcome, in input order: in this process, or in ``jobs`` forked
+    workers (each codes on one torch thread, so the bytes are the same either way)."""
+    global _batch_work
+    if jobs < 2 or count < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from (_attempt(work, i) for i in range(count))
+        return
+    _batch_work = work
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, count)) as pool:
+            yield from pool.imap(_in_worker, range(count))
+    finally:
+        _batch_work = None
+
+
+def _each(inputs: tuple[Path, ...], quiet: bool, work: Work, jobs: int = 1) -> None:
+    """Run ``work(i, say)`` per input (``jobs`` at a time) with a progress bar on a
+    terminal. In a batch a bad input is reported on one line and skipped, the others'
+    outputs are kept, and the command exits 2 at the end; an I/O error ends it (exit 1)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(inputs), disable=quiet or len(inputs) < 2, unit="file", file=sys.stderr, leave=False)
-
-    def say(line: str) -> None:
-        if not quiet:
-            bar.write(line, file=sys.stderr)
-
+    shown = not quiet and len(inputs) > 1 and sys.stderr.isatty()
+    bar = tqdm(total=len(inputs), disable=not shown, unit="file", file=sys.stderr, leave=False)
     failed = 0
     with bar:
-        for i, path in enumerate(inputs):
-            try:
-                work(i, say)
-            except DDNError as exc:
-                named = exc if str(path) in str(exc) else type(exc)(f"{path}: {exc}")
+        for path, (lines, error) in zip(inputs, _results(len(inputs), work, jobs), strict=True):
+            for line in [] if quiet else lines:
+                bar.write(line, file=sys.stderr)
+            if error is not None:
+                kind, message = error
+                named = message if str(path) in message else f"{path}: {message}"
+                if kind == "io":
+                    raise OSError(named)
                 if len(inputs) == 1:
-                    raise named from None
+                    raise InputError(named)
                 failed += 1
                 bar.write(f"ddncodec: error: {named}", file=sys.stderr)
             bar.update(1)
@@ -416,6 +453,14 @@ def _file_batch(output_help: str) -> Callable[[Callable], Callable]:
         click.option("--model", default="default", show_default=True, help="Model name or path."),
         _FORCE,
         click.option("--quiet", is_flag=True, help="No progress bar, no summary lines."),
+        click.option(
+            "-j",
+            "--jobs",
+            default=os.cpu_count() or 1,
+            show_default="the core count",
+            type=click.IntRange(min=1),
+            help="Files coded at once, each in its own process on one thread.",
+        ),
         _max_pixels,
     ]
 
@@ -441,6 +486,7 @@ def encode(
     model: str,
     force: bool,
     quiet: bool,
+    jobs: int,
     max_pixels: int,
 ) -> None:
     """Compress images (PNG, JPEG, WebP, BMP, TIFF, ...; - for stdin) to .ddn files."""
@@ -461,14 +507,21 @@ def encode(
             f"{result.bpp:.4f} bpp, {result.psnr:.2f} dB ({result.rung.layers} layers, λ {result.rung.lam:g})"
         )
 
-    _each(inputs, quiet, work)
+    _each(inputs, quiet, work, jobs)
 
 
 @main.command()
 @_file_batch("Image file (format from its suffix; .png for a folder or stdout), folder, or -.")
 @click.option("--layers", type=click.IntRange(min=1), help="Decode only the first N layers (coarser image).")
 def decode(
-    inputs: tuple[Path, ...], output: Path, layers: int | None, model: str, force: bool, quiet: bool, max_pixels: int
+    inputs: tuple[Path, ...],
+    output: Path,
+    layers: int | None,
+    model: str,
+    force: bool,
+    quiet: bool,
+    jobs: int,
+    max_pixels: int,
 ) -> None:
     """Decompress .ddn files (- for stdin) to images, fully or progressively (--layers)."""
     import io
@@ -501,7 +554,7 @@ def decode(
         _write(targets[i], buffer.getvalue(), force)
         say(f"{inputs[i]} -> {_shown(targets[i])}: {image.width}x{image.height} {image.mode}")
 
-    _each(inputs, quiet, work)
+    _each(inputs, quiet, work, jobs)
 
 
 @main.command()

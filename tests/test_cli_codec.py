@@ -228,3 +228,40 @@ def test_the_command_runs_as_a_module_and_from_bin(launcher: list[str], kodak_cr
 
 def test_help_states_the_default_quality() -> None:
     assert f"default {codec.DEFAULT_QUALITY}." in run("encode", "--help").stdout
+
+
+def test_jobs_code_a_batch_in_parallel_with_the_same_bytes_in_input_order(
+    tmp_path: Path, kodak_crop: Path, tiny_model_path: Path
+) -> None:
+    photos = []
+    for i, box in enumerate([(0, 0, 96, 64), (32, 16, 160, 112), (64, 64, 256, 192), (8, 8, 72, 40)]):
+        path = tmp_path / f"p{i}.png"
+        Image.open(kodak_crop).crop(box).save(path)
+        photos.append(path)
+    broken = tmp_path / "p9.png"
+    broken.write_bytes(b"not an image")
+    outputs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        result = run(
+            "encode",
+            *photos[:2],
+            broken,
+            *photos[2:],
+            "-o",
+            out,
+            "--jobs",
+            str(jobs),
+            "-q",
+            "3",
+            "--model",
+            tiny_model_path,
+        )
+        assert result.exit_code == 2  # the broken file; the others are all written
+        lines = result.stderr.strip().splitlines()
+        named = [line.split()[0] for line in lines if not line.startswith("ddncodec:")]
+        assert named == [str(p) for p in photos]  # summaries in input order
+        assert any(str(broken) in line for line in lines)
+        outputs[jobs] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert len(outputs[1]) == 4
+    assert outputs[1] == outputs[2]
