@@ -124,9 +124,10 @@ def gap_under(point: Point, vertices: list[Point]) -> float:
     return 0.0
 
 
-def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: float = 32.0) -> list[Rung]:
+def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: float = 64.0) -> list[Rung]:
     """``count`` rungs of the front at rates spread evenly in log-bpp over its top
-    ``span``-fold range (lower rates look too poor to offer). Among the points within
+    ``span``-fold range (lower rates look too poor to offer; 32-fold lost the rates under
+    0.05 bpp once the model grew to 18 layers). Among the points within
     half a step of each target rate, the one least under the operational hull wins, then
     the nearest: a point close in rate but far under the hull (few layers at λ = 0, say)
     would waste the rung. Rungs rise in rate and PSNR (strictly if the front has enough
