@@ -28,12 +28,12 @@ import torch
 from PIL import Image
 
 from ddncodec import container, entropy, imageio
-from ddncodec.context import parent_grid
+from ddncodec.context import parent_grid, parent_positions
 from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError, InputError
 from ddncodec.ladder import QUALITIES, Rung
 from ddncodec.ladder import fallback as fallback_ladder
-from ddncodec.model import Candidates, Chooser
+from ddncodec.model import Candidates, Chooser, DDNConfig
 from ddncodec.modelfile import CodecModel, load, resolve
 from ddncodec.postfilter import from_uint8, to_uint8
 
@@ -101,10 +101,10 @@ def rate_aware(target: torch.Tensor, model: CodecModel, lam: float, tables: int 
         if lam:
             b, _, rows, cols = cost.shape
             if layer:
-                ratio = specs[layer].cell, specs[layer - 1].cell
-                r = torch.arange(rows) * ratio[0] // ratio[1]
-                c = torch.arange(cols) * ratio[0] // ratio[1]
-                kept = (chosen[layer - 1][:, r][:, :, c] == 0).long()
+                above, cell, previous_cell = chosen[layer - 1], specs[layer].cell, specs[layer - 1].cell
+                r = torch.from_numpy(parent_positions(rows, cell, previous_cell, above.shape[1]))
+                c = torch.from_numpy(parent_positions(cols, cell, previous_cell, above.shape[2]))
+                kept = (above[:, r][:, :, c] == 0).long()
             else:
                 kept = torch.zeros(b, rows, cols, dtype=torch.long)
             cost = cost * 255.0**2 + lam * bits[layer][kept].permute(0, 3, 1, 2)
@@ -207,10 +207,10 @@ def _render(
     return plain, smooth, maps
 
 
-def layer_parents(model: CodecModel, maps: Maps, layer: int, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Per tile, the symbol of layer ``layer - 1`` (in ``maps``) co-located with each cell
-    of ``layer``, whose grids have ``shapes``."""
-    specs = model.config.layers
+def layer_parents(config: DDNConfig, maps: Maps, layer: int, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Per tile (or crop), the symbol of layer ``layer - 1`` (in ``maps``) co-located with
+    each cell of ``layer``, whose grids have ``shapes``."""
+    specs = config.layers
     previous = maps[layer - 1] if layer else [None] * len(shapes)
     return [
         parent_grid(p, specs[layer - 1].cell if layer else 0, specs[layer].cell, shape)
@@ -280,12 +280,16 @@ def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) 
     plain, smooth, maps = _render(model, tiles, rung.layers, chooser_for, model.postfilter is not None)
     # The post-filter is the encoder's choice per file: it rarely hurts, but at the top
     # rungs it can, and the decoder runs it only when the header says so.
-    filtered = smooth is not None and psnr(smooth, pixels, mode) > psnr(plain, pixels, mode)
-    reconstruction = smooth if filtered else plain
+    quality = psnr(plain, pixels, mode)
+    filtered = False
+    if smooth is not None:
+        smooth_quality = psnr(smooth, pixels, mode)
+        filtered = smooth_quality > quality
+    reconstruction, quality = (smooth, smooth_quality) if filtered else (plain, quality)
     streams = [
         entropy.encode(
             maps[layer],
-            layer_parents(model, maps, layer, [m.shape for m in maps[layer]]),
+            layer_parents(model.config, maps, layer, [m.shape for m in maps[layer]]),
             model.priors.initial(layer, tables),
         )
         for layer in range(rung.layers)
@@ -300,7 +304,7 @@ def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) 
         filtered,
     )
     data = container.pack(header, streams)
-    return Encoded(data, reconstruction, mode, psnr(reconstruction, pixels, mode), rung)
+    return Encoded(data, reconstruction, mode, quality, rung)
 
 
 def _search_bpp(pixels: np.ndarray, mode: str, model: CodecModel, target: float, max_layers: int) -> Encoded:
@@ -407,7 +411,7 @@ def read_maps(parsed: container.Container, model: CodecModel, count: int | None 
     maps: Maps = []
     for layer in range(len(parsed.streams) if count is None else count):
         shapes = [cells(t, model, layer) for t in tiles]
-        parents = layer_parents(model, maps, layer, shapes)
+        parents = layer_parents(model.config, maps, layer, shapes)
         initial = model.priors.initial(layer, header.table_set)
         maps.append(entropy.decode(parsed.streams[layer], shapes, parents, initial))
     return maps
@@ -451,14 +455,14 @@ def decode_pixels(
         raise InputError(msg)
     count = present if layers is None else layers
     check_padded_pixels(header.width, header.height, model.config.unit, pixel_limit)
+    if header.filtered and model.postfilter is None:
+        msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
+        raise FormatError(msg)
     tiles = plan(header.width, header.height, model.config.unit)
     maps = read_maps(parsed, model, count)
 
     def chooser_for(i: int) -> Chooser:
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
-    if header.filtered and model.postfilter is None:
-        msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
-        raise FormatError(msg)
     plain, smooth, _ = _render(model, tiles, count, chooser_for, header.filtered)
     return (smooth if smooth is not None else plain), header.mode

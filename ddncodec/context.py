@@ -36,12 +36,20 @@ MAX_TOTAL = 1 << 16  # a context's counts are halved above this total
 NONE = -1  # a neighbour outside the tile, or not yet coded
 
 
+def parent_positions(count: int, cell: int, previous_cell: int, previous_count: int) -> np.ndarray:
+    """Along one axis: for each of ``count`` cells of size ``cell``, the index of the cell
+    of the layer before (size ``previous_cell``, ``previous_count`` of them) that holds its
+    first pixel. The one definition of "co-located", shared by the coder's contexts and
+    the encoder's pricing."""
+    return np.minimum(np.arange(count) * cell // previous_cell, previous_count - 1)
+
+
 def parent_grid(previous: np.ndarray | None, previous_cell: int, cell: int, shape: tuple[int, int]) -> np.ndarray:
     """The symbol of the layer before at each cell of this layer (NONE for the first layer)."""
     if previous is None:
         return np.full(shape, NONE, dtype=np.int64)
-    rows = np.minimum(np.arange(shape[0]) * cell // previous_cell, previous.shape[0] - 1)
-    cols = np.minimum(np.arange(shape[1]) * cell // previous_cell, previous.shape[1] - 1)
+    rows = parent_positions(shape[0], cell, previous_cell, previous.shape[0])
+    cols = parent_positions(shape[1], cell, previous_cell, previous.shape[1])
     return previous[rows[:, None], cols[None, :]].astype(np.int64)
 
 

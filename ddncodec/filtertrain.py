@@ -68,8 +68,8 @@ def degrade(model: CodecModel, crops: torch.Tensor, rungs: list[codec.Rung]) -> 
     """crops (B, 3, H, W) -> (B, len(rungs), 3, H, W) uint8: each crop as the codec decodes it at each rung."""
     out = torch.empty((crops.shape[0], len(rungs), *crops.shape[1:]), dtype=torch.uint8)
     for lam in sorted({r.lam for r in rungs}):
-        wanted = {r.layers: i for i, r in enumerate(rungs) if r.lam == lam}
-        walk = model.network.walk((crops.shape[0], *crops.shape[-2:]), codec.rate_aware(crops, model, lam), max(wanted))
+        deepest = max(r.layers for r in rungs if r.lam == lam)
+        walk = model.network.walk((crops.shape[0], *crops.shape[-2:]), codec.rate_aware(crops, model, lam), deepest)
         for layer, (_, image) in enumerate(walk, 1):
             for i, r in enumerate(rungs):
                 if r.lam == lam and r.layers == layer:

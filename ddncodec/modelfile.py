@@ -149,16 +149,12 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
         msg = f"{path}: post-filter weights without a post-filter config"
         raise ModelError(msg)
     stored = meta["ladder"] if "ladder" in meta else card.pop("ladder", None)  # format 1 kept it on the card
+    rungs = None
     try:
-        rungs = (
-            None
-            if stored is None
-            else (
-                from_json(stored, len(config.layers))
-                if isinstance(stored, str)
-                else validated(stored, len(config.layers))
-            )
-        )
+        if isinstance(stored, str):
+            rungs = from_json(stored, len(config.layers))
+        elif stored is not None:
+            rungs = validated(stored, len(config.layers))
     except ModelError as exc:
         msg = f"{path}: {exc}"
         raise ModelError(msg) from exc

@@ -24,7 +24,7 @@ import torch
 
 from ddncodec import codec, container
 from ddncodec.codec import Rung
-from ddncodec.context import CONTEXTS, count_contexts, parent_grid
+from ddncodec.context import CONTEXTS, count_contexts
 from ddncodec.data import CropSampler, list_images, load_rgb
 from ddncodec.model import DDN, Chooser
 from ddncodec.modelfile import CodecModel
@@ -41,14 +41,12 @@ def tally(
     counts = [np.zeros((CONTEXTS, s.k), dtype=np.int64) for s in specs]
     for start in range(0, crops.shape[0], batch):
         target = crops[start : start + batch]
-        previous = None
+        maps: codec.Maps = []  # per layer, per crop: as the codec's per tile
         for layer, (idx, _) in enumerate(network.walk((target.shape[0], *target.shape[-2:]), choose(target))):
-            grids = idx.numpy().astype(np.int64)
-            for b, grid in enumerate(grids):
-                above = None if previous is None else previous[b]
-                parent = parent_grid(above, specs[layer - 1].cell if layer else 0, specs[layer].cell, grid.shape)
+            maps.append(list(idx.numpy().astype(np.int64)))
+            parents = codec.layer_parents(network.config, maps, layer, [g.shape for g in maps[layer]])
+            for grid, parent in zip(maps[layer], parents, strict=True):
                 counts[layer] += count_contexts(grid, parent, specs[layer].k)
-            previous = grids
     return counts
 
 

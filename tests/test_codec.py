@@ -113,7 +113,7 @@ def decode_maps(data: bytes, model: CodecModel) -> tuple[codec.Maps, float]:
     ideal = 0.0
     for layer, stream in enumerate(parsed.streams):
         shapes = [codec.cells(t, model, layer) for t in tiles]
-        parents = codec.layer_parents(model, maps, layer, shapes)
+        parents = codec.layer_parents(model.config, maps, layer, shapes)
         initial = model.priors.initial(layer, parsed.header.table_set)
         maps.append(entropy.decode(stream, shapes, parents, initial))
         ideal += entropy.ideal_bits(maps[-1], parents, initial)
