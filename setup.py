@@ -5,6 +5,13 @@ setup(
     version="0.1.0",
     description="A learned image codec built on Discrete Distribution Networks",
     packages=find_packages(include=["ddncodec", "ddncodec.*"]),
+    # The shipped model travels inside the package (ddncodec/models links to the top-level
+    # models/ in a checkout), and so do the published curves bench draws against.
+    package_data={
+        "ddncodec": ["models/default.safetensors", "models/default.md"],
+        "ddncodec.bench": ["published/kodak/*.json", "published/kodak/README.md"],
+    },
+    license="MIT",
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.2",
@@ -18,7 +25,8 @@ setup(
     ],
     extras_require={
         "bench": ["matplotlib>=3.7", "pytorch-msssim>=1.0", "pillow-jxl-plugin>=1.3", "scipy>=1.10"],
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5"],
+        # setuptools: tests/test_package.py builds a wheel without build isolation
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "setuptools>=70.1"],
     },
     entry_points={"console_scripts": ["ddncodec = ddncodec.cli:main"]},
 )

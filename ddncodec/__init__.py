@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ddncodec import pillow_plugin as _pillow_plugin  # noqa: F401 (registers .ddn with Pillow)
 from ddncodec.container import DEFAULT_PIXEL_LIMIT
-from ddncodec.errors import DDNError, FormatError, InputError, ModelError
+from ddncodec.errors import DDNError, FormatError, InputError, ModelError, OptionError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -26,7 +26,17 @@ try:
 except metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["DDNError", "FormatError", "InputError", "ModelError", "__version__", "decode", "encode", "load_model"]
+__all__ = [
+    "DDNError",
+    "FormatError",
+    "InputError",
+    "ModelError",
+    "OptionError",
+    "__version__",
+    "decode",
+    "encode",
+    "load_model",
+]
 
 
 def encode(

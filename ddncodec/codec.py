@@ -30,7 +30,7 @@ from PIL import Image
 from ddncodec import container, entropy, imageio
 from ddncodec.context import parent_grid, parent_positions
 from ddncodec.data import to_tensor
-from ddncodec.errors import FormatError, InputError
+from ddncodec.errors import FormatError, InputError, OptionError
 from ddncodec.ladder import QUALITIES, Rung
 from ddncodec.ladder import fallback as fallback_ladder
 from ddncodec.model import Candidates, Chooser, DDNConfig
@@ -239,6 +239,7 @@ class Encoded:
     mode: str
     psnr: float  # of the reconstruction against the input, in the output mode
     rung: Rung
+    frames: int = 1  # frames in the input file; only the first is coded
 
     @property
     def width(self) -> int:
@@ -324,7 +325,7 @@ def _search_bpp(pixels: np.ndarray, mode: str, model: CodecModel, target: float,
         return e
 
     def close(e: Encoded) -> bool:
-        return abs(e.bpp / target - 1) <= BPP_TOLERANCE
+        return reached(e, target)
 
     def along_lambda(layers: int, lam: float, rate_above: bool) -> Encoded | None:
         """From ``lam``, whose rate lies above (or below) the target, to the λ that hits it."""
@@ -378,23 +379,32 @@ def encode(
     count = len(model.config.layers)
     if quality is not None and quality not in QUALITIES:
         msg = f"quality must be 1..{QUALITIES[-1]}, got {quality}"
-        raise InputError(msg)
+        raise OptionError(msg)
     if layers is not None and not 1 <= layers <= count:
         msg = f"layers must be 1..{count} for this model, got {layers}"
-        raise InputError(msg)
+        raise OptionError(msg)
     if bpp is not None and (quality is not None or not bpp > 0 or not math.isfinite(bpp)):
         msg = "bpp must be a positive number, and not combined with quality"
-        raise InputError(msg)
-    pixels, mode = imageio.to_pixels(imageio.open_image(image, pixel_limit))
+        raise OptionError(msg)
+    opened = imageio.open_image(image, pixel_limit)
+    pixels, mode = imageio.to_pixels(opened)
     check_padded_pixels(pixels.shape[1], pixels.shape[0], model.config.unit, pixel_limit)
     if bpp is not None:
-        return _search_bpp(pixels, mode, model, bpp, layers or count)
-    if quality is None and layers is not None:
-        rung = Rung(layers, 0.0)
+        encoded = _search_bpp(pixels, mode, model, bpp, layers or count)
     else:
-        rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
-        rung = Rung(layers or rung.layers, rung.lam)
-    return encode_pixels(pixels, mode, model, rung)
+        if quality is None and layers is not None:
+            rung = Rung(layers, 0.0)
+        else:
+            rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
+            rung = Rung(layers or rung.layers, rung.lam)
+        encoded = encode_pixels(pixels, mode, model, rung)
+    encoded.frames = opened.info.get("n_frames", 1)
+    return encoded
+
+
+def reached(encoded: Encoded, bpp: float) -> bool:
+    """Whether a ``bpp`` search landed within its tolerance (else it kept the closest file)."""
+    return abs(encoded.bpp / bpp - 1) <= BPP_TOLERANCE
 
 
 # ---------------------------------------------------------------- decode
@@ -452,7 +462,7 @@ def decode_pixels(
     present = len(parsed.streams)
     if layers is not None and not 1 <= layers <= present:
         msg = f"layers must be 1..{present} for this file, got {layers}"
-        raise InputError(msg)
+        raise OptionError(msg)
     count = present if layers is None else layers
     check_padded_pixels(header.width, header.height, model.config.unit, pixel_limit)
     if header.filtered and model.postfilter is None:

@@ -1,4 +1,5 @@
-"""Every error a user can cause. The CLI maps DDNError to exit code 2, OSError to 1."""
+"""Every error a user can cause. The CLI turns them into exit codes by one rule
+(``cli.exit_code``): usage, option and I/O errors exit 1, bad or corrupt input exits 2."""
 
 
 class DDNError(Exception):
@@ -11,6 +12,10 @@ class FormatError(DDNError):
 
 class InputError(DDNError):
     """An input image (or option value) ddncodec cannot encode."""
+
+
+class OptionError(InputError):
+    """An option value out of range for this model, file or command (a usage error: exit 1)."""
 
 
 class ModelError(DDNError):

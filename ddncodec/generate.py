@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageOps
 from ddncodec import imageio
 from ddncodec.atomic import write_atomically
 from ddncodec.data import to_tensor
-from ddncodec.errors import InputError
+from ddncodec.errors import InputError, OptionError
 from ddncodec.model import Candidates, Chooser, nearest
 from ddncodec.modelfile import CodecModel
 from ddncodec.priors import Priors
@@ -138,7 +138,7 @@ def parse_size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if match is None:
         msg = f"size {text!r} is not WxH (e.g. 256x192)"
-        raise InputError(msg)
+        raise OptionError(msg)
     width, height = int(match[1]), int(match[2])
     check_size(width, height)
     return width, height
@@ -147,7 +147,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def check_size(width: int, height: int) -> None:
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
         msg = f"image size {width}x{height} is out of range (1..{MAX_SIDE} px a side, at most {MAX_PIXELS} px)"
-        raise InputError(msg)
+        raise OptionError(msg)
 
 
 @torch.no_grad()
@@ -268,7 +268,7 @@ def image_format(path: Path) -> str:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         msg = f"{path}: unknown image file extension (use .png)"
-        raise InputError(msg)
+        raise OptionError(msg)
     return fmt
 
 
@@ -307,13 +307,13 @@ def guide_task(
     colour of a colorisation (its luminance is the condition's) and the hole of an inpainting."""
     if (mask is not None) != (task == "inpaint"):
         msg = "a mask is needed for inpaint, and only for inpaint"
-        raise InputError(msg)
+        raise OptionError(msg)
     width, height = image.size
     unit = model.config.unit
     if task == "superres":
         if scale < 2:
             msg = f"super-resolution scale must be at least 2, got {scale}"
-            raise InputError(msg)
+            raise OptionError(msg)
         width, height = width * scale, height * scale
         check_size(width, height)
         low = from_image(image, math.lcm(unit, scale) // scale)  # padded output: whole low pixels

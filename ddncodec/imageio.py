@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ddncodec.errors import InputError
 
@@ -26,9 +26,15 @@ ImageSource = Image.Image | str | os.PathLike | bytes
 
 
 def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
-    """A loaded, upright Pillow image from a path, encoded bytes or an Image."""
-    name = "image" if isinstance(source, Image.Image | bytes) else str(source)
+    """A loaded, upright Pillow image from a path, encoded bytes or an Image; the first
+    frame of a multi-frame file, with the file's frame count in ``info["n_frames"]``.
+    A file that cannot be opened raises OSError (an I/O error, not bad input)."""
+    named = not isinstance(source, Image.Image | bytes)
+    name = str(source) if named else "image"
     image = None
+    if named:
+        with open(source, "rb"):  # FileNotFoundError, PermissionError, IsADirectoryError as they are
+            pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings would add stderr lines; errors still raise
@@ -45,15 +51,16 @@ def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
                 raise InputError(msg)
             upright = ImageOps.exif_transpose(image)
             upright.load()
+            upright.info["n_frames"] = getattr(image, "n_frames", 1)
             return upright
     except InputError:
         raise
     except Exception as exc:  # a plugin may raise anything on hostile bytes (RuntimeError, NotImplementedError, ...)
-        msg = (
-            f"{name}: cannot read image ({type(exc).__name__}: {exc})"
-            if str(exc)
-            else f"{name}: cannot read image ({type(exc).__name__})"
-        )
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" names no file
+        reason = "not a format Pillow can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        where = f"{name}: " if named else ""
+        kind = type(exc).__name__
+        msg = f"{where}cannot read image ({kind}: {reason})" if reason else f"{where}cannot read image ({kind})"
         raise InputError(msg) from exc
     finally:
         if image is not None and image is not source:

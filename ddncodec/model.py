@@ -126,6 +126,8 @@ CONFIGS: dict[str, DDNConfig] = {
 # "base" grown by five finer-detail layers (trained with --grow-from base, --train-from 13):
 # the ladder keeps rising past 13 layers.
 CONFIGS["base18"] = DDNConfig(layers=(*CONFIGS["base"].layers, *[_spec(4, 16, 4, 80, 2, 1)] * 5))
+# ... and by five more (--grow-from base18, --train-from 18).
+CONFIGS["base23"] = DDNConfig(layers=(*CONFIGS["base18"].layers, *[_spec(4, 16, 4, 80, 2, 1)] * 5))
 
 
 class ChannelNorm(nn.Module):

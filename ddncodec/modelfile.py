@@ -29,7 +29,7 @@ _FORMAT_1 = "ddncodec-model-1"  # read as well: one prior table per layer, no po
 _FILTER_PREFIX = "postfilter."
 SUFFIX = ".safetensors"
 DEFAULT_MODEL = "default"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent / "models"  # package data (in a checkout, a link to the top-level models/)
 
 
 @dataclass

@@ -1,28 +1,18 @@
-"""Shared fixtures: a tiny DDN trained for a few seconds on BSDS crops, so codec tests
-run against a real (if weak) model without depending on the shipped one."""
+"""Shared fixtures: a committed tiny DDN trained for a few seconds on BSDS crops, so codec
+tests run against a real (if weak) model without depending on the shipped one."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from ddncodec.data import to_tensor
-from ddncodec.model import CONFIGS, DDN, nearest
-from ddncodec.modelfile import CodecModel
-from ddncodec.tune import count_priors
+from ddncodec.modelfile import CodecModel, load
 
 DATA = Path(__file__).parent / "data"
-
-
-def bsds_crops() -> torch.Tensor:
-    return to_tensor(
-        np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((DATA / "bsds").glob("*.png"))])
-    )
+TINY_MODEL = DATA / "tiny.safetensors"
 
 
 @pytest.fixture()
@@ -37,23 +27,9 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_model() -> CodecModel:
-    """The 'tiny' config trained for 150 steps on 64px crops of the BSDS test images."""
-    torch.manual_seed(0)
-    crops = bsds_crops()
-    network = DDN(CONFIGS["tiny"]).train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(150):
-        top, left = (int(v) for v in torch.randint(0, 65, (2,), generator=gen))
-        batch = crops[:, :, top : top + 64, left : left + 64]
-        loss = torch.stack(network(batch)).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        network.apply_splits(network.split_decisions(), optimizer)
-    network.eval()
-    table = count_priors(network, crops, nearest)
-    return CodecModel(network, table, {"data": "tests/data/bsds", "steps": 150})
+    """The committed test model (tests/data/make_tiny_model.py): the 'tiny' config trained
+    for 150 steps on 64px crops of the BSDS test images."""
+    return load(TINY_MODEL)
 
 
 @pytest.fixture(scope="session")

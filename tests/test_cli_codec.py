@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,16 +168,16 @@ def test_another_models_file_and_a_huge_header_exit_2(
         assert not (tmp_path / "o.png").exists()
 
 
-def test_unreadable_inputs_to_encode_exit_2(model_arg: str, tmp_path: Path) -> None:
+def test_an_unreadable_image_exits_2_and_a_missing_file_exits_1(model_arg: str, tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    for source in (text, tmp_path / "missing.png"):
-        out = tmp_path / "o.ddn"
-        assert "cannot read image" in one_error_line(run("encode", source, "-o", out, "--model", model_arg), 2)
-        assert not out.exists()
-    assert "cannot read" in one_error_line(
-        run("decode", tmp_path / "missing.ddn", "-o", tmp_path / "o.png", "--model", model_arg), 2
-    )
+    out = tmp_path / "o.ddn"
+    line = one_error_line(run("encode", text, "-o", out, "--model", model_arg), 2)
+    assert f"{text}: cannot read image" in line
+    for command, missing, target in (("encode", "missing.png", "o.ddn"), ("decode", "missing.ddn", "o.png")):
+        line = one_error_line(run(command, tmp_path / missing, "-o", tmp_path / target, "--model", model_arg), 1)
+        assert line == f"ddncodec: error: {tmp_path / missing}: No such file or directory"
+        assert not (tmp_path / target).exists()
 
 
 def test_a_bad_file_in_a_batch_is_reported_and_the_rest_are_done(model_arg: str, tmp_path: Path) -> None:
@@ -201,6 +202,14 @@ def test_a_bad_file_in_a_batch_is_reported_and_the_rest_are_done(model_arg: str,
         ["encode", "IMG", "IMG", "-o", "-"],
         ["decode", "x.ddn", "-o", "x.unknown"],
         ["encode", "IMG"],
+        ["encode", "IMG", "-o", "x.jpg"],  # the suffix must fit the command
+        ["encode", "IMG", "-o", "noext"],
+        ["decode", "x.ddn", "-o", "y.ddn"],  # would silently re-encode
+        ["encode", "IMG", "IMG", "-o", "single.ddn"],  # several inputs need a folder
+        ["encode", "IMG", "-o", "nonexistent/sub/x.ddn"],  # a missing parent is not created
+        ["encode", "IMG", "IMG", "-o", "nonexistent/sub/"],
+        ["sample", "--size", "256", "-o", "samples"],
+        ["guide", "--task", "colorize", "--condition", "IMG", "-o", "out.xyz"],
     ],
 )
 def test_usage_errors_exit_1(
@@ -209,6 +218,73 @@ def test_usage_errors_exit_1(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.ddn").write_bytes(b"")
     one_error_line(run(*[str(kodak_crop) if a == "IMG" else a for a in args]), 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ddn"]  # nothing made, no folders either
+
+
+def test_a_trailing_slash_means_a_folder_for_one_input_too(model_arg: str, kodak_crop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new"
+    assert run("encode", kodak_crop, "-o", f"{out}/", "--layers", "1", "--model", model_arg).exit_code == 0
+    ddn = out / f"{kodak_crop.stem}.ddn"
+    assert ddn.is_file()
+    back = tmp_path / "back"
+    assert run("decode", ddn, "-o", f"{back}/", "--model", model_arg).exit_code == 0
+    assert Image.open(back / f"{kodak_crop.stem}.png").size == (256, 192)
+    batch = tmp_path / "batch"  # several inputs and a new name without a suffix: a new folder
+    result = run("encode", kodak_crop, KODAK / "kodim05_crop.png", "-o", batch, "--layers", "1", "--model", model_arg)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in batch.iterdir()) == ["kodim05_crop.ddn", "kodim23_crop.ddn"]
+
+
+def test_option_values_out_of_range_for_the_file_exit_1(model_arg: str, kodak_crop: Path, tmp_path: Path) -> None:
+    ddn = tmp_path / "k.ddn"
+    assert run("encode", kodak_crop, "-o", ddn, "--layers", "2", "--model", model_arg).exit_code == 0
+    line = one_error_line(run("decode", ddn, "-o", tmp_path / "k.png", "--layers", "20", "--model", model_arg), 1)
+    assert "layers must be 1..2 for this file, got 20" in line
+
+
+def test_stdout_refuses_a_terminal(kodak_crop: Path, tmp_path: Path) -> None:
+    import pty
+
+    parent, child = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ddncodec", "encode", kodak_crop, "-o", "-"],
+            stdout=child,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(child)
+        os.close(parent)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "ddncodec: error: -o -: refusing to write binary data to a terminal (redirect stdout to a file or a pipe)"
+    )
+
+
+def test_messages_name_stdin_and_the_file(model_arg: str, tmp_path: Path) -> None:
+    line = one_error_line(run("encode", "-", "-o", tmp_path / "x.ddn", "--model", model_arg, stdin=b"garbage"), 2)
+    assert line.startswith("ddncodec: error: stdin: cannot read image (UnidentifiedImageError")
+    bad = tmp_path / "bad.ddn"
+    bad.write_bytes(b"DDN" + bytes(40))
+    assert one_error_line(run("info", bad), 2).startswith(f"ddncodec: error: {bad}: ")
+
+
+def test_an_unreachable_bpp_and_a_multi_frame_input_are_reported(
+    model_arg: str, kodak_crop: Path, tmp_path: Path
+) -> None:
+    result = run("encode", kodak_crop, "-o", tmp_path / "x.ddn", "--bpp", "8", "--model", model_arg)
+    assert result.exit_code == 0, result.stderr
+    got = 8 * (tmp_path / "x.ddn").stat().st_size / (256 * 192)
+    assert f"{kodak_crop}: --bpp 8 is out of reach for this image; the closest is {got:.4f} bpp" in result.stderr
+    frames = [Image.open(kodak_crop).convert("RGB").rotate(angle) for angle in (0, 90, 180)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    result = run("encode", gif, "-o", tmp_path / "anim.ddn", "--layers", "1", "--model", model_arg)
+    assert result.exit_code == 0, result.stderr
+    assert f"{gif}: coded frame 1 of 3 (a .ddn file holds one still image)" in result.stderr
 
 
 @pytest.mark.parametrize("launcher", [["-m", "ddncodec"], [str(Path(__file__).parent.parent / "bin" / "ddncodec")]])

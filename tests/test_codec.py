@@ -444,12 +444,18 @@ def test_formats(tiny_model: CodecModel, kodak_crop: Path, fmt: str) -> None:
     assert result.psnr > 18
 
 
-def test_unreadable_inputs_raise_input_error(tiny_model: CodecModel, tmp_path: Path) -> None:
+def test_unreadable_inputs_raise_input_error_and_missing_files_os_errors(
+    tiny_model: CodecModel, tmp_path: Path
+) -> None:
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    for source in (text, tmp_path / "missing.png", tmp_path, b"\x89PNG\r\n\x1a\n broken"):
+    for source in (text, b"\x89PNG\r\n\x1a\n broken"):
         with pytest.raises(InputError, match="cannot read image"):
             codec.encode(source, tiny_model)
+    with pytest.raises(FileNotFoundError):
+        codec.encode(tmp_path / "missing.png", tiny_model)
+    with pytest.raises(IsADirectoryError):
+        codec.encode(tmp_path, tiny_model)
     with pytest.raises(InputError, match="over the limit"):
         codec.encode(Image.new("RGB", (100, 100)), tiny_model, pixel_limit=9999)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import bsds_crops
+from make_tiny_model import bsds_crops
 
 from ddncodec import codec, tune
 from ddncodec.codec import Rung

@@ -11,19 +11,12 @@ JSON so it can cross the process boundary. Quality sweeps follow CompressAI's
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
 from PIL import Image, features
-
-from ddncodec.errors import InputError
-
-BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
-STANDIN_FILE = BENCHMARKS_DIR / "bmshj2018_factorized.py"
 
 DDN_QUALITIES = (1, 2, 3, 4, 5, 6, 7, 8)
 DDN_QUICK = (1, 4, 8)
@@ -106,24 +99,13 @@ class DDNCodec:
         }
 
 
-def load_standin(path: Path) -> Codec:
-    """The timing stand-in for bmshj2018-factorized, a script in the repo's benchmarks/."""
-    spec = importlib.util.spec_from_file_location("bmshj2018_factorized", path)
-    if spec is None or spec.loader is None:
-        msg = f"{path}: cannot load the bmshj2018-factorized stand-in"
-        raise InputError(msg)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Codec()
-
-
 @dataclass(frozen=True)
 class CodecPlan:
     """One worker's job: a codec key, its argument and the qualities to sweep."""
 
     key: str  # "ddncodec", a PILLOW_FORMATS key, or "standin"
     qualities: tuple[int | None, ...]
-    argument: str = ""  # the model for ddncodec, the script path for the stand-in
+    argument: str = ""  # the model for ddncodec
 
     @property
     def name(self) -> str:
@@ -141,7 +123,9 @@ class CodecPlan:
         if self.key == "ddncodec":
             return DDNCodec(self.argument)
         if self.key == "standin":
-            return load_standin(Path(self.argument))
+            from ddncodec.bench import standin
+
+            return standin.Codec()
         return PILLOW_FORMATS[self.key]
 
 
@@ -158,7 +142,7 @@ def plans(keys: tuple[str, ...], quick: bool, ddn_qualities: tuple[int, ...] | N
             qualities = ddn_qualities or (DDN_QUICK if quick else DDN_QUALITIES)
             result.append(CodecPlan(key, qualities, model))
         elif key == "standin":
-            result.append(CodecPlan(key, (None,), str(STANDIN_FILE)))
+            result.append(CodecPlan(key, (None,)))
         else:
             result.append(CodecPlan(key, QUICK if quick else PILLOW_FORMATS[key].sweep))
     return result

@@ -20,13 +20,14 @@ from tqdm import tqdm
 
 from ddncodec import errors
 from ddncodec.bench import curves, report
-from ddncodec.bench.codecs import BENCHMARKS_DIR, CODEC_KEYS, DDN_QUALITIES, STANDIN_FILE, CodecPlan, plans
+from ddncodec.bench.codecs import CODEC_KEYS, DDN_QUALITIES, CodecPlan, plans
 from ddncodec.data import list_images
-from ddncodec.errors import DDNError, InputError, ModelError
+from ddncodec.errors import DDNError, ModelError, OptionError
 from ddncodec.modelfile import resolve
 
 KODAK = {f"kodim{i:02d}" for i in range(1, 25)}
-PUBLISHED_KODAK = BENCHMARKS_DIR / "published" / "kodak"
+PUBLISHED_KODAK = Path(__file__).resolve().parent / "published" / "kodak"  # package data
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 QUICK_IMAGES = 2
 RATES = (0.05, 0.1, 0.25, 0.5, 1.0)  # bpp at which PSNR is interpolated
 RSS_METHOD = (
@@ -54,14 +55,15 @@ def published_folder(option: str, images: list[Path]) -> Path | None:
         return None
     if option == "auto":
         is_kodak = {p.stem for p in images} == KODAK
-        return PUBLISHED_KODAK if is_kodak and PUBLISHED_KODAK.is_dir() else None
+        return PUBLISHED_KODAK if is_kodak else None
     return Path(option)
 
 
 def shown(path: Path) -> str:
-    """A path inside this repository relative to its root, so reports do not carry a machine's layout."""
+    """A path inside the package or the repository relative to their root, so reports do not
+    carry a machine's layout."""
     try:
-        return str(path.resolve().relative_to(BENCHMARKS_DIR.parent))
+        return str(path.resolve().relative_to(PACKAGE_ROOT))
     except ValueError:
         return str(path)
 
@@ -177,25 +179,21 @@ def run(options: BenchOptions) -> dict:
     unknown = set(options.codecs) - set(CODEC_KEYS)
     if unknown:
         msg = f"unknown codec(s) {', '.join(sorted(unknown))}; choose from {', '.join(CODEC_KEYS)}"
-        raise InputError(msg)
+        raise OptionError(msg)
     if options.qualities is not None and (not options.qualities or set(options.qualities) - set(DDN_QUALITIES)):
         msg = f"ddncodec qualities must be among {DDN_QUALITIES[0]}..{DDN_QUALITIES[-1]}, got {options.qualities}"
-        raise InputError(msg)
+        raise OptionError(msg)
     folder = published_folder(options.published, images)
     published = curves.load_published(folder) if folder is not None else []
     model = str(model_path(options.model)) if "ddncodec" in options.codecs else options.model
     notes = []
-    keys = options.codecs
-    if "standin" in keys and not STANDIN_FILE.is_file():
-        keys = tuple(k for k in keys if k != "standin")
-        notes.append(f"bmshj2018-factorized stand-in skipped: {STANDIN_FILE} not found (run from a repo checkout)")
     if folder is None:
         notes.append("no published curves: they are Kodak means (pass --published DIR to overlay them anyway)")
     elif {p.stem for p in images} != KODAK:
         notes.append("the published curves are means over the 24 Kodak images, not over the images of this run")
     options.out.mkdir(parents=True, exist_ok=True)
     threads = options.threads or usable_cpus()
-    jobs = plans(keys, options.quick, options.qualities, model)
+    jobs = plans(options.codecs, options.quick, options.qualities, model)
 
     start, load_start = time.perf_counter(), os.getloadavg()
     rows, speeds, rd_curves = [], [], []

@@ -17,7 +17,11 @@ range coder with fixed per-channel tables instead of CompressAI's C++ rANS with 
 and escape codes for out-of-range values (here clipped to +-TAIL). Both cost
 O(latent size); the transforms dominate either way.
 
-Run alone to time it on an image: ``python benchmarks/bmshj2018_factorized.py [IMAGE]``.
+CompressAI 1.2.8's own bmshj2018-factorized (random weights, in an environment with a
+torchvision it imports) was measured once on an idle 2-core machine of this project at
+``PACKAGE_SECONDS`` per 768x512 image; the bench report sets the stand-in beside that figure.
+
+Run alone to time it on an image: ``python -m ddncodec.bench.standin [IMAGE]``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from PIL import Image
 from torch import nn
 
 N, M = 128, 192
+PACKAGE_SECONDS = (0.37, 0.51)  # CompressAI 1.2.8 itself: encode, decode of one 768x512 image
+PACKAGE_PIXELS = 768 * 512
 PAD_TO = 64  # CompressAI pads to 2**6 before compress()
 TAIL = 15  # latent symbols are clipped to [-TAIL, TAIL]
 LATENT_STD = 2.0  # random weights give a latent of std ~0.06, all zeros once rounded; rescale it

@@ -1,0 +1,38 @@
+"""Golden files: .ddn files written by an earlier encoder must keep decoding to the same
+index maps and pixels. Refresh them (``python tests/make_golden.py``) only when the
+format version changes or the test model is retrained, never to make this pass."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from make_golden import GOLDEN, maps_digest, pixels_digest
+from PIL import Image
+
+from ddncodec import codec, container
+from ddncodec.modelfile import CodecModel
+
+FACTS = json.loads((GOLDEN / "golden.json").read_text())
+
+
+def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: CodecModel) -> None:
+    assert tiny_model.fingerprint.hex()[:16] == FACTS["model"], "the test model changed: refresh the golden files"
+    assert FACTS["format_version"] == container.VERSION
+
+
+@pytest.mark.parametrize("name", sorted(FACTS["files"]))
+def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, tiny_model: CodecModel, one_thread: None) -> None:
+    data = (GOLDEN / name).read_bytes()
+    expected = FACTS["files"][name]
+    assert maps_digest(data, tiny_model) == expected["maps_sha256"]  # integers only: exact everywhere
+    decoded = codec.decode(data, tiny_model)
+    if pixels_digest(decoded) == expected["pixels_sha256"]:
+        return
+    # The network runs in float32, whose last bits may differ between CPU kernels (AVX2 vs
+    # AVX-512); that may move a rare pixel by one level, and nothing more.
+    reference = np.asarray(Image.open(GOLDEN / name.replace(".ddn", ".png")), dtype=np.int16)
+    difference = np.abs(np.asarray(decoded, dtype=np.int16) - reference)
+    assert decoded.mode == Image.open(GOLDEN / name.replace(".ddn", ".png")).mode
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (difference.max(), np.mean(difference > 0))
