@@ -13,7 +13,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from ddncodec import pillow_plugin as _pillow_plugin  # noqa: F401 (registers .ddn with Pillow)
-from ddncodec.container import DEFAULT_PIXEL_LIMIT
+from ddncodec.container import DEFAULT_MAX_PIXELS
 from ddncodec.errors import DDNError, FormatError, InputError, ModelError, OptionError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def encode(
     bpp: float | None = None,
     layers: int | None = None,
     model: str | os.PathLike | CodecModel = "default",
-    max_pixels: int = DEFAULT_PIXEL_LIMIT,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
     """The .ddn bytes of an image (a Pillow image or a path). ``quality`` 1..8 (higher:
     more bits, more PSNR), or a target ``bpp`` for the whole file, or ``layers`` to code
@@ -54,7 +54,7 @@ def encode(
     than ``max_pixels`` pixels raises ``InputError``."""
     from ddncodec import codec
 
-    return codec.encode(image, model, quality, bpp=bpp, layers=layers, pixel_limit=max_pixels).data
+    return codec.encode(image, model, quality, bpp=bpp, layers=layers, max_pixels=max_pixels).data
 
 
 def decode(
@@ -62,14 +62,14 @@ def decode(
     *,
     layers: int | None = None,
     model: str | os.PathLike | CodecModel | None = None,
-    max_pixels: int = DEFAULT_PIXEL_LIMIT,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
     """The image in a .ddn file (RGB, or L for gray input); only its first ``layers``
     layers if given. A file made with another model, or whose header claims more than
     ``max_pixels`` pixels, raises ``FormatError``."""
     from ddncodec import codec
 
-    return codec.decode(data, model, layers, pixel_limit=max_pixels)
+    return codec.decode(data, model, layers, max_pixels=max_pixels)
 
 
 def load_model(name_or_path: str | os.PathLike = "default") -> CodecModel:

@@ -218,12 +218,12 @@ def layer_parents(config: DDNConfig, maps: Maps, layer: int, shapes: list[tuple[
     ]
 
 
-def check_padded_pixels(width: int, height: int, unit: int, pixel_limit: int) -> None:
+def check_padded_pixels(width: int, height: int, unit: int, max_pixels: int) -> None:
     """Refuse an image whose padded tiles exceed the pixel limit: work grows with padded
     pixels, and a 200000×1 image pads to 32 rows."""
     padded = _padded_length(width, unit) * _padded_length(height, unit)
-    if padded > pixel_limit:
-        msg = f"a {width}x{height} image pads to {padded:,} pixels, over the limit of {pixel_limit:,}"
+    if padded > max_pixels:
+        msg = f"a {width}x{height} image pads to {padded:,} pixels, over the limit of {max_pixels:,}"
         raise InputError(msg)
 
 
@@ -367,7 +367,7 @@ def encode(
     *,
     bpp: float | None = None,
     layers: int | None = None,
-    pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
+    max_pixels: int = container.DEFAULT_MAX_PIXELS,
 ) -> Encoded:
     """Encode an image (Pillow image, path or file bytes).
 
@@ -386,9 +386,9 @@ def encode(
     if bpp is not None and (quality is not None or not bpp > 0 or not math.isfinite(bpp)):
         msg = "bpp must be a positive number, and not combined with quality"
         raise OptionError(msg)
-    opened = imageio.open_image(image, pixel_limit)
+    opened = imageio.open_image(image, max_pixels)
     pixels, mode = imageio.to_pixels(opened)
-    check_padded_pixels(pixels.shape[1], pixels.shape[0], model.config.unit, pixel_limit)
+    check_padded_pixels(pixels.shape[1], pixels.shape[0], model.config.unit, max_pixels)
     if bpp is not None:
         encoded = _search_bpp(pixels, mode, model, bpp, layers or count)
     else:
@@ -432,11 +432,11 @@ def decode(
     model: ModelSpec | None = None,
     layers: int | None = None,
     *,
-    pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
+    max_pixels: int = container.DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
     """A .ddn file's bytes -> Pillow image (RGB or L), coarser if ``layers`` is given or
     the file was cut at a layer boundary."""
-    return imageio.from_pixels(*decode_pixels(data, model, layers, pixel_limit=pixel_limit))
+    return imageio.from_pixels(*decode_pixels(data, model, layers, max_pixels=max_pixels))
 
 
 def decode_pixels(
@@ -444,10 +444,10 @@ def decode_pixels(
     model: ModelSpec | None = None,
     layers: int | None = None,
     *,
-    pixel_limit: int = container.DEFAULT_PIXEL_LIMIT,
+    max_pixels: int = container.DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, str]:
     """As ``decode``, returning (H, W, 3) uint8 pixels and the mode."""
-    parsed = container.unpack(bytes(data), pixel_limit)
+    parsed = container.unpack(bytes(data), max_pixels)
     header = parsed.header
     model = load_model("default" if model is None else model)
     if header.fingerprint != model.fingerprint[: container.FINGERPRINT_BYTES]:
@@ -464,7 +464,7 @@ def decode_pixels(
         msg = f"layers must be 1..{present} for this file, got {layers}"
         raise OptionError(msg)
     count = present if layers is None else layers
-    check_padded_pixels(header.width, header.height, model.config.unit, pixel_limit)
+    check_padded_pixels(header.width, header.height, model.config.unit, max_pixels)
     if header.filtered and model.postfilter is None:
         msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
         raise FormatError(msg)

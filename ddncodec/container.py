@@ -23,7 +23,7 @@ FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
 MAX_LAYERS = 255
-DEFAULT_PIXEL_LIMIT = 100_000_000  # a header may claim at most this many pixels
+DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
 _HEADER_CRC_BYTES = 2
 LAYER_CRC_BYTES = 4  # after every layer stream: CRC-32 of all bytes before it
@@ -95,12 +95,12 @@ def _read_varint(data: bytes, pos: int, field: str) -> tuple[int, int]:
     raise CorruptError(msg)
 
 
-def _check_size(width: int, height: int, pixel_limit: int) -> None:
+def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1:
         msg = f"corrupt .ddn header: image size {width}x{height}"
         raise CorruptError(msg)
-    if width * height > pixel_limit:
-        msg = f".ddn header claims a {width}x{height} image, over the limit of {pixel_limit:,} pixels"
+    if width * height > max_pixels:
+        msg = f".ddn header claims a {width}x{height} image, over the limit of {max_pixels:,} pixels"
         raise CorruptError(msg)
 
 
@@ -130,7 +130,7 @@ def pack(header: Header, streams: list[bytes] | tuple[bytes, ...]) -> bytes:
     return bytes(out)
 
 
-def parse_header(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[Header, int]:
+def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, int]:
     """The validated header and the offset where the first layer stream starts."""
     if not data.startswith(MAGIC):
         msg = "not a .ddn file (wrong magic bytes)"
@@ -173,16 +173,16 @@ def parse_header(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> tuple[H
     if layers < 1:
         msg = "corrupt .ddn header: no layers"
         raise CorruptError(msg)
-    _check_size(width, height, pixel_limit)
+    _check_size(width, height, max_pixels)
     return Header(fingerprint, width, height, MODES[mode_byte], table_set, tuple(lengths), filtered), pos
 
 
-def unpack(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Container:
+def unpack(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     """Parse and validate a whole file.
 
     A file cut exactly after a layer's checksum is a valid prefix (coarser image); any
     other length, or any checksum mismatch, is a ``CorruptError``."""
-    header, start = parse_header(data, pixel_limit)
+    header, start = parse_header(data, max_pixels)
     ends = list(itertools.accumulate(length + LAYER_CRC_BYTES for length in header.lengths))
     body = len(data) - start
     if body not in ends:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,29 +24,8 @@ from ddncodec import codec
 from ddncodec.atomic import write_atomically
 from ddncodec.data import CropSampler, center_crops
 from ddncodec.modelfile import CodecModel
+from ddncodec.options import FilterTrainOptions
 from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, to_uint8
-
-
-@dataclass
-class FilterTrainOptions:
-    model: Path  # the codec model whose decoder output is filtered
-    data: list[Path]
-    val: list[Path]
-    work: Path  # folder for the pool, checkpoint and log
-    channels: int = 64
-    blocks: int = 6
-    pool_crops: int = 512
-    pool_crop: int = 256
-    batch: int = 16
-    window: int = 128
-    steps: int = 8000
-    lr: float = 1e-3
-    val_images: int = 16
-    val_every: int = 250
-    checkpoint_every: int = 250
-    seed: int = 0
-    rungs: list[codec.Rung] | None = None  # the rungs the pool is decoded at [default: spread_rungs]
-    init: Path | None = None  # a post-filter checkpoint to start from (fine-tuning)
 
 
 def spread_rungs(model: CodecModel) -> list[codec.Rung]:

@@ -42,7 +42,7 @@ Pick = Literal["best", "top2"]
 Prior = Literal["uniform", "learned"]
 
 MAX_SIDE = 8192  # px; a guard against sizes that would only exhaust memory
-MAX_PIXELS = 1 << 24
+MAX_GENERATED_PIXELS = 1 << 24
 CHUNK_VALUES = 1 << 25  # floats of candidate images scored at once (128 MB)
 PRIOR_WEIGHT = 1e-3  # cost per bit of a symbol's code length; see guided_chooser
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's convert("L")
@@ -145,8 +145,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def check_size(width: int, height: int) -> None:
-    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
-        msg = f"image size {width}x{height} is out of range (1..{MAX_SIDE} px a side, at most {MAX_PIXELS} px)"
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_GENERATED_PIXELS):
+        msg = (
+            f"image size {width}x{height} is out of range (1..{MAX_SIDE} px a side, at most {MAX_GENERATED_PIXELS} px)"
+        )
         raise OptionError(msg)
 
 
@@ -249,7 +251,7 @@ Task = Literal["superres", "colorize", "inpaint"]
 
 def read_image(path: Path) -> Image.Image:
     """An upright image from a file, InputError if it is unreadable or over the size limit."""
-    return imageio.open_image(path, MAX_PIXELS)
+    return imageio.open_image(path, MAX_GENERATED_PIXELS)
 
 
 def from_image(image: Image.Image, unit: int = 1) -> torch.Tensor:

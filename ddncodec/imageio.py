@@ -25,7 +25,7 @@ _ALPHA = {"RGBA": "RGB", "RGBa": "RGB", "LA": "L", "La": "L", "PA": "RGB"}
 ImageSource = Image.Image | str | os.PathLike | bytes
 
 
-def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
+def open_image(source: ImageSource, max_pixels: int) -> Image.Image:
     """A loaded, upright Pillow image from a path, encoded bytes or an Image; the first
     frame of a multi-frame file, with the file's frame count in ``info["n_frames"]``.
     A file that cannot be opened raises OSError (an I/O error, not bad input)."""
@@ -46,8 +46,8 @@ def open_image(source: ImageSource, pixel_limit: int) -> Image.Image:
                     image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
                 finally:
                     Image.MAX_IMAGE_PIXELS = bomb_limit
-            if image.width * image.height > pixel_limit:
-                msg = f"{name}: {image.width}x{image.height} is over the limit of {pixel_limit:,} pixels"
+            if image.width * image.height > max_pixels:
+                msg = f"{name}: {image.width}x{image.height} is over the limit of {max_pixels:,} pixels"
                 raise InputError(msg)
             upright = ImageOps.exif_transpose(image)
             upright.load()

@@ -331,9 +331,9 @@ def fingerprint(tensors: dict[str, torch.Tensor], configs: dict[str, str] | None
     return digest.digest()
 
 
-def weights_of(model: DDN) -> dict[str, torch.Tensor]:
+def weights_of(network: DDN) -> dict[str, torch.Tensor]:
     """The inference weights: parameters only (Split-and-Prune counters are training state)."""
-    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    return {name: p.detach().cpu().contiguous() for name, p in network.named_parameters()}
 
 
 def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
@@ -351,8 +351,8 @@ def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
         if tuple(weights[name].shape) != shape:
             msg = f"model tensor {name} has shape {tuple(weights[name].shape)}, config needs {shape}"
             raise ModelError(msg)
-    model = DDN(config)
+    network = DDN(config)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in network.named_parameters():
             param.copy_(weights[name].to(param.dtype))
-    return model.eval()
+    return network.eval()

@@ -22,7 +22,7 @@ import pickle
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,33 +36,8 @@ from ddncodec.errors import InputError
 from ddncodec.model import CONFIGS, DDN, DDNConfig, fingerprint, nearest, weights_of
 from ddncodec.modelfile import CodecModel
 from ddncodec.modelfile import load as load_model_file
+from ddncodec.options import TrainOptions
 from ddncodec.tune import count_priors
-
-
-@dataclass
-class TrainOptions:
-    data: list[Path]
-    out: Path
-    val: list[Path] = field(default_factory=list)
-    config: str = "base"  # a name in CONFIGS, a JSON file, or a JSON string
-    minutes: float | None = None  # wall-clock budget of this invocation
-    steps: int | None = None  # stop when the run reaches this many steps in total
-    resume: bool = False
-    seed: int = 0
-    device: str = "cpu"
-    batch: int = 8
-    crop: int = 128
-    lr: float = 5e-4
-    warmup: int = 200
-    clip: float = 1.0  # gradient norm limit
-    checkpoint_minutes: float = 10.0
-    val_every: int = 250
-    val_images: int = 16
-    val_crop: int = 256
-    prior_crops: int = 48
-    grow_from: Path | None = None  # a model whose layers start the first layers of a new run
-    train_from: int = 0  # layers below this one stay frozen (with --grow-from: train only the new ones)
-    quiet: bool = False
 
 
 def parse_config(text: str) -> DDNConfig:
@@ -85,18 +60,18 @@ def psnr(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
+def validate(network: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
     """Mean PSNR after every layer on the validation crops (nearest choice)."""
-    was_training = model.training
-    device = next(model.parameters()).device
-    model.eval()
-    sums = np.zeros(len(model.config.layers))
+    was_training = network.training
+    device = next(network.parameters()).device
+    network.eval()
+    sums = np.zeros(len(network.config.layers))
     for start in range(0, crops.shape[0], batch):
         target = crops[start : start + batch].to(device)
-        walk = model.walk((target.shape[0], *target.shape[-2:]), nearest(target))
+        walk = network.walk((target.shape[0], *target.shape[-2:]), nearest(target))
         for i, (_, x) in enumerate(walk):
             sums[i] += float(psnr(x, target).sum())
-    model.train(was_training)
+    network.train(was_training)
     return [round(v, 3) for v in sums / crops.shape[0]]
 
 
@@ -161,12 +136,12 @@ class Trainer:
         config = self._checkpoint_config(state) if state is not None else parse_config(opts.config)
         self.splits = [0] * len(config.layers)  # Split-and-Prune events per layer, over all invocations
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
-        self.model = DDN(config).to(self.device).train()
+        self.network = DDN(config).to(self.device).train()
         if state is None and opts.grow_from is not None:
             self._grow(opts.grow_from)
-        for layer in self.model.layers[: opts.train_from]:
+        for layer in self.network.layers[: opts.train_from]:
             layer.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=opts.lr)
         if state is not None:
             self._restore(state)
 
@@ -174,16 +149,16 @@ class Trainer:
         """Start from the layers of a smaller model: every tensor of its layers must fit
         the same-named one here (the new config extends the old one by finer layers)."""
         source = load_model_file(path).network
-        if len(source.layers) > len(self.model.layers):
-            msg = f"--grow-from: {path} has {len(source.layers)} layers, more than the new config's {len(self.model.layers)}"
+        if len(source.layers) > len(self.network.layers):
+            msg = f"--grow-from: {path} has {len(source.layers)} layers, more than the new config's {len(self.network.layers)}"
             raise InputError(msg)
-        for old, new in zip(source.layers, self.model.layers, strict=False):
+        for old, new in zip(source.layers, self.network.layers, strict=False):
             if old.spec != new.spec:
                 msg = f"--grow-from: layer specs differ ({old.spec} vs {new.spec})"
                 raise InputError(msg)
             new.load_state_dict(old.state_dict())  # buffers too: Split-and-Prune counters carry on
         with torch.no_grad():
-            for new in self.model.layers[len(source.layers) :]:
+            for new in self.network.layers[len(source.layers) :]:
                 # On the small residual left after the old layers, full-size random heads all lose
                 # to "keep" and would never be chosen, so never learn; small ones win about half the cells.
                 new.ddl.head.weight.mul_(0.1)
@@ -219,7 +194,7 @@ class Trainer:
 
     def _restore(self, state: dict) -> None:
         try:
-            self.model.load_state_dict(state["model"])
+            self.network.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])  # the rate itself comes from --lr
             self.step = int(state["step"])
             self.elapsed = float(state["elapsed"])
@@ -234,7 +209,7 @@ class Trainer:
     def _gather(self) -> list[tuple[dict, str]]:
         """Every rank's RNG states and a digest of its weights (rank order)."""
         rng = {"sampler": self.sampler.generator.get_state(), "torch": torch.get_rng_state()}
-        mine = (rng, fingerprint(weights_of(self.model)).hex())
+        mine = (rng, fingerprint(weights_of(self.network)).hex())
         if self.world == 1:
             return [mine]
         gathered: list = [None] * self.world
@@ -250,8 +225,8 @@ class Trainer:
         if self.rank != 0:
             return
         state = {
-            "config": self.model.config.to_json(),
-            "model": self.model.state_dict(),
+            "config": self.network.config.to_json(),
+            "model": self.network.state_dict(),
             "step": self.step,
             "elapsed": self.elapsed,
             "splits": self.splits,
@@ -277,7 +252,7 @@ class Trainer:
         self.sampler.generator = torch.Generator().manual_seed(1234)
         sample = self.sampler.batch(self.opts.prior_crops)
         self.sampler.generator = saved
-        network = copy.deepcopy(self.model).cpu().eval()
+        network = copy.deepcopy(self.network).cpu().eval()
         table = count_priors(network, sample, nearest)
         card = {
             "data": [str(p) for p in self.opts.data],
@@ -300,11 +275,11 @@ class Trainer:
 
     def train_step(self) -> float:
         target = self.sampler.batch(self.opts.batch).to(self.device)
-        losses = self.model(target)
+        losses = self.network(target)
         loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for p in self.model.parameters():
+        for p in self.network.parameters():
             if not p.requires_grad:
                 continue
             if p.grad is None:
@@ -314,7 +289,7 @@ class Trainer:
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
         # A rare crop with a huge error must not throw the whole network off.
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.opts.clip)
+        torch.nn.utils.clip_grad_norm_([p for p in self.network.parameters() if p.requires_grad], self.opts.clip)
         lr = self.opts.lr * min(1.0, (self.step + 1) / max(self.opts.warmup, 1))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -324,13 +299,13 @@ class Trainer:
         return float(loss.detach())
 
     def split_and_prune(self) -> None:
-        decisions = self.model.split_decisions()
+        decisions = self.network.split_decisions()
         decisions[: self.opts.train_from] = [None] * min(self.opts.train_from, len(decisions))  # frozen layers stay
         if self.world > 1:
             flat = torch.tensor([d if d is not None else (-1, -1) for d in decisions], dtype=torch.int64)
             dist.broadcast(flat, src=0)
             decisions = [None if a < 0 else (int(a), int(b)) for a, b in flat.tolist()]
-        self.model.apply_splits(decisions, self.optimizer)
+        self.network.apply_splits(decisions, self.optimizer)
         self.splits = [n + (d is not None) for n, d in zip(self.splits, decisions, strict=True)]
 
     def _agree(self, *flags: bool) -> list[bool]:
@@ -376,7 +351,7 @@ class Trainer:
                     loss = float(np.mean(losses))
                     losses.clear()
                     rates = [
-                        round(float(layer.ddl.hit_rates().max()) * layer.ddl.nodes, 2) for layer in self.model.layers
+                        round(float(layer.ddl.hit_rates().max()) * layer.ddl.nodes, 2) for layer in self.network.layers
                     ]
                     self.log(
                         {
@@ -388,7 +363,7 @@ class Trainer:
                     )
                     bar.set_postfix(loss=f"{loss:.5f}", val_psnr=val)
                 if self.val_crops is not None and self.step % opts.val_every == 0:
-                    layers = validate(self.model, self.val_crops)
+                    layers = validate(self.network, self.val_crops)
                     val = layers[-1]
                     self.log({"event": "val", "psnr": val, "psnr_per_layer": layers})
                     bar.set_postfix(loss=f"{np.mean(losses) if losses else 0:.5f}", val_psnr=val)
@@ -396,7 +371,7 @@ class Trainer:
                 self.log({"event": "stopped", "signal": stop.received})
             self.checkpoint()
             if self.val_crops is not None:
-                layers = validate(self.model, self.val_crops)
+                layers = validate(self.network, self.val_crops)
                 self.log({"event": "val", "psnr": layers[-1], "psnr_per_layer": layers})
         self.log({"event": "stop", "splits": self.splits})
 

@@ -28,6 +28,7 @@ from ddncodec.context import CONTEXTS, count_contexts
 from ddncodec.data import CropSampler, list_images, load_rgb
 from ddncodec.model import DDN, Chooser
 from ddncodec.modelfile import CodecModel
+from ddncodec.options import TuneOptions
 from ddncodec.priors import Priors
 
 
@@ -175,10 +176,10 @@ def finalize(
     model: CodecModel,
     train: list[Path],
     val: list[Path],
-    crops: int = 256,
-    crop: int = 128,
-    val_images: int = 16,
-    val_size: int = 256,
+    crops: int = TuneOptions.crops,
+    crop: int = TuneOptions.crop,
+    val_images: int = TuneOptions.val_images,
+    val_size: int = TuneOptions.val_size,
 ) -> CodecModel:
     """Count table sets along a first ladder on training crops, tune the ladder on
     validation images with them, and count the sets of that ladder; the card records

@@ -354,11 +354,11 @@ def test_padded_pixels_are_held_to_the_pixel_limit(tiny_model: CodecModel) -> No
     assert tiny_model.config.unit == 16
     image = Image.fromarray(np.full((1, 2000, 3), 128, dtype=np.uint8))
     with pytest.raises(InputError, match="a 2000x1 image pads to 32,000 pixels, over the limit of 31,999"):
-        codec.encode(image, tiny_model, 1, pixel_limit=31_999)
-    data = codec.encode(image, tiny_model, 1, pixel_limit=32_000).data
-    assert codec.decode(data, tiny_model, pixel_limit=32_000).size == (2000, 1)
+        codec.encode(image, tiny_model, 1, max_pixels=31_999)
+    data = codec.encode(image, tiny_model, 1, max_pixels=32_000).data
+    assert codec.decode(data, tiny_model, max_pixels=32_000).size == (2000, 1)
     with pytest.raises(InputError, match="pads to 32,000 pixels, over the limit of 31,999"):
-        codec.decode(data, tiny_model, pixel_limit=31_999)
+        codec.decode(data, tiny_model, max_pixels=31_999)
     codec.check_padded_pixels(200_000, 1, 32, 6_400_000)  # 196 tiles of 32 rows
     with pytest.raises(InputError, match="pads to 6,400,000 pixels"):
         codec.check_padded_pixels(200_000, 1, 32, 6_399_999)
@@ -457,7 +457,7 @@ def test_unreadable_inputs_raise_input_error_and_missing_files_os_errors(
     with pytest.raises(IsADirectoryError):
         codec.encode(tmp_path, tiny_model)
     with pytest.raises(InputError, match="over the limit"):
-        codec.encode(Image.new("RGB", (100, 100)), tiny_model, pixel_limit=9999)
+        codec.encode(Image.new("RGB", (100, 100)), tiny_model, max_pixels=9999)
 
 
 @pytest.mark.parametrize(

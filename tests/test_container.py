@@ -170,7 +170,7 @@ def test_a_header_claiming_a_huge_image_is_refused_before_anything_else() -> Non
     assert parsed.header.table_set == 255
     assert parsed.streams == (b"", b"")
     with pytest.raises(CorruptError, match="over the limit of 1,000 pixels"):
-        container.unpack(make(), pixel_limit=1000)
+        container.unpack(make(), max_pixels=1000)
 
 
 @pytest.mark.parametrize(

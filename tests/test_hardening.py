@@ -496,13 +496,13 @@ def test_decoding_refuses_images_over_the_pixel_limit_before_allocating(
     data = codec.encode(photo, tiny_model, 1).data
     padded = padded_pixels(100, 70, tiny_model)
     assert padded == 112 * 80
-    assert codec.decode(data, tiny_model, pixel_limit=padded).size == (100, 70)
+    assert codec.decode(data, tiny_model, max_pixels=padded).size == (100, 70)
     with pytest.raises(InputError, match=f"a 100x70 image pads to 8,960 pixels, over the limit of {padded - 1:,}"):
-        codec.decode(data, tiny_model, pixel_limit=padded - 1)
+        codec.decode(data, tiny_model, max_pixels=padded - 1)
     with pytest.raises(FormatError, match="100x70 image, over the limit of 6,999 pixels"):
-        codec.decode(data, tiny_model, pixel_limit=100 * 70 - 1)
+        codec.decode(data, tiny_model, max_pixels=100 * 70 - 1)
 
-    assert container.DEFAULT_PIXEL_LIMIT == 100_000_000
+    assert container.DEFAULT_MAX_PIXELS == 100_000_000
     parsed = container.unpack(data)
     cases = [
         (10_001, 10_000, FormatError, "10001x10000 image, over the limit of 100,000,000 pixels"),
@@ -565,7 +565,7 @@ def test_encoding_refuses_images_over_the_pixel_limit(tiny_model: CodecModel, tm
     big = tmp_path / "big.png"
     Image.new("RGB", (2000, 1000), (90, 120, 30)).save(big)
     with pytest.raises(InputError, match="2000x1000 is over the limit of 1,999,999 pixels"):
-        codec.encode(big, tiny_model, 1, pixel_limit=1_999_999)
+        codec.encode(big, tiny_model, 1, max_pixels=1_999_999)
 
 
 def test_the_library_limit_is_set_with_max_pixels(tiny_model: CodecModel, photo: Image.Image) -> None:

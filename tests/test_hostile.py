@@ -58,7 +58,7 @@ def test_padded_pixels_count_against_the_limit(tiny_model: CodecModel) -> None:
     """200000x1 pads to 16 rows with the tiny model: 3.2 MP of work for 0.2 MP claimed."""
     data = crafted(tiny_model, 200_000, 1, [b"\x00"])
     with pytest.raises(Exception, match="pads to 3,200,000 pixels"):
-        codec.decode_pixels(data, tiny_model, pixel_limit=1_000_000)
+        codec.decode_pixels(data, tiny_model, max_pixels=1_000_000)
 
 
 # ---------------------------------------------------------------- outputs that are not plain files

@@ -12,7 +12,7 @@ import click
 
 from ddncodec.atomic import write_atomically
 from ddncodec.cli import FORCE, exit_code, main, message, refuse_existing
-from ddncodec.container import DEFAULT_PIXEL_LIMIT
+from ddncodec.container import DEFAULT_MAX_PIXELS
 from ddncodec.errors import DDNError, InputError
 
 
@@ -164,7 +164,7 @@ def _shown(path: Path | None) -> str:
 
 _max_pixels = click.option(
     "--max-pixels",
-    default=DEFAULT_PIXEL_LIMIT,
+    default=DEFAULT_MAX_PIXELS,
     show_default=True,
     type=click.IntRange(min=1),
     help="Refuse larger images (checked before anything is allocated).",
@@ -232,7 +232,7 @@ def encode(
 
     def work(i: int, say: Callable[[str], None]) -> None:
         source = _read_input(inputs[i])
-        result = codec.encode(source, codec_model, quality, bpp=bpp, layers=layers, pixel_limit=max_pixels)
+        result = codec.encode(source, codec_model, quality, bpp=bpp, layers=layers, max_pixels=max_pixels)
         _write(targets[i], result.data, force)
         say(
             f"{_name(inputs[i])} {result.width}x{result.height} -> {_shown(targets[i])}: {len(result.data):,} B, "
@@ -291,7 +291,7 @@ def decode(
         data = _read_file(inputs[i])
         header, _ = container.parse_header(data, max_pixels)
         imageio.check_fits(header.width, header.height, formats[i])
-        image = codec.decode(data, codec_model, layers, pixel_limit=max_pixels)
+        image = codec.decode(data, codec_model, layers, max_pixels=max_pixels)
         buffer = io.BytesIO()
         try:
             image.save(buffer, format=formats[i])

@@ -8,6 +8,11 @@ from pathlib import Path
 import click
 
 from ddncodec.cli import FORCE, main, refuse_existing
+from ddncodec.options import FilterTrainOptions, TrainOptions, TuneOptions
+
+_TRAIN = TrainOptions(data=[], out=Path())  # the defaults
+_FILTER = FilterTrainOptions(model=Path(), data=[], val=[], work=Path())
+_TUNE = TuneOptions()
 
 
 @main.command()
@@ -26,21 +31,29 @@ from ddncodec.cli import FORCE, main, refuse_existing
     help="Model file to write (.safetensors); checkpoint and log go beside it.",
 )
 @click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Folder of validation photos (repeatable).")
-@click.option("--config", default="base", show_default=True, help="Config name, JSON file or JSON string.")
+@click.option("--config", default=_TRAIN.config, show_default=True, help="Config name, JSON file or JSON string.")
 @click.option("--minutes", type=click.FloatRange(min=0), help="Wall-clock budget for this invocation.")
 @click.option("--steps", type=click.IntRange(min=0), help="Stop when the run reaches this many steps in total.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint beside --out.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--crop", default=128, show_default=True, type=click.IntRange(min=8))
-@click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--checkpoint-minutes", default=10.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--val-every", default=250, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=_TRAIN.seed, show_default=True, type=int)
+@click.option("--device", default=_TRAIN.device, show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--batch", default=_TRAIN.batch, show_default=True, type=click.IntRange(min=1))
+@click.option("--crop", default=_TRAIN.crop, show_default=True, type=click.IntRange(min=8))
+@click.option("--lr", default=_TRAIN.lr, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--checkpoint-minutes", default=_TRAIN.checkpoint_minutes, show_default=True, type=click.FloatRange(min=0)
+)
+@click.option("--val-every", default=_TRAIN.val_every, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--grow-from", type=click.Path(path_type=Path), help="Start the first layers from this (smaller) model's."
 )
-@click.option("--train-from", default=0, show_default=True, type=click.IntRange(min=0), help="Freeze the layers below.")
+@click.option(
+    "--train-from",
+    default=_TRAIN.train_from,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Freeze the layers below.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train(**kwargs) -> None:
     """Train a model on folders of photos (resumable; Split-and-Prune, chain dropout).
@@ -48,7 +61,6 @@ def train(**kwargs) -> None:
     Ctrl-C or SIGTERM stops after the current step and writes a checkpoint (a second
     Ctrl-C aborts at once); --resume then continues bit for bit. Several processes:
     torchrun --nproc-per-node N -m ddncodec train ..."""
-    from ddncodec.train import TrainOptions
     from ddncodec.train import train as run
 
     kwargs["data"] = list(kwargs["data"])
@@ -64,8 +76,8 @@ def train(**kwargs) -> None:
 @click.option("--val", multiple=True, required=True, type=click.Path(path_type=Path), help="Validation photos.")
 @click.option("--work", required=True, type=click.Path(path_type=Path), help="Folder for pool, checkpoint and log.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
-@click.option("--steps", default=8000, show_default=True, type=click.IntRange(min=1))
-@click.option("--pool-crops", default=512, show_default=True, type=click.IntRange(min=32))
+@click.option("--steps", default=_FILTER.steps, show_default=True, type=click.IntRange(min=1))
+@click.option("--pool-crops", default=_FILTER.pool_crops, show_default=True, type=click.IntRange(min=32))
 @click.option("--init", type=click.Path(path_type=Path), help="A post-filter checkpoint to fine-tune.")
 @FORCE
 def train_filter(
@@ -81,7 +93,7 @@ def train_filter(
 ) -> None:
     """Train MODEL's post-filter on its own decoded output (resumable: run again with the same --work)."""
     from ddncodec import codec
-    from ddncodec.filtertrain import FilterTrainOptions, attach, train
+    from ddncodec.filtertrain import attach, train
 
     refuse_existing(output, force)
     codec_model = codec.load_model(model)
@@ -261,8 +273,10 @@ def tree(image: Path, output: Path, levels: int, thumb: int, model: str, force: 
 @click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training photos.")
 @click.option("--val", multiple=True, required=True, type=click.Path(path_type=Path), help="Validation photos.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
-@click.option("--crops", default=256, show_default=True, type=click.IntRange(min=1), help="Training crops to count.")
-@click.option("--val-images", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--crops", default=_TUNE.crops, show_default=True, type=click.IntRange(min=1), help="Training crops to count."
+)
+@click.option("--val-images", default=_TUNE.val_images, show_default=True, type=click.IntRange(min=1))
 @FORCE
 def tune(
     model: str, data: tuple[Path, ...], val: tuple[Path, ...], output: Path, crops: int, val_images: int, force: bool
