@@ -17,7 +17,6 @@ channel normalisation only, so a reconstruction never depends on the batch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddncodec.ddl import DiscreteDistributionLayer
-from ddncodec.errors import ModelError
 
 MAX_LAYERS = 255  # the .ddn header's layer count is one byte
 MAX_CELL = 256  # px; also bounds the padding unit (the lcm of the cells)
@@ -314,45 +312,3 @@ class DDN(nn.Module):
 def nearest(target: torch.Tensor) -> Chooser:
     """The plain DDN encoder: per cell, the candidate nearest the target."""
     return lambda _layer, options: options.cost(target).argmin(1)
-
-
-# ---------------------------------------------------------------- model files
-
-
-def fingerprint(tensors: dict[str, torch.Tensor], configs: dict[str, str] | None = None) -> bytes:
-    """SHA-256 over every config text and every tensor's name, dtype, shape and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name, text in sorted((configs or {}).items()):
-        digest.update(f"{name}|{text}|".encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
-    return digest.digest()
-
-
-def weights_of(network: DDN) -> dict[str, torch.Tensor]:
-    """The inference weights: parameters only (Split-and-Prune counters are training state)."""
-    return {name: p.detach().cpu().contiguous() for name, p in network.named_parameters()}
-
-
-def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
-    """Rebuild a network from its config and weights, refusing missing, extra or mis-shaped
-    tensors. The shapes are checked on a meta-device network first, so a config that claims
-    a huge network allocates nothing unless its file really carries those weights."""
-    with torch.device("meta"):
-        shapes = {name: tuple(p.shape) for name, p in DDN(config).named_parameters()}
-    missing = sorted(set(shapes) - set(weights))
-    extra = sorted(set(weights) - set(shapes))
-    if missing or extra:
-        msg = f"model weights do not match its config: missing {missing[:3]}, unexpected {extra[:3]}"
-        raise ModelError(msg)
-    for name, shape in shapes.items():
-        if tuple(weights[name].shape) != shape:
-            msg = f"model tensor {name} has shape {tuple(weights[name].shape)}, config needs {shape}"
-            raise ModelError(msg)
-    network = DDN(config)
-    with torch.no_grad():
-        for name, param in network.named_parameters():
-            param.copy_(weights[name].to(param.dtype))
-    return network.eval()

@@ -6,6 +6,7 @@ decoding depends on: weights, priors, post-filter and both configs) goes into ev
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ddncodec.atomic import write_atomically
 from ddncodec.errors import ModelError
 from ddncodec.ladder import Rung, from_json, validated
 from ddncodec.ladder import to_json as ladder_json
-from ddncodec.model import DDN, DDNConfig, build, fingerprint, weights_of
+from ddncodec.model import DDN, DDNConfig
 from ddncodec.postfilter import FilterConfig, PostFilter
 from ddncodec.priors import Priors
 
@@ -30,6 +31,45 @@ _FILTER_PREFIX = "postfilter."
 SUFFIX = ".safetensors"
 DEFAULT_MODEL = "default"
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # package data (in a checkout, a link to the top-level models/)
+
+
+def fingerprint(tensors: dict[str, torch.Tensor], configs: dict[str, str] | None = None) -> bytes:
+    """SHA-256 over every config text and every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, text in sorted((configs or {}).items()):
+        digest.update(f"{name}|{text}|".encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return digest.digest()
+
+
+def weights_of(network: DDN) -> dict[str, torch.Tensor]:
+    """The inference weights: parameters only (Split-and-Prune counters are training state)."""
+    return {name: p.detach().cpu().contiguous() for name, p in network.named_parameters()}
+
+
+def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
+    """Rebuild a network from its config and weights, refusing missing, extra or mis-shaped
+    tensors. The shapes are checked on a meta-device network first, so a config that claims
+    a huge network allocates nothing unless its file really carries those weights."""
+    with torch.device("meta"):
+        shapes = {name: tuple(p.shape) for name, p in DDN(config).named_parameters()}
+    missing = sorted(set(shapes) - set(weights))
+    extra = sorted(set(weights) - set(shapes))
+    if missing or extra:
+        msg = f"model weights do not match its config: missing {missing[:3]}, unexpected {extra[:3]}"
+        raise ModelError(msg)
+    for name, shape in shapes.items():
+        if tuple(weights[name].shape) != shape:
+            msg = f"model tensor {name} has shape {tuple(weights[name].shape)}, config needs {shape}"
+            raise ModelError(msg)
+    network = DDN(config)
+    with torch.no_grad():
+        for name, param in network.named_parameters():
+            param.copy_(weights[name].to(param.dtype))
+    return network.eval()
 
 
 @dataclass

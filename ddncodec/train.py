@@ -1,11 +1,6 @@
 """Training: random crops, nearest-candidate loss, Split-and-Prune after every step,
-periodic atomic checkpoints that resume bit-for-bit, and a JSONL log beside the model.
-
-Files written for ``--out models/name.safetensors``:
-  models/name.safetensors   the codec model (weights + priors + config), refreshed at every checkpoint
-  models/name.ckpt.pt       the training state (weights, Split-and-Prune counters, RNG, step)
-  models/name.adam.pt       Adam's moments (apart, so that each file stays small enough to commit)
-  models/name.log.jsonl     one JSON object per logged step / validation / checkpoint
+periodic checkpoints that resume bit-for-bit (``checkpoint``), and a JSONL log beside
+the model file, which every checkpoint refreshes (weights + priors + config).
 
 Multi-process (``torchrun --nproc-per-node N -m ddncodec train ...``): gradients are
 averaged with all-reduce (gloo on CPU); Split-and-Prune is decided on rank 0 and
@@ -18,7 +13,6 @@ import copy
 import json
 import math
 import os
-import pickle
 import signal
 import threading
 import time
@@ -30,11 +24,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ddncodec.atomic import write_atomically
+from ddncodec import checkpoint
 from ddncodec.data import CropSampler, center_crops
 from ddncodec.errors import InputError
-from ddncodec.model import CONFIGS, DDN, DDNConfig, fingerprint, nearest, weights_of
-from ddncodec.modelfile import CodecModel
+from ddncodec.model import CONFIGS, DDN, DDNConfig, nearest
+from ddncodec.modelfile import CodecModel, fingerprint, weights_of
 from ddncodec.modelfile import load as load_model_file
 from ddncodec.options import TrainOptions
 from ddncodec.tune import count_priors
@@ -75,11 +69,6 @@ def validate(network: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
     return [round(v, 3) for v in sums / crops.shape[0]]
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a crash leaves the old file."""
-    write_atomically(path, lambda tmp: torch.save(obj, tmp))
-
-
 class StopRequest:
     """SIGTERM or a first Ctrl-C asks the run to stop after the current step and write a
     checkpoint; a second Ctrl-C aborts at once (the last checkpoint stays)."""
@@ -113,27 +102,24 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("gloo")
         self.rank = dist.get_rank() if self.world > 1 else 0
-        stem = opts.out.name.removesuffix(".safetensors")
-        self.ckpt_path = opts.out.with_name(stem + ".ckpt.pt")
-        self.adam_path = opts.out.with_name(stem + ".adam.pt")
-        self.log_path = opts.out.with_name(stem + ".log.jsonl")
+        self.files = checkpoint.RunFiles(opts.out)
         if opts.device == "cuda" and not torch.cuda.is_available():
             msg = "--device cuda: no CUDA device is available"
             raise InputError(msg)
         self.device = torch.device(opts.device)
-        if opts.resume and not self.ckpt_path.is_file():
-            msg = f"--resume: no checkpoint at {self.ckpt_path}"
+        if opts.resume and not self.files.state.is_file():
+            msg = f"--resume: no checkpoint at {self.files.state}"
             raise InputError(msg)
-        if not opts.resume and self.ckpt_path.exists():
-            msg = f"{self.ckpt_path} exists: pass --resume to continue that run, or remove it to start over"
+        if not opts.resume and self.files.state.exists():
+            msg = f"{self.files.state} exists: pass --resume to continue that run, or remove it to start over"
             raise InputError(msg)
 
         self.sampler = CropSampler(opts.data, opts.crop, seed=opts.seed * 1000 + self.rank)
         self.val_crops = center_crops(opts.val, opts.val_crop, opts.val_images) if opts.val and self.rank == 0 else None
         self.step = 0
         self.elapsed = 0.0  # training seconds over all invocations
-        state = self._load_checkpoint() if opts.resume else None
-        config = self._checkpoint_config(state) if state is not None else parse_config(opts.config)
+        state = checkpoint.load(self.files) if opts.resume else None
+        config = checkpoint.config(self.files, state) if state is not None else parse_config(opts.config)
         self.splits = [0] * len(config.layers)  # Split-and-Prune events per layer, over all invocations
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         self.network = DDN(config).to(self.device).train()
@@ -165,33 +151,6 @@ class Trainer:
 
     # ------------------------------------------------------------ state
 
-    def _load_checkpoint(self) -> dict:
-        """The training state with the Adam moments of the same step (see ``checkpoint``)."""
-        state = _load_state(self.ckpt_path)
-        missing = {"config", "model", "step", "elapsed", "rng"} - set(state)
-        if missing:
-            msg = f"{self.ckpt_path}: not a ddncodec checkpoint (no {', '.join(sorted(missing))})"
-            raise InputError(msg)
-        for path in (self.adam_path, _previous(self.adam_path)):
-            adam = _load_state(path) if path.is_file() else None
-            if adam is None:
-                continue
-            if "optimizer" not in adam:  # written before moments carried their step
-                state["optimizer"] = adam
-                return state
-            if adam["step"] == state["step"]:
-                state["optimizer"] = adam["optimizer"]
-                return state
-        msg = f"{self.adam_path}: no Adam moments for step {state['step']} of {self.ckpt_path}"
-        raise InputError(msg)
-
-    def _checkpoint_config(self, state: dict) -> DDNConfig:
-        try:
-            return DDNConfig.from_json(state["config"])
-        except (TypeError, ValueError) as exc:
-            msg = f"{self.ckpt_path}: unreadable model config ({exc})"
-            raise InputError(msg) from exc
-
     def _restore(self, state: dict) -> None:
         try:
             self.network.load_state_dict(state["model"])
@@ -203,7 +162,7 @@ class Trainer:
             self.sampler.generator.set_state(rng["sampler"])
             torch.set_rng_state(rng["torch"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            msg = f"{self.ckpt_path}: checkpoint does not fit this run ({exc})"
+            msg = f"{self.files.state}: checkpoint does not fit this run ({exc})"
             raise InputError(msg) from exc
 
     def _gather(self) -> list[tuple[dict, str]]:
@@ -217,10 +176,7 @@ class Trainer:
         return gathered
 
     def checkpoint(self) -> None:
-        """Write the training state and refresh the model file, each atomically.
-
-        Order makes a kill at any instant resumable bit-for-bit: the previous moments
-        are kept beside the new ones until the state that pairs with them is written."""
+        """Write the training state (``checkpoint.save``), then refresh the model file."""
         ranks = self._gather()  # every rank takes part
         if self.rank != 0:
             return
@@ -232,14 +188,9 @@ class Trainer:
             "splits": self.splits,
             "rng": [rng for rng, _ in ranks],
         }
-        previous = _previous(self.adam_path)
-        if self.adam_path.exists():
-            os.replace(self.adam_path, previous)
-        atomic_save({"step": self.step, "optimizer": self.optimizer.state_dict()}, self.adam_path)
-        atomic_save(state, self.ckpt_path)
-        previous.unlink(missing_ok=True)
+        checkpoint.save(self.files, state, self.optimizer.state_dict())
         self.export()
-        record = {"event": "checkpoint", "path": str(self.ckpt_path)}
+        record = {"event": "checkpoint", "path": str(self.files.state)}
         if self.world > 1:  # replicas must agree; a mismatch here means the all-reduce is broken
             record["replica_weights"] = [digest for _, digest in ranks]
         self.log(record)
@@ -268,7 +219,7 @@ class Trainer:
         if self.rank != 0:
             return
         record = {"step": self.step, "time": round(self.elapsed, 1), **record}
-        with self.log_path.open("a") as f:
+        with self.files.log.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------ loop
@@ -316,6 +267,27 @@ class Trainer:
         dist.all_reduce(votes, op=dist.ReduceOp.MAX)
         return [bool(v) for v in votes.tolist()]
 
+    def log_progress(self, losses: list[float]) -> None:
+        """The mean loss of the last steps, and how evenly every layer's nodes are hit."""
+        loss = float(np.mean(losses))
+        rates = [round(float(layer.ddl.hit_rates().max()) * layer.ddl.nodes, 2) for layer in self.network.layers]
+        self.log(
+            {
+                "loss": round(loss, 6),
+                "psnr_train": round(-10 * math.log10(max(loss, 1e-10)), 3),
+                "max_hit_x_k": rates,
+                "splits": self.splits,
+            }
+        )
+
+    def validate(self) -> float | None:
+        """Validation PSNR after every layer, logged (rank 0 only); the last layer's."""
+        if self.val_crops is None:
+            return None
+        layers = validate(self.network, self.val_crops)
+        self.log({"event": "val", "psnr": layers[-1], "psnr_per_layer": layers})
+        return layers[-1]
+
     def run(self) -> None:
         opts = self.opts
         event = "start" if self.step == 0 else "resume"  # a resume may change --lr: log what each phase ran with
@@ -348,49 +320,16 @@ class Trainer:
                 self.elapsed += time.monotonic() - t0
                 bar.update(1)
                 if self.step % 50 == 0:
-                    loss = float(np.mean(losses))
+                    self.log_progress(losses)
+                    bar.set_postfix(loss=f"{np.mean(losses):.5f}", val_psnr=val)
                     losses.clear()
-                    rates = [
-                        round(float(layer.ddl.hit_rates().max()) * layer.ddl.nodes, 2) for layer in self.network.layers
-                    ]
-                    self.log(
-                        {
-                            "loss": round(loss, 6),
-                            "psnr_train": round(-10 * math.log10(max(loss, 1e-10)), 3),
-                            "max_hit_x_k": rates,
-                            "splits": self.splits,
-                        }
-                    )
-                    bar.set_postfix(loss=f"{loss:.5f}", val_psnr=val)
-                if self.val_crops is not None and self.step % opts.val_every == 0:
-                    layers = validate(self.network, self.val_crops)
-                    val = layers[-1]
-                    self.log({"event": "val", "psnr": val, "psnr_per_layer": layers})
-                    bar.set_postfix(loss=f"{np.mean(losses) if losses else 0:.5f}", val_psnr=val)
+                if self.step % opts.val_every == 0:
+                    val = self.validate() or val
             if stop.received is not None:
                 self.log({"event": "stopped", "signal": stop.received})
             self.checkpoint()
-            if self.val_crops is not None:
-                layers = validate(self.network, self.val_crops)
-                self.log({"event": "val", "psnr": layers[-1], "psnr_per_layer": layers})
+            self.validate()
         self.log({"event": "stop", "splits": self.splits})
-
-
-def _previous(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".pt") + ".prev.pt")
-
-
-def _load_state(path: Path) -> dict:
-    """A checkpoint file (tensors and plain data only: nothing pickled is executed)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        msg = f"{path}: not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        raise InputError(msg) from exc
-    if not isinstance(state, dict):
-        msg = f"{path}: not a ddncodec checkpoint"
-        raise InputError(msg)
-    return state
 
 
 def train(opts: TrainOptions) -> None:

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ddncodec.cli import main
-from ddncodec.model import DDN, DDNConfig, fingerprint, weights_of
-from ddncodec.modelfile import load
+from ddncodec.model import DDN, DDNConfig
+from ddncodec.modelfile import fingerprint, load, weights_of
 
 BSDS = Path(__file__).parent / "data" / "bsds"
 TINY = ["--config", "tiny", "--crop", "64", "--batch", "4", "--quiet"]
