@@ -69,9 +69,9 @@ def load(files: RunFiles) -> dict:
         msg = f"{files.state}: not a ddncodec checkpoint (no {', '.join(sorted(missing))})"
         raise InputError(msg)
     for path in (files.adam, files.previous_adam):
-        adam = _load(path) if path.is_file() else None
-        if adam is None:
+        if not path.is_file():
             continue
+        adam = _load(path)
         if "optimizer" not in adam:  # written before moments carried their step
             return {**state, "optimizer": adam}
         if adam["step"] == state["step"]:

@@ -32,9 +32,6 @@ def open_image(source: ImageSource, max_pixels: int) -> Image.Image:
     named = not isinstance(source, Image.Image | bytes)
     name = str(source) if named else "image"
     image = None
-    if named:
-        with open(source, "rb"):  # FileNotFoundError, PermissionError, IsADirectoryError as they are
-            pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings would add stderr lines; errors still raise
@@ -53,8 +50,8 @@ def open_image(source: ImageSource, max_pixels: int) -> Image.Image:
             upright.load()
             upright.info["n_frames"] = getattr(image, "n_frames", 1)
             return upright
-    except InputError:
-        raise
+    except (InputError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError):
+        raise  # a file that cannot be opened is an I/O error, as it is
     except Exception as exc:  # a plugin may raise anything on hostile bytes (RuntimeError, NotImplementedError, ...)
         # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" names no file
         reason = "not a format Pillow can read" if isinstance(exc, UnidentifiedImageError) else str(exc)

@@ -32,7 +32,7 @@ def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, tiny_model
         return
     # The network runs in float32, whose last bits may differ between CPU kernels (AVX2 vs
     # AVX-512); that may move a rare pixel by one level, and nothing more.
-    reference = np.asarray(Image.open(GOLDEN / name.replace(".ddn", ".png")), dtype=np.int16)
-    difference = np.abs(np.asarray(decoded, dtype=np.int16) - reference)
-    assert decoded.mode == Image.open(GOLDEN / name.replace(".ddn", ".png")).mode
+    golden = Image.open(GOLDEN / name.replace(".ddn", ".png"))
+    assert decoded.mode == golden.mode
+    difference = np.abs(np.asarray(decoded, dtype=np.int16) - np.asarray(golden, dtype=np.int16))
     assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (difference.max(), np.mean(difference > 0))

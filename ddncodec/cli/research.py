@@ -10,10 +10,6 @@ import click
 from ddncodec.cli import FORCE, main, refuse_existing
 from ddncodec.options import FilterTrainOptions, TrainOptions, TuneOptions
 
-_TRAIN = TrainOptions(data=[], out=Path())  # the defaults
-_FILTER = FilterTrainOptions(model=Path(), data=[], val=[], work=Path())
-_TUNE = TuneOptions()
-
 
 @main.command()
 @click.option(
@@ -31,25 +27,25 @@ _TUNE = TuneOptions()
     help="Model file to write (.safetensors); checkpoint and log go beside it.",
 )
 @click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Folder of validation photos (repeatable).")
-@click.option("--config", default=_TRAIN.config, show_default=True, help="Config name, JSON file or JSON string.")
+@click.option("--config", default=TrainOptions.config, show_default=True, help="Config name, JSON file or JSON string.")
 @click.option("--minutes", type=click.FloatRange(min=0), help="Wall-clock budget for this invocation.")
 @click.option("--steps", type=click.IntRange(min=0), help="Stop when the run reaches this many steps in total.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint beside --out.")
-@click.option("--seed", default=_TRAIN.seed, show_default=True, type=int)
-@click.option("--device", default=_TRAIN.device, show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--batch", default=_TRAIN.batch, show_default=True, type=click.IntRange(min=1))
-@click.option("--crop", default=_TRAIN.crop, show_default=True, type=click.IntRange(min=8))
-@click.option("--lr", default=_TRAIN.lr, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--seed", default=TrainOptions.seed, show_default=True, type=int)
+@click.option("--device", default=TrainOptions.device, show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--batch", default=TrainOptions.batch, show_default=True, type=click.IntRange(min=1))
+@click.option("--crop", default=TrainOptions.crop, show_default=True, type=click.IntRange(min=8))
+@click.option("--lr", default=TrainOptions.lr, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option(
-    "--checkpoint-minutes", default=_TRAIN.checkpoint_minutes, show_default=True, type=click.FloatRange(min=0)
+    "--checkpoint-minutes", default=TrainOptions.checkpoint_minutes, show_default=True, type=click.FloatRange(min=0)
 )
-@click.option("--val-every", default=_TRAIN.val_every, show_default=True, type=click.IntRange(min=1))
+@click.option("--val-every", default=TrainOptions.val_every, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--grow-from", type=click.Path(path_type=Path), help="Start the first layers from this (smaller) model's."
 )
 @click.option(
     "--train-from",
-    default=_TRAIN.train_from,
+    default=TrainOptions.train_from,
     show_default=True,
     type=click.IntRange(min=0),
     help="Freeze the layers below.",
@@ -76,8 +72,8 @@ def train(**kwargs) -> None:
 @click.option("--val", multiple=True, required=True, type=click.Path(path_type=Path), help="Validation photos.")
 @click.option("--work", required=True, type=click.Path(path_type=Path), help="Folder for pool, checkpoint and log.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
-@click.option("--steps", default=_FILTER.steps, show_default=True, type=click.IntRange(min=1))
-@click.option("--pool-crops", default=_FILTER.pool_crops, show_default=True, type=click.IntRange(min=32))
+@click.option("--steps", default=FilterTrainOptions.steps, show_default=True, type=click.IntRange(min=1))
+@click.option("--pool-crops", default=FilterTrainOptions.pool_crops, show_default=True, type=click.IntRange(min=32))
 @click.option("--init", type=click.Path(path_type=Path), help="A post-filter checkpoint to fine-tune.")
 @FORCE
 def train_filter(
@@ -274,9 +270,9 @@ def tree(image: Path, output: Path, levels: int, thumb: int, model: str, force: 
 @click.option("--val", multiple=True, required=True, type=click.Path(path_type=Path), help="Validation photos.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
 @click.option(
-    "--crops", default=_TUNE.crops, show_default=True, type=click.IntRange(min=1), help="Training crops to count."
+    "--crops", default=TuneOptions.crops, show_default=True, type=click.IntRange(min=1), help="Training crops to count."
 )
-@click.option("--val-images", default=_TUNE.val_images, show_default=True, type=click.IntRange(min=1))
+@click.option("--val-images", default=TuneOptions.val_images, show_default=True, type=click.IntRange(min=1))
 @FORCE
 def tune(
     model: str, data: tuple[Path, ...], val: tuple[Path, ...], output: Path, crops: int, val_images: int, force: bool
