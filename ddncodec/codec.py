@@ -35,7 +35,7 @@ from ddncodec.ladder import QUALITIES, Rung
 from ddncodec.ladder import fallback as fallback_ladder
 from ddncodec.model import Candidates, Chooser, DDNConfig
 from ddncodec.modelfile import CodecModel, load, resolve
-from ddncodec.postfilter import from_uint8, to_uint8
+from ddncodec.postfilter import from_uint8, refined_flags, to_uint8
 
 TILE = 1024  # px: the largest tile side; part of the format
 DEFAULT_QUALITY = 5
@@ -88,26 +88,37 @@ def table_set(model: CodecModel, rung: Rung) -> int:
     )
 
 
-def rate_aware(target: torch.Tensor, model: CodecModel, lam: float, tables: int = 0) -> Chooser:
+def rate_aware(
+    target: torch.Tensor, model: CodecModel, lam: float | torch.Tensor, tables: int | torch.Tensor = 0
+) -> Chooser:
     """Per cell, argmin over candidates of SSE (8-bit levels²) + λ·bits, bits the code
     length under table set ``tables`` given whether the co-located cell of the layer
-    before kept (the context model's part that is known before a layer is chosen)."""
-    specs = model.config.layers
-    bits = [torch.from_numpy(model.priors.bits_by_parent(i, tables)).float() for i in range(len(specs))]
+    before kept (the context model's part that is known before a layer is chosen).
+
+    ``lam`` and ``tables`` are one value for the batch or one per image ((B,) tensors:
+    training prices every crop at its own rung)."""
+    specs, b = model.config.layers, target.shape[0]
+    weight = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(b).reshape(b, 1, 1, 1)
+    sets = torch.as_tensor(tables, dtype=torch.long).expand(b)
+    bits = []  # per layer, (B, 2, K): each image's code lengths by parent-kept
+    for i in range(len(specs) if bool(weight.any()) else 0):
+        by_set = np.stack([model.priors.bits_by_parent(i, t) for t in range(model.priors.sets)])
+        bits.append(torch.from_numpy(by_set).float()[sets].to(target.device))
     chosen: dict[int, torch.Tensor] = {}  # this walk's choices so far, by layer
+    images = torch.arange(b, device=target.device)[:, None, None]
 
     def choose(layer: int, options: Candidates) -> torch.Tensor:
         cost = options.cost(target)
-        if lam:
-            b, _, rows, cols = cost.shape
+        if bits:
+            _, _, rows, cols = cost.shape
             if layer:
                 above, cell, previous_cell = chosen[layer - 1], specs[layer].cell, specs[layer - 1].cell
                 r = torch.from_numpy(parent_positions(rows, cell, previous_cell, above.shape[1]))
                 c = torch.from_numpy(parent_positions(cols, cell, previous_cell, above.shape[2]))
                 kept = (above[:, r][:, :, c] == 0).long()
             else:
-                kept = torch.zeros(b, rows, cols, dtype=torch.long)
-            cost = cost * 255.0**2 + lam * bits[layer][kept].permute(0, 3, 1, 2)
+                kept = torch.zeros(b, rows, cols, dtype=torch.long, device=cost.device)
+            cost = cost * 255.0**2 + weight * bits[layer][images, kept].permute(0, 3, 1, 2)
         idx = cost.argmin(1)
         chosen[layer] = idx
         return idx
@@ -193,14 +204,16 @@ def _render(
     maps: Maps = [[] for _ in range(layers)]
     with _one_thread(), torch.inference_mode():
         for i, t in enumerate(tiles):
-            image = None
+            image, chosen = None, []
             for layer, (idx, x) in enumerate(model.network.walk((1, *t.padded), chooser_for(i), layers)):
                 maps[layer].append(idx[0].numpy().astype(np.int64))
                 image = x
+                chosen.append(idx)
             pixels = to_uint8(image)
             outputs = [(plain, pixels)]
             if smooth is not None:
-                outputs.append((smooth, to_uint8(model.postfilter(from_uint8(pixels)))))
+                flags = refined_flags(chosen, model.postfilter.config.cells, t.padded)
+                outputs.append((smooth, to_uint8(model.postfilter(from_uint8(pixels), flags))))
             for canvas, tile_pixels in outputs:
                 cropped = tile_pixels[0].permute(1, 2, 0).numpy()[: t.height, : t.width]
                 canvas[t.top : t.top + t.height, t.left : t.left + t.width] = cropped

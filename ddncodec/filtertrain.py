@@ -1,13 +1,15 @@
 """Training the post-filter of a codec model on what its decoder really outputs.
 
 1. A pool: random training crops encoded at every rung of the model's ladder (and
-   the rate-aware choice it uses), stored as 8-bit decoded images beside the target.
-   One walk per distinct λ yields every layer count of that λ. Built in chunks, so an
-   interrupted build resumes.
+   the rate-aware choice it uses), stored as 8-bit decoded images beside the target,
+   with the decode's refined-cell flags (the filter's side inputs). One walk per
+   distinct λ yields every layer count of that λ. Built in chunks, so an interrupted
+   build resumes.
 2. Training: MSE between filter(decoded) and the photo on random 32-px-aligned windows
    of the pool (aligned, so the cell grid sits where it does in a real decode), Adam
    with a cosine schedule; resumable checkpoints and a JSONL log with validation gains
-   per rung on held-out photos.
+   per rung on held-out photos. ``--init`` starts from an earlier filter, widened to
+   side inputs or more blocks it did not have (``PostFilter.widen_from``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import torch.nn.functional as F
 from ddncodec import codec
 from ddncodec.atomic import write_atomically
 from ddncodec.data import CropSampler, center_crops
-from ddncodec.modelfile import CodecModel
+from ddncodec.modelfile import CodecModel, half_precision
 from ddncodec.options import FilterTrainOptions
-from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, to_uint8
+from ddncodec.postfilter import SCALE, FilterConfig, PostFilter, from_uint8, refined_flags, to_uint8
 
 
 def spread_rungs(model: CodecModel) -> list[codec.Rung]:
@@ -41,39 +43,48 @@ def spread_rungs(model: CodecModel) -> list[codec.Rung]:
 
 
 @torch.inference_mode()
-def degrade(model: CodecModel, crops: torch.Tensor, rungs: list[codec.Rung]) -> torch.Tensor:
-    """crops (B, 3, H, W) -> (B, len(rungs), 3, H, W) uint8: each crop as the codec decodes it at each rung."""
+def degrade(model: CodecModel, crops: torch.Tensor, rungs: list[codec.Rung]) -> tuple[torch.Tensor, torch.Tensor]:
+    """crops (B, 3, H, W) -> each crop as the codec decodes it at each rung, (B, R, 3, H, W)
+    uint8, and the decode's refined flags (``postfilter.refined_flags``), (B, R, L, H/4, W/4)."""
+    cells = tuple(s.cell for s in model.config.layers)
+    size = crops.shape[-2:]
     out = torch.empty((crops.shape[0], len(rungs), *crops.shape[1:]), dtype=torch.uint8)
+    flags = torch.empty((crops.shape[0], len(rungs), len(cells), size[0] // SCALE, size[1] // SCALE), dtype=torch.uint8)
     for lam in sorted({r.lam for r in rungs}):
         deepest = max(r.layers for r in rungs if r.lam == lam)
-        walk = model.network.walk((crops.shape[0], *crops.shape[-2:]), codec.rate_aware(crops, model, lam), deepest)
-        for layer, (_, image) in enumerate(walk, 1):
+        walk = model.network.walk((crops.shape[0], *size), codec.rate_aware(crops, model, lam), deepest)
+        chosen = []
+        for layer, (idx, image) in enumerate(walk, 1):
+            chosen.append(idx)
             for i, r in enumerate(rungs):
                 if r.lam == lam and r.layers == layer:
                     out[:, i] = to_uint8(image)
-    return out
+                    flags[:, i] = refined_flags(chosen, cells, size)
+    return out, flags
 
 
 def build_pool(
     model: CodecModel, options: FilterTrainOptions, rungs: list[codec.Rung], log
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets (N, 3, S, S) uint8, decoded (N, R, 3, S, S) uint8), built or resumed chunk by chunk."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(targets (N, 3, S, S), decoded (N, R, 3, S, S), refined flags (N, R, L, S/4, S/4)),
+    all uint8, built or resumed chunk by chunk."""
     sampler = CropSampler(options.data, options.pool_crop, seed=options.seed + 1)
     chunk = 32
-    targets, decoded = [], []
+    targets, decoded, flags = [], [], []
     for start in range(0, options.pool_crops, chunk):
         crops = sampler.batch(chunk)  # drawn even when the chunk is on disk, so the stream stays the same
         path = options.work / f"pool-{start:05d}.pt"
-        if path.exists():
-            saved = torch.load(path, weights_only=True)
-        else:
+        saved = torch.load(path, weights_only=True) if path.exists() else {}
+        if "flags" not in saved:  # not built yet (or by a version that kept no flags)
             t0 = time.perf_counter()
-            saved = {"target": to_uint8(crops), "decoded": degrade(model, crops, rungs)}
+            images, refined = degrade(model, crops, rungs)
+            saved = {"target": to_uint8(crops), "decoded": images, "flags": refined}
             write_atomically(path, lambda tmp, s=saved: torch.save(s, tmp))
             log({"event": "pool", "crops": start + chunk, "seconds": round(time.perf_counter() - t0, 1)})
         targets.append(saved["target"])
         decoded.append(saved["decoded"])
-    return torch.cat(targets), torch.cat(decoded)
+        flags.append(saved["flags"])
+    return torch.cat(targets), torch.cat(decoded), torch.cat(flags)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -82,14 +93,16 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def validate(net: PostFilter, targets: torch.Tensor, decoded: torch.Tensor) -> list[tuple[float, float]]:
+def validate(
+    net: PostFilter, targets: torch.Tensor, decoded: torch.Tensor, flags: torch.Tensor
+) -> list[tuple[float, float]]:
     """Per rung: (mean PSNR decoded, mean PSNR filtered) over the validation crops."""
     net.eval()
     rows = []
     for r in range(decoded.shape[1]):
         before, after = [], []
         for i in range(targets.shape[0]):
-            filtered = to_uint8(net(from_uint8(decoded[i : i + 1, r])))
+            filtered = to_uint8(net(from_uint8(decoded[i : i + 1, r]), flags[i : i + 1, r]))
             before.append(_psnr(decoded[i, r], targets[i]))
             after.append(_psnr(filtered[0], targets[i]))
         rows.append((float(np.mean(before)), float(np.mean(after))))
@@ -107,13 +120,14 @@ def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
         print(json.dumps(entry), flush=True)
 
     rungs = options.rungs or spread_rungs(model)
-    targets, decoded = build_pool(model, options, rungs, log)
+    targets, decoded, flags = build_pool(model, options, rungs, log)
     val_targets_f = center_crops(options.val, options.pool_crop, options.val_images)
-    val_decoded = degrade(model, val_targets_f, rungs)
+    val_decoded, val_flags = degrade(model, val_targets_f, rungs)
     val_targets = to_uint8(val_targets_f)
 
     torch.manual_seed(options.seed)
-    net = PostFilter(FilterConfig(options.channels, options.blocks))
+    cells = tuple(s.cell for s in model.config.layers) if options.side_inputs else ()
+    net = PostFilter(FilterConfig(options.channels, options.blocks, cells))
     optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)
     ckpt_path = options.work / "postfilter.ckpt.pt"
     step = 0
@@ -125,7 +139,7 @@ def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
         step = state["step"]
         log({"event": "resume", "step": step})
     elif options.init is not None:
-        net.load_state_dict(torch.load(options.init, weights_only=True)["net"])
+        net.widen_from(torch.load(options.init, weights_only=True)["net"])
         log({"event": "init", "from": str(options.init)})
 
     def checkpoint() -> None:
@@ -154,9 +168,16 @@ def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
             [decoded[p, q, :, t : t + w, s : s + w] for p, q, t, s in zip(pick, rung, top, left, strict=True)]
         )
         y = torch.stack([targets[p, :, t : t + w, s : s + w] for p, t, s in zip(pick, top, left, strict=True)])
+        f, q = w // SCALE, SCALE
+        side = torch.stack(
+            [
+                flags[p, r_, :, t // q : t // q + f, s // q : s // q + f]
+                for p, r_, t, s in zip(pick, rung, top, left, strict=True)
+            ]
+        )
         if torch.rand(()) < 0.5:  # flips keep a 32-aligned window's cell grid aligned
-            x, y = x.flip(-1), y.flip(-1)
-        loss = F.mse_loss(net(from_uint8(x)), from_uint8(y))
+            x, y, side = x.flip(-1), y.flip(-1), side.flip(-1)
+        loss = F.mse_loss(net(from_uint8(x), side), from_uint8(y))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -166,7 +187,7 @@ def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
                 {"event": "step", "step": step, "loss": loss.item(), "seconds": round(time.perf_counter() - started, 1)}
             )
         if step % options.val_every == 0 or step == options.steps:
-            rows = validate(net, val_targets, val_decoded)
+            rows = validate(net, val_targets, val_decoded, val_flags)
             log(
                 {
                     "event": "val",
@@ -183,7 +204,8 @@ def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
 
 
 def attach(model: CodecModel, net: PostFilter, options: FilterTrainOptions) -> CodecModel:
-    """The codec model with ``net`` as its post-filter, the training facts on its card."""
+    """The codec model with ``net`` as its post-filter (rounded to float16 values, which the
+    file stores in half the bytes), the training facts on its card."""
     card = dict(model.card)
     card["postfilter"] = {
         "data": [str(p) for p in options.data],
@@ -193,4 +215,4 @@ def attach(model: CodecModel, net: PostFilter, options: FilterTrainOptions) -> C
         "batch": options.batch,
         "window": options.window,
     }
-    return model.replace(postfilter=net, card=card)
+    return model.replace(postfilter=half_precision(net), card=card)

@@ -3,9 +3,11 @@ can steer it with no gradients and no retraining (zero-shot conditional generati
 
 Every task here is only a different chooser for ``DDN.walk``::
 
-    sample   per cell, a random symbol                          -> a new image
+    sample   per cell, a symbol drawn from the context model     -> a new image
+             (the decoder's adaptive odds, so neighbouring cells cohere; or independently)
     guide    per cell, the candidate a scorer likes best         -> an image matching a condition
-             (superres: area-downsampled L2, colorize: luminance L2, inpaint: L2 on known pixels)
+             (superres: area-downsampled L2, colorize: luminance L2, inpaint: L2 on known pixels),
+             each layer's image projected onto the condition before the next layer reads it
     tree     per cell, the nearest candidate, and a picture of the K children of every level
 
 A scorer sees whole candidate images, a chunk of the K at a time, and returns a cost
@@ -19,18 +21,23 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
 from ddncodec import imageio
 from ddncodec.atomic import write_atomically
+from ddncodec.codec import table_set
+from ddncodec.context import HalfRow, code_layer, parent_grid
 from ddncodec.data import to_tensor
 from ddncodec.errors import InputError, OptionError
-from ddncodec.model import Candidates, Chooser, nearest
+from ddncodec.ladder import Rung
+from ddncodec.model import Candidates, Chooser, Projection, nearest
 from ddncodec.modelfile import CodecModel
 from ddncodec.priors import Priors
 
@@ -39,12 +46,13 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]
 better. Called on chunks of a layer's K candidates, forward only: any black box will do."""
 
 Pick = Literal["best", "top2"]
-Prior = Literal["uniform", "learned"]
+Prior = Literal["context", "learned", "uniform"]
 
 MAX_SIDE = 8192  # px; a guard against sizes that would only exhaust memory
 MAX_GENERATED_PIXELS = 1 << 24
 CHUNK_VALUES = 1 << 25  # floats of candidate images scored at once (128 MB)
 PRIOR_WEIGHT = 1e-3  # cost per bit of a symbol's code length; see guided_chooser
+EXACT_ROUNDS = 8  # alternations of the exact super-resolution projection and clipping
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's convert("L")
 
 
@@ -105,6 +113,40 @@ def guided_chooser(
     return choose
 
 
+def context_chooser(model: CodecModel, generator: torch.Generator, temperature: float = 1.0) -> Chooser:
+    """Per layer, an index map drawn cell by cell from the context model's adaptive odds:
+    the decoder's walk (``context.code_layer``) with a random draw in place of the
+    arithmetic decoder. A symbol's odds rise with its neighbours' use of it and with the
+    layer before keeping, so symbols come in coherent patches, as in a photo's maps.
+    Odds are raised to 1/``temperature`` (< 1: the likelier symbols, > 1: flatter), from
+    the table set of the model's plain-nearest top rung (what photos' maps look like)."""
+    specs = model.config.layers
+    tables = table_set(model, Rung(len(specs), 0.0))
+    grids: list[np.ndarray] = []
+
+    def draw(_tile: int, _step: HalfRow, freq: np.ndarray) -> np.ndarray:
+        odds = torch.from_numpy(freq).double().pow(1 / temperature)
+        return torch.multinomial(odds / odds.sum(1, keepdim=True), 1, generator=generator)[:, 0].numpy()
+
+    def choose(layer: int, options: Candidates) -> torch.Tensor:
+        if options.base.shape[0] != 1:
+            msg = "the context sampler draws one image at a time"
+            raise ValueError(msg)
+        cell = specs[layer].cell
+        shape = (options.base.shape[-2] // cell, options.base.shape[-1] // cell)
+        if layer == 0:
+            grids.clear()  # a new image
+        previous, previous_cell = (grids[-1], specs[layer - 1].cell) if layer else (None, cell)
+        grid = np.zeros(shape, dtype=np.int64)
+        code_layer(
+            model.priors.initial(layer, tables), [grid], [parent_grid(previous, previous_cell, cell, shape)], draw
+        )
+        grids.append(grid)
+        return torch.from_numpy(grid)[None].to(options.base.device)
+
+    return choose
+
+
 def random_chooser(model: CodecModel, prior: Prior, generator: torch.Generator) -> Chooser:
     """Per cell, a random symbol: uniform over all K (the paper's sampler), or drawn from
     the model's learned per-layer frequencies (how often training images use each symbol).
@@ -154,13 +196,20 @@ def check_size(width: int, height: int) -> None:
 
 @torch.no_grad()
 def run(
-    model: CodecModel, choose: Chooser, width: int, height: int, layers: int | None = None, multiple: int = 1
+    model: CodecModel,
+    choose: Chooser,
+    width: int,
+    height: int,
+    layers: int | None = None,
+    multiple: int = 1,
+    project: Projection | None = None,
 ) -> torch.Tensor:
-    """Walk every layer (or the first ``layers``) with ``choose`` on the size padded to
-    multiples of the model's unit and of ``multiple``; the final image cropped to (1, 3, height, width)."""
+    """Walk every layer (or the first ``layers``) with ``choose`` (and ``project``) on the size
+    padded to multiples of the model's unit and of ``multiple``; the final image cropped to
+    (1, 3, height, width)."""
     check_size(width, height)
     unit = math.lcm(model.config.unit, multiple)
-    steps = model.network.walk((1, padded(height, unit), padded(width, unit)), choose, layers)
+    steps = model.network.walk((1, padded(height, unit), padded(width, unit)), choose, layers, project)
     _, image = deque(steps, maxlen=1)[0]  # only the last layer's image is kept
     return image[..., :height, :width]
 
@@ -171,13 +220,22 @@ def sample(
     width: int,
     height: int,
     seed: int = 0,
-    prior: Prior = "learned",
+    prior: Prior = "context",
     layers: int | None = None,
+    temperature: float = 1.0,
 ) -> Iterator[Image.Image]:
     """``count`` images from random index paths, made one at a time from one seeded
-    generator (so a larger run starts with the same images)."""
+    generator (so a larger run starts with the same images). ``prior``: ``context`` draws
+    from the context model (``context_chooser``, with ``temperature``); ``learned`` and
+    ``uniform`` draw every cell on its own (``random_chooser``)."""
+    if not 0 < temperature <= 100:
+        msg = f"temperature must be in (0, 100], got {temperature}"
+        raise OptionError(msg)
     generator = torch.Generator().manual_seed(seed)
-    choose = random_chooser(model, prior, generator)
+    if prior == "context":
+        choose = context_chooser(model, generator, temperature)
+    else:
+        choose = random_chooser(model, prior, generator)
     for _ in range(count):
         yield to_image(run(model, choose, width, height, layers=layers))
 
@@ -192,13 +250,15 @@ def guide(
     prior_weight: float = PRIOR_WEIGHT,
     layers: int | None = None,
     multiple: int = 1,
+    project: Projection | None = None,
 ) -> torch.Tensor:
     """The image (1, 3, height, width) whose every cell, at every layer, takes the candidate
-    ``scorer`` prefers (plus ``prior_weight`` per bit of its symbol, see ``guided_chooser``).
+    ``scorer`` prefers (plus ``prior_weight`` per bit of its symbol, see ``guided_chooser``),
+    each layer's image replaced by ``project``'s before the next layer builds on it.
     The scorer sees images of the padded size: multiples of the model's unit and of ``multiple``."""
     generator = torch.Generator().manual_seed(seed)
     choose = guided_chooser(scorer, pick, generator, model.priors, prior_weight)
-    return run(model, choose, width, height, layers, multiple)
+    return run(model, choose, width, height, layers, multiple, project)
 
 
 # ---------------------------------------------------------------- scorers
@@ -242,6 +302,58 @@ def luminance_scorer(gray: torch.Tensor) -> Scorer:
 def masked_scorer(image: torch.Tensor, known: torch.Tensor) -> Scorer:
     """L2 to ``image`` (B, 3, H, W) on the pixels where ``known`` (B, 1, H, W) is 1 only."""
     return lambda images: (images - image.unsqueeze(1)).pow(2).sum(2) * known
+
+
+# ---------------------------------------------------------------- projections
+
+
+def superres_projection(low: torch.Tensor, scale: int, smooth_steps: int = 0, exact: bool = True) -> Transform:
+    """Moves an image onto the images whose ``scale``-fold area downsampling is ``low``
+    (1, 3, h, w). ``smooth_steps`` of back-projection add the low-resolution error
+    bicubically upsampled (smooth: no block edges, nearly consistent after a few); the
+    ``exact`` steps then add each block's remaining error to all its pixels (the L2-nearest
+    consistent image) and clip to the pixel range, alternately, until both nearly hold."""
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        for _ in range(smooth_steps):
+            error = low - F.avg_pool2d(x, scale)
+            x = x + F.interpolate(error, scale_factor=scale, mode="bicubic", align_corners=False)
+        for _ in range(EXACT_ROUNDS if exact else 0):
+            error = low - F.avg_pool2d(x, scale)
+            x = (x + error.repeat_interleave(scale, -2).repeat_interleave(scale, -1)).clamp(-0.5, 0.5)
+        return x
+
+    return project
+
+
+def spread_into(values: torch.Tensor, known: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A Gaussian-weighted mean of ``values`` (B, C, H, W) over the pixels where ``known``
+    (B, 1, H, W) is 1, at every pixel (normalised convolution): a smooth fill of the rest."""
+    radius = max(1, int(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=values.dtype) / sigma) ** 2)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        c = t.shape[1]
+        t = F.conv2d(F.pad(t, (radius, radius, 0, 0)), taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(F.pad(t, (0, 0, radius, radius)), taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    return blur(values * known) / blur(known).clamp(min=1e-12)
+
+
+def hole_sigma(hole: torch.Tensor) -> float:
+    """A quarter of the hole's shorter side (bounding box), the blur fill's scale."""
+    rows = hole[0, 0].any(1).nonzero()
+    cols = hole[0, 0].any(0).nonzero()
+    return max(1.0, min(int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1) / 4)
+
+
+def blend_fill(fill: torch.Tensor, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """``image`` with ``fill`` in the hole, shifted there by a smooth correction that meets
+    the known pixels: the fill's mismatch on the known pixels, spread into the hole. Its
+    low frequencies are the blur fill's, its detail the fill's own."""
+    known = 1 - hole
+    correction = spread_into(image - fill, known, hole_sigma(hole))
+    return torch.where(hole.bool(), fill + correction, image)
 
 
 # ---------------------------------------------------------------- image tasks
@@ -291,6 +403,64 @@ def hole_of(mask: Image.Image, size: tuple[int, int], unit: int = 1) -> torch.Te
     return torch.from_numpy(pixels.mean(2) >= 128).float()[None, None]
 
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a task asks of its output: the scorer that guides the walk, the output size,
+    and the maps that make an image agree with the condition, per layer (on the padded
+    walk) and once at the end (on the output)."""
+
+    scorer: Scorer
+    width: int
+    height: int
+    multiple: int = 1  # the walk's size must also be a multiple of this
+    project: Transform | None = None
+    finish: Transform | None = None
+
+
+def condition(
+    model: CodecModel, task: Task, image: Image.Image, mask: Image.Image | None = None, scale: int = 4
+) -> Condition:
+    """The Condition of ``task`` from a PIL image (and mask): ``superres`` (output ``scale``
+    times larger, its area downsampling the image), ``colorize`` (the image's luminance),
+    ``inpaint`` (the image outside the light pixels of ``mask``)."""
+    if (mask is not None) != (task == "inpaint"):
+        msg = "a mask is needed for inpaint, and only for inpaint"
+        raise OptionError(msg)
+    width, height = image.size
+    unit = model.config.unit
+    if task == "superres":
+        if scale < 2:
+            msg = f"super-resolution scale must be at least 2, got {scale}"
+            raise OptionError(msg)
+        check_size(width * scale, height * scale)
+        low = from_image(image, math.lcm(unit, scale) // scale)  # padded output: whole low pixels
+        per_layer = superres_projection(low, scale, smooth_steps=2, exact=False)
+        final = superres_projection(low[..., :height, :width], scale, smooth_steps=10)
+        return Condition(superres_scorer(low, scale), width * scale, height * scale, scale, per_layer, final)
+    check_size(width, height)
+    x = from_image(image, unit)
+    crop = (..., slice(height), slice(width))
+    if task == "colorize":
+        luma = luminance(x)  # (1, H, W), padded
+
+        def keep_luma(out: torch.Tensor) -> torch.Tensor:
+            return with_luminance(out, luma[..., : out.shape[-2], : out.shape[-1]])
+
+        return Condition(luminance_scorer(luma.unsqueeze(1)), width, height, 1, keep_luma, keep_luma)
+    hole = hole_of(mask, image.size, unit)
+    if hole.all():
+        msg = "the mask covers the whole image: there is nothing to inpaint from"
+        raise InputError(msg)
+
+    def keep_known(out: torch.Tensor) -> torch.Tensor:
+        return blend_fill(out, x[crop], hole[crop])
+
+    return Condition(masked_scorer(x, 1 - hole), width, height, finish=keep_known)
+
+
 def guide_task(
     model: CodecModel,
     task: Task,
@@ -301,39 +471,30 @@ def guide_task(
     seed: int = 0,
     prior_weight: float = PRIOR_WEIGHT,
     keep_condition: bool = True,
+    samples: int = 1,
 ) -> Image.Image:
-    """Zero-shot conditional generation from a PIL condition: ``superres`` (output ``scale``
-    times larger), ``colorize`` (the condition's luminance), ``inpaint`` (fill the light
-    pixels of ``mask``). The output has the condition's size otherwise. With
-    ``keep_condition`` the output keeps what the condition fixes exactly: DDN supplies the
-    colour of a colorisation (its luminance is the condition's) and the hole of an inpainting."""
-    if (mask is not None) != (task == "inpaint"):
-        msg = "a mask is needed for inpaint, and only for inpaint"
+    """Zero-shot conditional generation from a PIL condition (see ``condition``).
+
+    With ``keep_condition`` the result never contradicts the condition: after every layer
+    the image is moved towards it (super-resolution: back-projection towards an area
+    downsampling equal to the low image; colorisation: the condition's luminance), so finer
+    layers build on a consistent image, and the output satisfies it exactly (an inpainting
+    keeps the known pixels, its fill shifted to meet them, ``blend_fill``). ``samples`` > 1 averages that many walks, each cell taking one of
+    its two best candidates at random (seeds ``seed``, ``seed + 1``, …): the mean of the
+    guided samples, the least-squares guess where the condition leaves the answer open."""
+    if samples < 1:
+        msg = f"samples must be at least 1, got {samples}"
         raise OptionError(msg)
-    width, height = image.size
-    unit = model.config.unit
-    if task == "superres":
-        if scale < 2:
-            msg = f"super-resolution scale must be at least 2, got {scale}"
-            raise OptionError(msg)
-        width, height = width * scale, height * scale
-        check_size(width, height)
-        low = from_image(image, math.lcm(unit, scale) // scale)  # padded output: whole low pixels
-        out = guide(model, superres_scorer(low, scale), width, height, pick, seed, prior_weight, multiple=scale)
-        return to_image(out)
-    check_size(width, height)
-    x = from_image(image, unit)
-    if task == "colorize":
-        luma = luminance(x).unsqueeze(1)  # (1, 1, H, W)
-        out = guide(model, luminance_scorer(luma), width, height, pick, seed, prior_weight)
-        return to_image(with_luminance(out, luma[:, 0, :height, :width]) if keep_condition else out)
-    hole = hole_of(mask, image.size, unit)
-    if hole.all():
-        msg = "the mask covers the whole image: there is nothing to inpaint from"
-        raise InputError(msg)
-    out = guide(model, masked_scorer(x, 1 - hole), width, height, pick, seed, prior_weight)
-    crop = (..., slice(height), slice(width))
-    return to_image(torch.where(hole[crop].bool(), out, x[crop]) if keep_condition else out)
+    c = condition(model, task, image, mask, scale)
+    project = c.project if keep_condition else None
+    per_layer = None if project is None else lambda _layer, out: project(out)
+    picks = (pick, [seed]) if samples == 1 else ("top2", range(seed, seed + samples))
+    walks = [
+        guide(model, c.scorer, c.width, c.height, picks[0], s, prior_weight, None, c.multiple, per_layer)
+        for s in picks[1]
+    ]
+    out = torch.stack(walks).mean(0)
+    return to_image(c.finish(out) if keep_condition and c.finish is not None else out)
 
 
 # ---------------------------------------------------------------- the latent tree

@@ -248,6 +248,9 @@ class Candidates:
 Chooser = Callable[[int, Candidates], torch.Tensor]
 """(layer index, its Candidates) -> indices (B, H/cell, W/cell), int64."""
 
+Projection = Callable[[int, torch.Tensor], torch.Tensor]
+"""(layer index, the image it composed) -> the image the next layer builds on."""
+
 
 class DDN(nn.Module):
     """Coarse-to-fine per-cell DDN. ``forward`` trains; ``walk`` drives any chooser."""
@@ -259,12 +262,18 @@ class DDN(nn.Module):
         self.layers = nn.ModuleList(CellLayer(s, p) for s, p in zip(config.layers, prevs, strict=True))
 
     def walk(
-        self, shape: tuple[int, int, int], choose: Chooser, layers: int | None = None
+        self,
+        shape: tuple[int, int, int],
+        choose: Chooser,
+        layers: int | None = None,
+        project: Projection | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Generate coarse to fine with ``choose`` deciding every layer.
 
         Yields (indices (B, H/cell, W/cell), image so far (B, 3, H, W) in [-0.5, 0.5]
-        around gray) after each of the first ``layers`` layers."""
+        around gray) after each of the first ``layers`` layers. ``project`` (generation
+        only; a codec never passes one) replaces each layer's image before the next layer
+        reads it, e.g. by the nearest image that satisfies a condition."""
         b, height, width = shape
         if height % self.config.unit or width % self.config.unit:
             msg = f"image size {width}x{height} is not a multiple of {self.config.unit}"
@@ -277,16 +286,19 @@ class DDN(nn.Module):
             options = layer.candidates(h, x)
             idx = choose(i, options)
             x = options.compose(idx)
+            if project is not None:
+                x = project(i, x)
             yield idx, x
 
-    def forward(self, target: torch.Tensor) -> list[torch.Tensor]:
-        """Training pass: nearest choice per cell (chain dropout aside), loss on the
-        chosen candidates only. Returns the MSE of every layer's output."""
+    def forward(self, target: torch.Tensor, choose: Chooser | None = None) -> list[torch.Tensor]:
+        """Training pass: per cell the candidate ``choose`` picks (default: the nearest;
+        chain dropout aside), loss on the chosen candidates only. Split-and-Prune counts
+        the nearest node whatever the choice. Returns the MSE of every layer's output."""
 
-        def nearest(i: int, options: Candidates) -> torch.Tensor:
+        def training_choice(i: int, options: Candidates) -> torch.Tensor:
             with torch.no_grad():
                 cost = options.cost(target)  # (B, K, H/cell, W/cell)
-                idx = cost.argmin(1)
+                idx = cost.argmin(1) if choose is None else choose(i, options)
                 if self.training:
                     heads = cost[:, 1:].permute(0, 2, 3, 1).reshape(-1, cost.shape[1] - 1)
                     self.layers[i].ddl.observe(heads)
@@ -295,7 +307,7 @@ class DDN(nn.Module):
             return idx
 
         shape = (target.shape[0], *target.shape[-2:])
-        return [F.mse_loss(x, target) for _, x in self.walk(shape, nearest)]
+        return [F.mse_loss(x, target) for _, x in self.walk(shape, training_choice)]
 
     def split_decisions(self) -> list[tuple[int, int] | None]:
         return [layer.ddl.split_decision() for layer in self.layers]

@@ -45,6 +45,16 @@ def fingerprint(tensors: dict[str, torch.Tensor], configs: dict[str, str] | None
     return digest.digest()
 
 
+def half_precision(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every parameter rounded to the nearest float16 value (kept float32).
+    A model file stores such a post-filter as float16 (half the bytes); loading casts back,
+    so it computes in float32 either way and the fingerprint survives the round trip."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.half().float())
+    return module
+
+
 def weights_of(network: DDN) -> dict[str, torch.Tensor]:
     """The inference weights: parameters only (Split-and-Prune counters are training state)."""
     return {name: p.detach().cpu().contiguous() for name, p in network.named_parameters()}
@@ -109,8 +119,10 @@ class CodecModel:
         for i, table in enumerate(self.priors.tables):
             tensors[f"priors.{i}"] = torch.from_numpy(table.astype(np.int64))
         if self.postfilter is not None:
-            for name, p in self.postfilter.named_parameters():
-                tensors[_FILTER_PREFIX + name] = p.detach().cpu().contiguous()
+            weights = {name: p.detach().cpu().contiguous() for name, p in self.postfilter.named_parameters()}
+            if all(torch.equal(w.half().float(), w) for w in weights.values()):  # rounded by half_precision
+                weights = {name: w.half() for name, w in weights.items()}  # exact: half the bytes
+            tensors |= {_FILTER_PREFIX + name: w for name, w in weights.items()}
         return tensors
 
     def _configs(self) -> dict[str, str]:

@@ -34,6 +34,7 @@ class TrainOptions:
     prior_crops: int = 48
     grow_from: Path | None = None  # a model whose layers start the first layers of a new run
     train_from: int = 0  # layers below this one stay frozen (with --grow-from: train only the new ones)
+    rate_from: Path | None = None  # price the training choice at this model's rungs (λ·bits), as the encoder does
     quiet: bool = False
 
 
@@ -57,6 +58,7 @@ class FilterTrainOptions:
     seed: int = 0
     rungs: list[Rung] | None = None  # the rungs the pool is decoded at [default: spread_rungs]
     init: Path | None = None  # a post-filter checkpoint to start from (fine-tuning)
+    side_inputs: bool = True  # the filter also reads where cells were refined and where cell borders lie
 
 
 @dataclass(frozen=True)

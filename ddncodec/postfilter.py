@@ -1,11 +1,14 @@
 """The learned post-filter: a small residual CNN that runs on the decoded 8-bit image,
 after the index replay, to soften the cell mosaic and recover detail the indices imply.
 
-It reads pixels only, never the entropy coder's state, so it cannot desynchronise
-decoding; the encoder runs it too, so the reconstruction it reports is what decode
-returns. It works at quarter resolution (pixel-unshuffle by 4: 48 channels), where a
-64-channel trunk costs ~0.1 s per Kodak image on one CPU thread and each 3×3 conv sees
-12 px of context.
+It reads the decoded pixels and, when its config names the model's cell sizes, where
+the mosaic is: per layer, which cells were refined (symbol ≠ keep), and where the cell
+borders of every size lie (as a deblocking filter reads a codec's boundary strengths).
+Both come from the index maps the decoder already holds; it never touches the entropy
+coder's state, so it cannot desynchronise decoding. The encoder runs it too, so the
+reconstruction it reports is what decode returns. It works at quarter resolution
+(pixel-unshuffle by 4: 48 channels), where a 64-channel trunk costs ~0.1 s per Kodak
+image on one CPU thread and each 3×3 conv sees 12 px of context.
 """
 
 from __future__ import annotations
@@ -25,21 +28,56 @@ SCALE = 4  # px per trunk position; images are padded to a multiple of the DDN u
 class FilterConfig:
     channels: int = 64
     blocks: int = 4  # residual blocks of two 3×3 convs each
+    cells: tuple[
+        int, ...
+    ] = ()  # the model's cell size per layer: read the refined cells and borders (() = pixels only)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.channels, int) and isinstance(self.blocks, int)):
+        object.__setattr__(self, "cells", tuple(self.cells))
+        if not all(isinstance(v, int) for v in (self.channels, self.blocks, *self.cells)):
             msg = f"post-filter config needs integers, got {self}"
             raise ValueError(msg)
-        if not (1 <= self.channels <= 256 and 0 <= self.blocks <= 32):
-            msg = f"post-filter config out of range (channels 1..256, blocks 0..32): {self}"
+        if not (1 <= self.channels <= 256 and 0 <= self.blocks <= 32 and len(self.cells) <= 64):
+            msg = f"post-filter config out of range (channels 1..256, blocks 0..32, at most 64 cells): {self}"
+            raise ValueError(msg)
+        if any(c < SCALE or c % SCALE or c > 1024 for c in self.cells):
+            msg = f"post-filter cell sizes must be multiples of {SCALE} up to 1024: {self.cells}"
             raise ValueError(msg)
 
+    @property
+    def borders(self) -> tuple[int, ...]:
+        """Cell sizes whose borders fall between trunk positions (larger than SCALE)."""
+        return tuple(sorted({c for c in self.cells if c > SCALE}))
+
+    @property
+    def side_channels(self) -> int:
+        return len(self.cells) + 2 * len(self.borders)
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """A pixels-only filter's JSON leaves ``cells`` out: it (and the fingerprint of a
+        model that carries it) reads as before side inputs existed."""
+        fields = dataclasses.asdict(self)
+        if not self.cells:
+            del fields["cells"]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> FilterConfig:
         return cls(**json.loads(text))
+
+
+def refined_flags(indices: list[torch.Tensor], cells: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
+    """Per layer of ``cells``, 1 where the cell took a candidate (symbol ≠ 0), at quarter
+    resolution: (B, len(cells), H/4, W/4) uint8. ``indices`` holds the (B, rows, cols)
+    maps of the layers decoded so far; the layers after them are all "kept"."""
+    height, width = size[0] // SCALE, size[1] // SCALE
+    batch = indices[0].shape[0] if indices else 1
+    flags = torch.zeros(batch, len(cells), height, width, dtype=torch.uint8)
+    for layer, idx in enumerate(indices[: len(cells)]):
+        grow = cells[layer] // SCALE
+        refined = (idx != 0).to(torch.uint8).repeat_interleave(grow, 1).repeat_interleave(grow, 2)
+        flags[:, layer] = refined[:, :height, :width]
+    return flags
 
 
 class _Block(nn.Module):
@@ -55,21 +93,58 @@ class _Block(nn.Module):
 
 
 class PostFilter(nn.Module):
-    """image (B, 3, H, W) in [-0.5, 0.5], H and W multiples of SCALE -> filtered image."""
+    """image (B, 3, H, W) in [-0.5, 0.5], H and W multiples of SCALE, whose cell grid starts
+    at the top-left corner -> filtered image. With ``config.cells`` it also takes the
+    ``refined_flags`` of the decode."""
 
     def __init__(self, config: FilterConfig) -> None:
         super().__init__()
         self.config = config
         width = 3 * SCALE * SCALE
-        self.embed = nn.Conv2d(width, config.channels, 3, padding=1)
+        self.embed = nn.Conv2d(width + config.side_channels, config.channels, 3, padding=1)
         self.blocks = nn.Sequential(*[_Block(config.channels) for _ in range(config.blocks)])
         self.out = nn.Conv2d(config.channels, width, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # an untrained filter changes nothing
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(F.silu(self.embed(F.pixel_unshuffle(x, SCALE))))
+    def _side(self, flags: torch.Tensor | None, like: torch.Tensor) -> list[torch.Tensor]:
+        """The refined flags and, per border size, 1 on the trunk rows / columns that start a cell."""
+        if not self.config.cells:
+            return []
+        b, _, height, width = like.shape
+        if flags is None or flags.shape != (b, len(self.config.cells), height, width):
+            msg = f"this post-filter needs refined flags of shape {(b, len(self.config.cells), height, width)}"
+            raise ValueError(msg)
+        side = [flags.to(like.dtype)]
+        for cell in self.config.borders:
+            step = cell // SCALE
+            rows = (torch.arange(height) % step == 0).to(like.dtype).view(1, 1, height, 1).expand(b, 1, height, width)
+            cols = (torch.arange(width) % step == 0).to(like.dtype).view(1, 1, 1, width).expand(b, 1, height, width)
+            side += [rows, cols]
+        return side
+
+    def forward(self, x: torch.Tensor, flags: torch.Tensor | None = None) -> torch.Tensor:
+        packed = F.pixel_unshuffle(x, SCALE)
+        h = self.blocks(F.silu(self.embed(torch.cat([packed, *self._side(flags, packed)], 1))))
         return x + F.pixel_shuffle(self.out(F.silu(h)), SCALE)
+
+    def widen_from(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from a filter of the same width with fewer side inputs (e.g. pixels only)
+        or fewer blocks: its weights, zero weight on the new inputs, the new blocks as the
+        identity they start as, so this filter starts out computing what that one did."""
+        state = dict(state)
+        old = state["embed.weight"]
+        if old.shape[1] < self.embed.weight.shape[1]:
+            grown = torch.zeros_like(self.embed.weight)
+            grown[:, : old.shape[1]] = old
+            state["embed.weight"] = grown
+        own = self.state_dict()
+        new_blocks = {name for name in own if name.startswith("blocks.") and name not in state}
+        if set(state) - set(own):
+            msg = f"the filter to start from has more blocks than this one ({sorted(set(state) - set(own))[:2]} ...)"
+            raise ValueError(msg)
+        state |= {name: own[name] for name in new_blocks}
+        self.load_state_dict(state)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

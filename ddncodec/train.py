@@ -25,12 +25,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ddncodec import checkpoint
+from ddncodec.codec import encode_pixels, ladder, rate_aware, table_set
 from ddncodec.data import CropSampler, center_crops
 from ddncodec.errors import InputError
-from ddncodec.model import CONFIGS, DDN, DDNConfig, nearest
+from ddncodec.model import CONFIGS, DDN, Chooser, DDNConfig, nearest
 from ddncodec.modelfile import CodecModel, fingerprint, weights_of
 from ddncodec.modelfile import load as load_model_file
 from ddncodec.options import TrainOptions
+from ddncodec.postfilter import to_uint8
 from ddncodec.tune import count_priors
 
 
@@ -67,6 +69,21 @@ def validate(network: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
             sums[i] += float(psnr(x, target).sum())
     network.train(was_training)
     return [round(v, 3) for v in sums / crops.shape[0]]
+
+
+def rate_points(network: DDN, pricing: CodecModel, crops: torch.Tensor) -> list[list[float]]:
+    """Mean [bpp, PSNR] of ``crops`` coded by the real encoder at every λ > 0 rung of
+    ``pricing``'s ladder, with ``network`` in its place (no post-filter): the rate-
+    distortion the training is for, comparable across steps and runs."""
+    model = pricing.replace(network=copy.deepcopy(network).cpu().eval(), postfilter=None)
+    pixels = [to_uint8(c[None])[0].permute(1, 2, 0).numpy() for c in crops.cpu()]
+    points = []
+    for rung in (r for r in ladder(pricing) if r.lam > 0):
+        coded = [encode_pixels(p, "RGB", model, rung) for p in pixels]
+        points.append(
+            [round(float(np.mean([e.bpp for e in coded])), 4), round(float(np.mean([e.psnr for e in coded])), 3)]
+        )
+    return points
 
 
 class StopRequest:
@@ -128,6 +145,10 @@ class Trainer:
         for layer in self.network.layers[: opts.train_from]:
             layer.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=opts.lr)
+        self.pricing = load_model_file(opts.rate_from) if opts.rate_from is not None else None
+        if self.pricing is not None and self.pricing.config.layers != config.layers:
+            msg = f"--rate-from: {opts.rate_from} has other layers than this run's config"
+            raise InputError(msg)
         if state is not None:
             self._restore(state)
 
@@ -224,9 +245,21 @@ class Trainer:
 
     # ------------------------------------------------------------ loop
 
+    def chooser(self, target: torch.Tensor) -> Chooser | None:
+        """With --rate-from, every crop is chosen at a random rung of that model's ladder
+        (its λ and table set), so heads learn the cells the encoder refines at the rates
+        it serves; otherwise the nearest candidate (None)."""
+        if self.pricing is None:
+            return None
+        rungs = ladder(self.pricing)
+        picks = torch.randint(len(rungs), (target.shape[0],)).tolist()
+        lam = torch.tensor([rungs[r].lam for r in picks])
+        sets = torch.tensor([table_set(self.pricing, rungs[r]) for r in picks])
+        return rate_aware(target, self.pricing, lam, sets)
+
     def train_step(self) -> float:
         target = self.sampler.batch(self.opts.batch).to(self.device)
-        losses = self.network(target)
+        losses = self.network(target, self.chooser(target))
         loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -281,11 +314,15 @@ class Trainer:
         )
 
     def validate(self) -> float | None:
-        """Validation PSNR after every layer, logged (rank 0 only); the last layer's."""
+        """Validation PSNR after every layer, logged (rank 0 only); the last layer's.
+        With --rate-from also the real coder's (bpp, PSNR) at that model's λ > 0 rungs."""
         if self.val_crops is None:
             return None
         layers = validate(self.network, self.val_crops)
-        self.log({"event": "val", "psnr": layers[-1], "psnr_per_layer": layers})
+        record: dict = {"event": "val", "psnr": layers[-1], "psnr_per_layer": layers}
+        if self.pricing is not None:
+            record["rate_points"] = rate_points(self.network, self.pricing, self.val_crops)
+        self.log(record)
         return layers[-1]
 
     def run(self) -> None:

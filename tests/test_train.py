@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ddncodec.cli import main
+from ddncodec.ladder import fallback
 from ddncodec.model import DDN, DDNConfig
 from ddncodec.modelfile import fingerprint, load, weights_of
 
@@ -210,3 +211,52 @@ def test_two_processes_keep_identical_replicas(tmp_path: Path) -> None:
     assert sum(records[-1]["splits"]) >= 1
     assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["sampler"], ckpt["rng"][1]["sampler"])
     assert load(tmp_path / "m.safetensors").card["batch"] == 8
+
+
+def test_per_image_rate_pricing_matches_the_encoders_choice() -> None:
+    """One batch priced at three λ: 0 is the nearest choice, a huge one takes the cheapest
+    symbol everywhere, and each image's choice is the one the single-image encoder makes."""
+    from ddncodec.codec import rate_aware
+    from ddncodec.model import nearest
+
+    model = load(Path(__file__).parent / "data" / "tiny.safetensors")
+    torch.manual_seed(0)
+    target = torch.rand(3, 3, 64, 64) - 0.5
+    lams = torch.tensor([0.0, 1e9, 300.0])
+    batch = [
+        idx for idx, _ in model.network.walk((3, 64, 64), rate_aware(target, model, lams, torch.tensor([0, 0, 0])))
+    ]
+    alone = [
+        [idx for idx, _ in model.network.walk((1, 64, 64), rate_aware(target[i : i + 1], model, float(lam)))]
+        for i, lam in enumerate(lams)
+    ]
+    plain = [idx for idx, _ in model.network.walk((1, 64, 64), nearest(target[:1]))]
+    for layer, idx in enumerate(batch):
+        assert torch.equal(idx[0], plain[layer][0])
+        assert len(idx[1].unique()) <= 2  # the cheapest symbol of each parent context
+        for i in range(3):
+            assert torch.equal(idx[i], alone[i][layer][0]), (layer, i)
+    assert batch[-1][2].any() and not torch.equal(batch[-1][2], plain[-1][0])
+
+
+def test_rate_aware_training_logs_the_coders_rate_and_quality(tmp_path: Path) -> None:
+    from ddncodec.options import TrainOptions
+    from ddncodec.train import train as run
+
+    tiny = Path(__file__).parent / "data" / "tiny.safetensors"
+    out = tmp_path / "rate.safetensors"
+    options = TrainOptions(
+        [BSDS], out, val=[BSDS], config="tiny", steps=20, batch=4, crop=64, val_every=10, val_images=4, val_crop=64
+    )
+    options.grow_from = options.rate_from = tiny
+    options.quiet = True
+    run(options)
+    vals = [r for r in log_of(tmp_path / "rate") if r.get("event") == "val"]
+    pricing = load(tiny)
+    rungs = [r for r in (pricing.ladder or fallback(len(pricing.config.layers))) if r.lam > 0]
+    assert len(vals) >= 2
+    for record in vals:
+        points = record["rate_points"]
+        assert len(points) == len(rungs)
+        assert all(0 < bpp < 8 and 8 < quality < 60 for bpp, quality in points)
+    assert load(out).config == pricing.config

@@ -37,6 +37,13 @@ from ddncodec.options import FilterTrainOptions, TrainOptions, TuneOptions
 @click.option("--crop", default=TrainOptions.crop, show_default=True, type=click.IntRange(min=8))
 @click.option("--lr", default=TrainOptions.lr, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option(
+    "--warmup",
+    default=TrainOptions.warmup,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Steps of linear learning-rate warm-up (from step 0).",
+)
+@click.option(
     "--checkpoint-minutes", default=TrainOptions.checkpoint_minutes, show_default=True, type=click.FloatRange(min=0)
 )
 @click.option("--val-every", default=TrainOptions.val_every, show_default=True, type=click.IntRange(min=1))
@@ -49,6 +56,11 @@ from ddncodec.options import FilterTrainOptions, TrainOptions, TuneOptions
     show_default=True,
     type=click.IntRange(min=0),
     help="Freeze the layers below.",
+)
+@click.option(
+    "--rate-from",
+    type=click.Path(path_type=Path),
+    help="Choose as the encoder does: each crop at a rung of this model's ladder (SSE + λ·bits).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train(**kwargs) -> None:
@@ -74,7 +86,15 @@ def train(**kwargs) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write.")
 @click.option("--steps", default=FilterTrainOptions.steps, show_default=True, type=click.IntRange(min=1))
 @click.option("--pool-crops", default=FilterTrainOptions.pool_crops, show_default=True, type=click.IntRange(min=32))
+@click.option("--channels", default=FilterTrainOptions.channels, show_default=True, type=click.IntRange(1, 256))
+@click.option("--blocks", default=FilterTrainOptions.blocks, show_default=True, type=click.IntRange(0, 32))
 @click.option("--init", type=click.Path(path_type=Path), help="A post-filter checkpoint to fine-tune.")
+@click.option(
+    "--side-inputs/--pixels-only",
+    default=FilterTrainOptions.side_inputs,
+    show_default=True,
+    help="Also read where cells were refined and where cell borders lie (from the index maps).",
+)
 @FORCE
 def train_filter(
     model: str,
@@ -84,7 +104,10 @@ def train_filter(
     output: Path,
     steps: int,
     pool_crops: int,
+    channels: int,
+    blocks: int,
     init: Path | None,
+    side_inputs: bool,
     force: bool,
 ) -> None:
     """Train MODEL's post-filter on its own decoded output (resumable: run again with the same --work)."""
@@ -94,7 +117,16 @@ def train_filter(
     refuse_existing(output, force)
     codec_model = codec.load_model(model)
     options = FilterTrainOptions(
-        Path(model), list(data), list(val), work, steps=steps, pool_crops=pool_crops, init=init
+        Path(model),
+        list(data),
+        list(val),
+        work,
+        channels=channels,
+        blocks=blocks,
+        steps=steps,
+        pool_crops=pool_crops,
+        init=init,
+        side_inputs=side_inputs,
     )
     attach(codec_model, train(options, codec_model), options).save(output)
 
@@ -153,16 +185,32 @@ def bench(**kwargs) -> None:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option(
     "--prior",
-    default="learned",
+    default="context",
     show_default=True,
-    type=click.Choice(["learned", "uniform"]),
-    help="Symbol odds: the model's learned frequencies, or uniform over K (the paper's sampler).",
+    type=click.Choice(["context", "learned", "uniform"]),
+    help="Symbol odds: the context model's, given the cells drawn around (coherent); or every cell "
+    "on its own, with the learned frequencies or uniform over K (the paper's sampler).",
+)
+@click.option(
+    "--temperature",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 100, min_open=True),
+    help="--prior context: odds ** (1/T); below 1 favours the likely symbols.",
 )
 @click.option("--layers", type=click.IntRange(min=1), help="Stop after this many layers (coarser images).")
 @click.option("--model", default="default", show_default=True, help="Model name or path.")
 @FORCE
 def sample(
-    count: int, size: str, output: Path, seed: int, prior: str, layers: int | None, model: str, force: bool
+    count: int,
+    size: str,
+    output: Path,
+    seed: int,
+    prior: str,
+    temperature: float,
+    layers: int | None,
+    model: str,
+    force: bool,
 ) -> None:
     """Images from random index paths: the codec's network as a generator."""
     from ddncodec import generate
@@ -174,7 +222,9 @@ def sample(
         _check_generated_output(path, force)
     codec_model = load(model)
     output.mkdir(parents=True, exist_ok=True)
-    for path, image in zip(paths, generate.sample(codec_model, count, width, height, seed, prior, layers), strict=True):
+    for path, image in zip(
+        paths, generate.sample(codec_model, count, width, height, seed, prior, layers, temperature), strict=True
+    ):
         generate.save(image, path)
         click.echo(f"{path} {width}x{height}", err=True)
 
@@ -210,6 +260,13 @@ def _check_generated_output(output: Path, force: bool, *inputs: Path | None) -> 
 )
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="For --pick top2.")
 @click.option(
+    "--samples",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Average this many top2 walks (seeds --seed, --seed+1, ...): the mean guess.",
+)
+@click.option(
     "--prior-weight",
     type=click.FloatRange(min=0),
     help="Cost per bit of a candidate's symbol under the model's priors; 0: the scorer alone. [default: 1e-3]",
@@ -224,6 +281,7 @@ def guide(
     scale: int,
     pick: str,
     seed: int,
+    samples: int,
     prior_weight: float | None,
     output: Path,
     model: str,
@@ -240,7 +298,7 @@ def guide(
     cond = generate.read_image(condition)
     hole = generate.read_image(mask) if mask is not None else None
     weight = generate.PRIOR_WEIGHT if prior_weight is None else prior_weight
-    image = generate.guide_task(load(model), task, cond, hole, scale, pick, seed, weight)
+    image = generate.guide_task(load(model), task, cond, hole, scale, pick, seed, weight, samples=samples)
     generate.save(image, output)
     size = f"{cond.width}x{cond.height} -> {image.width}x{image.height}"
     click.echo(f"{task}: {condition} {size} {output}, {time.perf_counter() - start:.1f} s", err=True)

@@ -1,0 +1,174 @@
+"""The post-filter's side inputs (refined cells, cell borders) and its training on a
+model's own decoded output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ddncodec import codec, container
+from ddncodec.filtertrain import attach, degrade, train
+from ddncodec.modelfile import CodecModel, load
+from ddncodec.options import FilterTrainOptions
+from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_refined_flags_mark_each_layers_refined_cells_at_quarter_resolution() -> None:
+    coarse = torch.tensor([[[0, 3], [1, 0]]])  # 2x2 cells of 16 px
+    fine = torch.zeros(1, 4, 4, dtype=torch.long)  # 4x4 cells of 8 px
+    fine[0, 3, 0] = 5
+    flags = refined_flags([coarse, fine], (16, 8, 4), (32, 32))
+    assert flags.shape == (1, 3, 8, 8)
+    expected = torch.zeros(8, 8, dtype=torch.uint8)
+    expected[:4, 4:] = 1  # cell (0, 1)
+    expected[4:, :4] = 1  # cell (1, 0)
+    assert torch.equal(flags[0, 0], expected)
+    assert flags[0, 1].sum() == 4 and flags[0, 1, 6:, :2].all()  # one 8 px cell = 2x2 positions
+    assert not flags[0, 2].any()  # a layer not decoded yet: every cell kept
+
+
+def test_a_filter_with_side_inputs_needs_its_flags_and_uses_them() -> None:
+    config = FilterConfig(channels=8, blocks=1, cells=(16, 8, 4))
+    assert config.borders == (8, 16) and config.side_channels == 3 + 4
+    net = PostFilter(config).eval()
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.05)
+    x = torch.rand(1, 3, 32, 32) - 0.5
+    none, some = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    some[:, 0, :4] = 1
+    with torch.no_grad():
+        assert not torch.equal(net(x, none), net(x, some))
+    with pytest.raises(ValueError, match="refined flags"):
+        net(x)
+    assert FilterConfig.from_json(config.to_json()) == config
+
+
+def test_a_widened_filter_starts_as_the_pixels_only_filter_it_came_from() -> None:
+    torch.manual_seed(0)
+    old = PostFilter(FilterConfig(channels=8, blocks=1)).eval()
+    with torch.no_grad():
+        old.out.weight.normal_(0, 0.05)
+    new = PostFilter(FilterConfig(channels=8, blocks=3, cells=(16, 8, 4))).eval()  # two more blocks, side inputs
+    new.widen_from(old.state_dict())
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    flags = torch.randint(0, 2, (2, 3, 8, 8))
+    with torch.no_grad():
+        assert torch.equal(old(x), new(x, flags))
+    with pytest.raises(ValueError, match="more blocks"):
+        PostFilter(FilterConfig(channels=8, blocks=0)).widen_from(old.state_dict())
+
+
+@pytest.mark.parametrize("bad", [{"cells": (6,)}, {"cells": (0,)}, {"channels": 0}, {"cells": ("8",)}])
+def test_bad_filter_configs_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        FilterConfig(**bad)
+
+
+def side_filtered(model: CodecModel) -> CodecModel:
+    cells = tuple(s.cell for s in model.config.layers)
+    net = PostFilter(FilterConfig(channels=8, blocks=1, cells=cells))
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(5))
+    return model.replace(postfilter=net)
+
+
+def test_decode_runs_the_side_input_filter_exactly_as_the_encoder_did(
+    tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codec, "TILE", 64)  # several tiles: the flags are per tile
+    model = side_filtered(tiny_model)
+    path = tmp_path / "side.safetensors"
+    model.save(path)
+    loaded = load(path)
+    assert loaded.postfilter.config == model.postfilter.config
+    pixels = np.asarray(Image.open(kodak_crop).convert("RGB"))
+    seen: list[torch.Tensor] = []
+    hook = loaded.postfilter.register_forward_pre_hook(lambda _m, args: seen.append(args[1]))
+    plain = codec.encode_pixels(pixels, "RGB", loaded, codec.Rung(3, 300.0))
+    assert not container.unpack(plain.data).header.filtered
+    encoder_flags = list(seen)
+    # The random filter hurts, so the encoder leaves it off; force it on in the header.
+    parsed = container.unpack(plain.data)
+    forced = container.pack(replace(parsed.header, filtered=True), parsed.streams)
+    seen.clear()
+    decoded, _ = codec.decode_pixels(forced, loaded)
+    hook.remove()
+    assert len(seen) == len(encoder_flags) == 12  # 4x3 tiles of 64 px
+    assert all(torch.equal(a, b) for a, b in zip(seen, encoder_flags, strict=True))
+    assert any(f.any() for f in seen) and not all(f.all() for f in seen)
+    assert not np.array_equal(decoded, plain.pixels)  # the filter ran on the decode
+    # Without its flags the same filter gives other pixels: decode really reads them.
+    monkeypatch.setattr(codec, "refined_flags", lambda chosen, cells, size: refined_flags([], cells, size))
+    assert not np.array_equal(codec.decode_pixels(forced, loaded)[0], decoded)
+
+
+def test_the_post_filter_learns_on_the_tiny_models_decoded_crops(tiny_model: CodecModel, tmp_path: Path) -> None:
+    ladder = [codec.Rung(2, 300.0), codec.Rung(3, 0.0)]
+    options = FilterTrainOptions(
+        model=DATA / "tiny.safetensors",
+        data=[DATA / "bsds"],
+        val=[DATA / "bsds"],
+        work=tmp_path / "work",
+        channels=16,
+        blocks=1,
+        pool_crops=32,
+        pool_crop=64,
+        batch=8,
+        window=32,
+        steps=150,
+        lr=3e-3,
+        val_images=4,
+        val_every=150,
+        checkpoint_every=150,
+        rungs=ladder,
+    )
+    torch.manual_seed(0)
+    net = train(options, tiny_model)
+    assert net.config.cells == (16, 8, 4)
+    log = [json.loads(line) for line in (options.work / "postfilter.log.jsonl").read_text().splitlines()]
+    val = [e for e in log if e["event"] == "val"][-1]
+    assert val["gain"] > 0.05, val  # dB over the unfiltered decode, mean over the two rungs
+    crops = torch.rand(2, 3, 64, 64) - 0.5
+    images, flags = degrade(tiny_model, crops, ladder)
+    assert images.shape == (2, 2, 3, 64, 64) and flags.shape == (2, 2, 3, 16, 16)
+    assert not flags[:, 1].sum() < flags[:, 0].sum()  # λ = 0 and more layers refine at least as many cells
+    filtered = attach(tiny_model, net, options)
+    with torch.no_grad():
+        out = filtered.postfilter(from_uint8(images[:, 0]), flags[:, 0])
+    assert out.shape == (2, 3, 64, 64)
+
+
+def test_a_pixels_only_filter_config_reads_as_before_side_inputs_existed() -> None:
+    # The shipped model's fingerprint (in every .ddn file made with it) covers this JSON.
+    assert json.loads(FilterConfig(channels=64, blocks=6).to_json()) == {"blocks": 6, "channels": 64}
+
+
+def test_a_half_precision_filter_is_stored_in_half_the_bytes_and_loads_the_same(
+    tiny_model: CodecModel, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    from ddncodec.modelfile import half_precision
+
+    full = side_filtered(tiny_model)
+    half = full.replace(postfilter=half_precision(side_filtered(tiny_model).postfilter))
+    for model, name, dtype in ((full, "full", torch.float32), (half, "half", torch.float16)):
+        path = tmp_path / f"{name}.safetensors"
+        model.save(path)
+        with safe_open(str(path), "pt") as f:
+            names = [k for k in f.keys() if k.startswith("postfilter.")]  # noqa: SIM118 (safe_open is no dict)
+            assert names and {f.get_tensor(k).dtype for k in names} == {dtype}
+        loaded = load(path)
+        assert loaded.fingerprint == model.fingerprint
+        x, flags = torch.rand(1, 3, 32, 32) - 0.5, torch.randint(0, 2, (1, 3, 8, 8))
+        with torch.no_grad():
+            assert torch.equal(loaded.postfilter(x, flags), model.postfilter(x, flags))
+    assert half.fingerprint != full.fingerprint
