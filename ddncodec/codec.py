@@ -99,11 +99,11 @@ def rate_aware(
     training prices every crop at its own rung)."""
     specs, b = model.config.layers, target.shape[0]
     weight = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(b).reshape(b, 1, 1, 1)
-    sets = torch.as_tensor(tables, dtype=torch.long).expand(b)
+    used, which = torch.as_tensor(tables, dtype=torch.long).expand(b).unique(return_inverse=True)
     bits = []  # per layer, (B, 2, K): each image's code lengths by parent-kept
     for i in range(len(specs) if bool(weight.any()) else 0):
-        by_set = np.stack([model.priors.bits_by_parent(i, t) for t in range(model.priors.sets)])
-        bits.append(torch.from_numpy(by_set).float()[sets].to(target.device))
+        by_set = np.stack([model.priors.bits_by_parent(i, int(t)) for t in used])  # only the sets in use
+        bits.append(torch.from_numpy(by_set).float()[which].to(target.device))
     chosen: dict[int, torch.Tensor] = {}  # this walk's choices so far, by layer
     images = torch.arange(b, device=target.device)[:, None, None]
 

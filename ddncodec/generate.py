@@ -45,6 +45,9 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]
 """Candidate images (B, k, 3, H, W) in [-0.5, 0.5] -> cost per pixel (B, k, H, W), lower is
 better. Called on chunks of a layer's K candidates, forward only: any black box will do."""
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+"""An image (B, 3, H, W) -> the image moved towards a condition (see ``Condition``)."""
+
 Pick = Literal["best", "top2"]
 Prior = Literal["context", "learned", "uniform"]
 
@@ -403,9 +406,6 @@ def hole_of(mask: Image.Image, size: tuple[int, int], unit: int = 1) -> torch.Te
     return torch.from_numpy(pixels.mean(2) >= 128).float()[None, None]
 
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
 @dataclass(frozen=True)
 class Condition:
     """What a task asks of its output: the scorer that guides the walk, the output size,
@@ -479,9 +479,10 @@ def guide_task(
     the image is moved towards it (super-resolution: back-projection towards an area
     downsampling equal to the low image; colorisation: the condition's luminance), so finer
     layers build on a consistent image, and the output satisfies it exactly (an inpainting
-    keeps the known pixels, its fill shifted to meet them, ``blend_fill``). ``samples`` > 1 averages that many walks, each cell taking one of
-    its two best candidates at random (seeds ``seed``, ``seed + 1``, …): the mean of the
-    guided samples, the least-squares guess where the condition leaves the answer open."""
+    keeps the known pixels, its fill shifted to meet them, ``blend_fill``). ``samples`` > 1
+    averages that many walks, each cell taking one of its two best candidates at random
+    (seeds ``seed``, ``seed + 1``, …): the mean of the guided samples, the least-squares
+    guess where the condition leaves the answer open."""
     if samples < 1:
         msg = f"samples must be at least 1, got {samples}"
         raise OptionError(msg)

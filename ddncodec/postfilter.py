@@ -28,9 +28,9 @@ SCALE = 4  # px per trunk position; images are padded to a multiple of the DDN u
 class FilterConfig:
     channels: int = 64
     blocks: int = 4  # residual blocks of two 3×3 convs each
-    cells: tuple[
-        int, ...
-    ] = ()  # the model's cell size per layer: read the refined cells and borders (() = pixels only)
+    # The model's cell size per layer: the filter then reads the refined cells and the cell
+    # borders beside the pixels. () = pixels only.
+    cells: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cells", tuple(self.cells))
