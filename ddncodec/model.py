@@ -17,6 +17,7 @@ channel normalisation only, so a reconstruction never depends on the batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -138,9 +139,10 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + 1e-6) * self.weight + self.bias
+        channels = x.shape[1]
+        last = x.permute(0, 2, 3, 1)  # a view without copying on the channels-last trunk
+        out = F.layer_norm(last, (channels,), self.weight.view(channels), self.bias.view(channels), 1e-6)
+        return out.permute(0, 3, 1, 2)
 
 
 class ResBlock(nn.Module):
@@ -173,7 +175,8 @@ class CellLayer(nn.Module):
 
     def features(self, h: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         s = self.spec.stride
-        feat = self.embed(F.pixel_unshuffle(x, s))
+        # Channels-last: oneDNN's convolutions and the channel norm run faster on it.
+        feat = self.embed(F.pixel_unshuffle(x, s).contiguous(memory_format=torch.channels_last))
         if h is not None:
             if h.shape[-1] != feat.shape[-1]:
                 h = F.interpolate(h, size=feat.shape[-2:], mode="nearest")
@@ -181,7 +184,7 @@ class CellLayer(nn.Module):
         return self.blocks(feat)
 
     def candidates(self, h: torch.Tensor, base: torch.Tensor) -> Candidates:
-        return Candidates(base, self.ddl(self.head_norm(h)), self.spec)
+        return Candidates(base, self.head_norm(h), self.ddl, self.spec)
 
 
 @dataclass
@@ -189,11 +192,18 @@ class Candidates:
     """The K options of one layer for every cell: symbol 0 keeps ``base``, symbol k adds
     head k's residual. Residuals live at the trunk's stride, unshuffled:
     (B, K-1, 3*(stride/out_stride)^2, H/stride, W/stride); a composed residual is
-    pixel-shuffled to 1/out_stride resolution and bilinearly upsampled to full size."""
+    pixel-shuffled to 1/out_stride resolution and bilinearly upsampled to full size.
+    All K-1 residuals are computed only when asked for (``cost``, ``images``): composing
+    a choice, all a decoder does, computes the chosen ones alone."""
 
     base: torch.Tensor  # (B, 3, H, W), the image so far
-    residuals: torch.Tensor
+    features: torch.Tensor  # (B, C, H/stride, W/stride), what the heads read
+    ddl: DiscreteDistributionLayer
     spec: LayerSpec
+
+    @functools.cached_property
+    def residuals(self) -> torch.Tensor:
+        return self.ddl(self.features)
 
     @property
     def k(self) -> int:
@@ -216,7 +226,7 @@ class Candidates:
         if s.out_stride > 1:
             err = F.avg_pool2d(err, s.out_stride)
         err = F.pixel_unshuffle(err, s.stride // s.out_stride)  # (B, D, h, w)
-        heads = (self.residuals - err.unsqueeze(1)).pow(2).sum(2)  # (B, K-1, h, w)
+        heads = self.ddl.distances(self.features, err)  # (B, K-1, h, w)
         cost = torch.cat([err.pow(2).sum(1, keepdim=True), heads], 1)
         group = s.cell // s.stride
         if group > 1:
@@ -227,9 +237,7 @@ class Candidates:
         """The image that takes, in every cell, the candidate ``idx`` (B, H/cell, W/cell) names."""
         group = self.spec.cell // self.spec.stride
         pos = idx.repeat_interleave(group, 1).repeat_interleave(group, 2)  # (B, h, w)
-        d = self.residuals.shape[2]
-        gathered = self.residuals.gather(1, (pos - 1).clamp(min=0)[:, None, None].expand(-1, 1, d, -1, -1))
-        return self.base + self._upsampled(gathered.squeeze(1) * (pos > 0).unsqueeze(1))
+        return self.base + self._upsampled(self.ddl.chosen(self.features, pos))
 
     def images(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Candidates ``start..stop-1`` (default: all K) as whole images, (B, stop-start, 3, H, W):

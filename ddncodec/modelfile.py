@@ -47,12 +47,21 @@ def fingerprint(tensors: dict[str, torch.Tensor], configs: dict[str, str] | None
 
 def half_precision(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` with every parameter rounded to the nearest float16 value (kept float32).
-    A model file stores such a post-filter as float16 (half the bytes); loading casts back,
-    so it computes in float32 either way and the fingerprint survives the round trip."""
+    A model file stores such a network or post-filter as float16 (half the bytes); loading
+    casts back, so it computes in float32 either way and the fingerprint survives the
+    round trip."""
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(p.half().float())
     return module
+
+
+def _halved(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` as float16 if every one is a float16 value (``half_precision`` rounded
+    them): the same numbers in half the bytes. Else unchanged."""
+    if all(torch.equal(w.half().float(), w) for w in weights.values()):
+        return {name: w.half() for name, w in weights.items()}
+    return weights
 
 
 def weights_of(network: DDN) -> dict[str, torch.Tensor]:
@@ -115,14 +124,12 @@ class CodecModel:
         return self.network.config
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        tensors = weights_of(self.network)
+        tensors = _halved(weights_of(self.network))
         for i, table in enumerate(self.priors.tables):
             tensors[f"priors.{i}"] = torch.from_numpy(table.astype(np.int64))
         if self.postfilter is not None:
             weights = {name: p.detach().cpu().contiguous() for name, p in self.postfilter.named_parameters()}
-            if all(torch.equal(w.half().float(), w) for w in weights.values()):  # rounded by half_precision
-                weights = {name: w.half() for name, w in weights.items()}  # exact: half the bytes
-            tensors |= {_FILTER_PREFIX + name: w for name, w in weights.items()}
+            tensors |= {_FILTER_PREFIX + name: w for name, w in _halved(weights).items()}
         return tensors
 
     def _configs(self) -> dict[str, str]:

@@ -125,7 +125,8 @@ class PostFilter(nn.Module):
 
     def forward(self, x: torch.Tensor, flags: torch.Tensor | None = None) -> torch.Tensor:
         packed = F.pixel_unshuffle(x, SCALE)
-        h = self.blocks(F.silu(self.embed(torch.cat([packed, *self._side(flags, packed)], 1))))
+        stacked = torch.cat([packed, *self._side(flags, packed)], 1).contiguous(memory_format=torch.channels_last)
+        h = self.blocks(F.silu(self.embed(stacked)))
         return x + F.pixel_shuffle(self.out(F.silu(h)), SCALE)
 
     def widen_from(self, state: dict[str, torch.Tensor]) -> None:

@@ -262,7 +262,8 @@ class Trainer:
         losses = self.network(target, self.chooser(target))
         loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss.requires_grad:  # not when every cell of every layer kept (a fresh net can): zero gradients
+            loss.backward()
         for p in self.network.parameters():
             if not p.requires_grad:
                 continue

@@ -152,3 +152,33 @@ def test_split_and_prune_keeps_the_counter_invariants() -> None:
             assert torch.allclose(ddl.second.sum(1), ddl.hits, rtol=1e-12, atol=1e-9)
             assert (ddl.hits >= 0).all() and (ddl.second >= 0).all() and ddl.second.diagonal().abs().max() < 1e-9
         assert splits >= 2, k
+
+
+def test_chosen_outputs_are_the_full_heads_at_their_positions_and_zero_where_kept() -> None:
+    torch.manual_seed(1)
+    ddl = DiscreteDistributionLayer(6, 5, 3)
+    feat = torch.randn(2, 6, 4, 5)
+    symbols = torch.randint(0, 6, (2, 4, 5))
+    symbols[0, 0, 0], symbols[1, 3, 4] = 0, 5
+    full = ddl(feat)  # (B, nodes, node_channels, h, w)
+    picked = ddl.chosen(feat, symbols)
+    assert picked.shape == (2, 3, 4, 5)
+    for b, r, c in torch.cartesian_prod(torch.arange(2), torch.arange(4), torch.arange(5)).tolist():
+        s = int(symbols[b, r, c])
+        expected = torch.zeros(3) if s == 0 else full[b, s - 1, :, r, c]
+        assert torch.allclose(picked[b, :, r, c], expected, atol=1e-6), (b, r, c, s)
+    assert ddl.chosen(feat, torch.zeros_like(symbols)).abs().sum() == 0
+    picked.sum().backward()  # gradients reach the chosen nodes' rows only
+    grad = ddl.head.weight.grad.view(5, 3, 6).abs().sum((1, 2))
+    assert ((grad > 0) == torch.isin(torch.arange(1, 6), symbols)).all()
+
+
+def test_distances_are_the_squared_errors_of_every_node_in_any_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(2)
+    ddl = DiscreteDistributionLayer(6, 5, 3)
+    feat, target = torch.randn(2, 6, 7, 9), torch.randn(2, 3, 7, 9)
+    expected = (ddl(feat) - target.unsqueeze(1)).pow(2).sum(2)
+    whole = ddl.distances(feat, target)
+    assert torch.allclose(whole, expected, atol=1e-5)
+    monkeypatch.setattr("ddncodec.ddl.CHUNK_VALUES", 16)  # one position per chunk
+    assert torch.allclose(ddl.distances(feat, target), whole, atol=1e-6)

@@ -3,6 +3,7 @@ model's own decoded output."""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddncodec import codec, container
+from ddncodec import codec, container, tune
 from ddncodec.filtertrain import attach, degrade, train
-from ddncodec.modelfile import CodecModel, load
+from ddncodec.modelfile import CodecModel, half_precision, load
 from ddncodec.options import FilterTrainOptions
 from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags
+from ddncodec.tune import load_images
 
 DATA = Path(__file__).parent / "data"
 
@@ -144,6 +146,17 @@ def test_the_post_filter_learns_on_the_tiny_models_decoded_crops(tiny_model: Cod
     with torch.no_grad():
         out = filtered.postfilter(from_uint8(images[:, 0]), flags[:, 0])
     assert out.shape == (2, 3, 64, 64)
+    # A tuned model's card keeps each rung's validation bpp and PSNR: attaching a filter
+    # measures them again through it (the rates stay, the PSNRs move).
+    stale = [{"quality": q, "bpp": 1.0, "psnr": 1.0} for q in range(1, 9)]
+    tuned = tiny_model.replace(
+        ladder=tuple([codec.Rung(3, 300.0)] * 8), card={**tiny_model.card, "ladder_on_val": stale}
+    )
+    attached = attach(tuned, net, options)
+    assert attached.network is not tuned.network  # rounded to float16 values on a copy
+    expected = tune.measure(attached, load_images(options.val, 16, 256), codec.Rung(3, 300.0))
+    points = attached.card["ladder_on_val"]
+    assert points[0] == {"quality": 1, "bpp": round(expected.bpp, 4), "psnr": round(expected.psnr, 3)}
 
 
 def test_a_pixels_only_filter_config_reads_as_before_side_inputs_existed() -> None:
@@ -155,8 +168,6 @@ def test_a_half_precision_filter_is_stored_in_half_the_bytes_and_loads_the_same(
     tiny_model: CodecModel, tmp_path: Path
 ) -> None:
     from safetensors import safe_open
-
-    from ddncodec.modelfile import half_precision
 
     full = side_filtered(tiny_model)
     half = full.replace(postfilter=half_precision(side_filtered(tiny_model).postfilter))
@@ -172,3 +183,38 @@ def test_a_half_precision_filter_is_stored_in_half_the_bytes_and_loads_the_same(
         with torch.no_grad():
             assert torch.equal(loaded.postfilter(x, flags), model.postfilter(x, flags))
     assert half.fingerprint != full.fingerprint
+
+
+def test_a_half_precision_network_is_stored_as_float16_and_codes_the_same_after_loading(
+    tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    model = tiny_model.replace(network=half_precision(copy.deepcopy(tiny_model.network)))
+    path = tmp_path / "half.safetensors"
+    model.save(path)
+    with safe_open(str(path), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys() if k.startswith("layers.")} == {"torch.float16"}  # noqa: SIM118
+    loaded = load(path)
+    assert loaded.fingerprint == model.fingerprint != tiny_model.fingerprint
+    pixels = np.asarray(Image.open(kodak_crop).convert("RGB"))
+    a, b = (codec.encode_pixels(pixels, "RGB", m, codec.Rung(3, 300.0)) for m in (model, loaded))
+    assert a.data == b.data and np.array_equal(a.pixels, b.pixels)
+
+
+def test_a_bpp_search_filters_only_the_walk_it_keeps_and_writes_what_a_fixed_encode_would(
+    tiny_model: CodecModel, kodak_crop: Path
+) -> None:
+    model = side_filtered(tiny_model)
+    runs: list[int] = []
+    hook = model.postfilter.register_forward_pre_hook(lambda _m, _args: runs.append(1))
+    two, three = (codec.encode(kodak_crop, model, layers=n).bpp for n in (2, 3))
+    runs.clear()
+    searched = codec.encode(kodak_crop, model, bpp=0.5 * (two + three))
+    tiles = len(codec.plan(searched.width, searched.height, model.config.unit))
+    assert len(runs) == tiles  # one filter pass over the kept walk, none for the others
+    hook.remove()
+    pixels, tables = np.asarray(Image.open(kodak_crop).convert("RGB")), container.unpack(searched.data).header.table_set
+    fixed = codec.encode_pixels(pixels, "RGB", model, searched.rung, tables)
+    assert fixed.data == searched.data
+    assert np.array_equal(fixed.pixels, searched.pixels)

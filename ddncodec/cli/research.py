@@ -88,6 +88,7 @@ def train(**kwargs) -> None:
 @click.option("--pool-crops", default=FilterTrainOptions.pool_crops, show_default=True, type=click.IntRange(min=32))
 @click.option("--channels", default=FilterTrainOptions.channels, show_default=True, type=click.IntRange(1, 256))
 @click.option("--blocks", default=FilterTrainOptions.blocks, show_default=True, type=click.IntRange(0, 32))
+@click.option("--lr", default=FilterTrainOptions.lr, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--init", type=click.Path(path_type=Path), help="A post-filter checkpoint to fine-tune.")
 @click.option(
     "--side-inputs/--pixels-only",
@@ -106,6 +107,7 @@ def train_filter(
     pool_crops: int,
     channels: int,
     blocks: int,
+    lr: float,
     init: Path | None,
     side_inputs: bool,
     force: bool,
@@ -125,6 +127,7 @@ def train_filter(
         blocks=blocks,
         steps=steps,
         pool_crops=pool_crops,
+        lr=lr,
         init=init,
         side_inputs=side_inputs,
     )
