@@ -199,15 +199,18 @@ Maps = list[list[np.ndarray]]
 class _Walked:
     """The generator walked over every tile: the unfiltered 8-bit image, the index maps,
     and per tile what the model's post-filter reads (the padded tile and its
-    ``refined_flags``; none without a post-filter)."""
+    ``refined_flags``; none if the walk was not kept for the filter)."""
 
     plain: np.ndarray  # (H, W, 3) uint8
     maps: Maps
     tiles: list[tuple[Tile, torch.Tensor, torch.Tensor]]
 
 
-def _walk(model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser]) -> _Walked:
-    """Walk the generator over each tile with the chooser ``chooser_for(tile index)``."""
+def _walk(
+    model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser], for_filter: bool
+) -> _Walked:
+    """Walk the generator over each tile with the chooser ``chooser_for(tile index)``,
+    keeping what the post-filter reads if ``for_filter``."""
     height = max(t.top + t.height for t in tiles)
     width = max(t.left + t.width for t in tiles)
     plain = np.empty((height, width, 3), dtype=np.uint8)
@@ -222,7 +225,7 @@ def _walk(model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callab
                 chosen.append(idx)
             pixels = to_uint8(image)
             _paste(plain, t, pixels)
-            if model.postfilter is not None:
+            if for_filter:
                 kept.append((t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded)))
     return _Walked(plain, maps, kept)
 
@@ -340,7 +343,7 @@ def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None 
         target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
         return rate_aware(target, model, rung.lam, tables)
 
-    walked = _walk(model, tiles, rung.layers, chooser_for)
+    walked = _walk(model, tiles, rung.layers, chooser_for, model.postfilter is not None)
     maps = walked.maps
     streams = [
         entropy.encode(
@@ -598,5 +601,5 @@ def decode_pixels(
     def chooser_for(i: int) -> Chooser:
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
-    walked = _walk(model, tiles, count, chooser_for)
+    walked = _walk(model, tiles, count, chooser_for, header.filtered)
     return (_filtered(model, walked) if header.filtered else walked.plain), header.mode
