@@ -127,6 +127,8 @@ CONFIGS: dict[str, DDNConfig] = {
 CONFIGS["base18"] = DDNConfig(layers=(*CONFIGS["base"].layers, *[_spec(4, 16, 4, 80, 2, 1)] * 5))
 # ... and by five more (--grow-from base18, --train-from 18).
 CONFIGS["base23"] = DDNConfig(layers=(*CONFIGS["base18"].layers, *[_spec(4, 16, 4, 80, 2, 1)] * 5))
+# ... and by three more (--grow-from base23, --train-from 23).
+CONFIGS["base26"] = DDNConfig(layers=(*CONFIGS["base23"].layers, *[_spec(4, 16, 4, 80, 2, 1)] * 3))
 
 
 class ChannelNorm(nn.Module):

@@ -130,14 +130,22 @@ class PostFilter(nn.Module):
         return x + F.pixel_shuffle(self.out(F.silu(h)), SCALE)
 
     def widen_from(self, state: dict[str, torch.Tensor]) -> None:
-        """Start from a filter of the same width with fewer side inputs (e.g. pixels only)
-        or fewer blocks: its weights, zero weight on the new inputs, the new blocks as the
+        """Start from a filter of the same width with fewer side inputs (pixels only, or the
+        refined flags of fewer layers beside the same cell borders, as for a grown model) or
+        fewer blocks: its weights, zero weight on the new inputs, the new blocks as the
         identity they start as, so this filter starts out computing what that one did."""
         state = dict(state)
         old = state["embed.weight"]
         if old.shape[1] < self.embed.weight.shape[1]:
+            pixels, cells = 3 * SCALE * SCALE, len(self.config.cells)
+            side = old.shape[1] - pixels
+            flags = side - 2 * len(self.config.borders) if side else 0  # the old filter's layers
+            if side and not 0 < flags <= cells:
+                msg = f"the filter to start from reads {side} side inputs, which this one cannot extend"
+                raise ValueError(msg)
             grown = torch.zeros_like(self.embed.weight)
-            grown[:, : old.shape[1]] = old
+            grown[:, : pixels + flags] = old[:, : pixels + flags]  # pixels, then the first layers' flags
+            grown[:, pixels + cells : pixels + cells + side - flags] = old[:, pixels + flags :]  # the borders
             state["embed.weight"] = grown
         own = self.state_dict()
         new_blocks = {name for name in own if name.startswith("blocks.") and name not in state}

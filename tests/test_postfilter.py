@@ -68,6 +68,28 @@ def test_a_widened_filter_starts_as_the_pixels_only_filter_it_came_from() -> Non
         PostFilter(FilterConfig(channels=8, blocks=0)).widen_from(old.state_dict())
 
 
+def test_a_filter_widened_for_a_grown_model_ignores_the_new_layers_flags() -> None:
+    torch.manual_seed(0)
+    old = PostFilter(FilterConfig(channels=8, blocks=1, cells=(16, 8, 4))).eval()
+    with torch.no_grad():
+        old.out.weight.normal_(0, 0.05)
+        old.embed.weight.normal_(0, 0.05)
+    new = PostFilter(FilterConfig(channels=8, blocks=1, cells=(16, 8, 4, 4, 4))).eval()  # two more 4 px layers
+    new.widen_from(old.state_dict())
+    x = torch.rand(2, 3, 32, 32) - 0.5
+    flags = torch.randint(0, 2, (2, 5, 8, 8))
+    with torch.no_grad():
+        assert torch.equal(old(x, flags[:, :3]), new(x, flags))
+        changed = flags.clone()
+        changed[:, 3:] = 1 - changed[:, 3:]
+        assert torch.equal(new(x, flags), new(x, changed))
+        changed[:, 1] = 1 - changed[:, 1]  # an old layer's flags still count
+        assert not torch.equal(new(x, flags), new(x, changed))
+    with pytest.raises(ValueError, match="cannot extend"):
+        one_layer = PostFilter(FilterConfig(channels=8, blocks=1, cells=(4,))).state_dict()  # no borders
+        PostFilter(FilterConfig(channels=8, blocks=1, cells=(8, 4, 4))).widen_from(one_layer)
+
+
 @pytest.mark.parametrize("bad", [{"cells": (6,)}, {"cells": (0,)}, {"channels": 0}, {"cells": ("8",)}])
 def test_bad_filter_configs_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
