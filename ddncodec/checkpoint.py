@@ -57,7 +57,7 @@ def save(files: RunFiles, state: dict, optimizer: dict) -> None:
     if files.adam.exists():
         os.replace(files.adam, files.previous_adam)
     _save({"step": state["step"], "optimizer": optimizer}, files.adam)
-    _save(state, files.state)
+    _save({**state, "model": _compact(state["model"])}, files.state)
     files.previous_adam.unlink(missing_ok=True)
 
 
@@ -86,6 +86,16 @@ def config(files: RunFiles, state: dict) -> DDNConfig:
     except (TypeError, ValueError) as exc:
         msg = f"{files.state}: unreadable model config ({exc})"
         raise InputError(msg) from exc
+
+
+def _compact(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float32 tensors that hold float16 values stored as float16: the same numbers in half
+    the bytes (layers grown from a float16 model and frozen are; ``load_state_dict`` casts
+    them back), so a grown model's checkpoint stays small enough to commit."""
+    return {
+        name: t.half() if t.dtype == torch.float32 and torch.equal(t.half().float(), t) else t
+        for name, t in weights.items()
+    }
 
 
 def _save(obj: object, path: Path) -> None:

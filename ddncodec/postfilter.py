@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SCALE = 4  # px per trunk position; images are padded to a multiple of the DDN unit (32) already
+PACKED = 3 * SCALE * SCALE  # pixel channels after the pixel-unshuffle by SCALE
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,9 @@ class PostFilter(nn.Module):
     def __init__(self, config: FilterConfig) -> None:
         super().__init__()
         self.config = config
-        width = 3 * SCALE * SCALE
-        self.embed = nn.Conv2d(width + config.side_channels, config.channels, 3, padding=1)
+        self.embed = nn.Conv2d(PACKED + config.side_channels, config.channels, 3, padding=1)
         self.blocks = nn.Sequential(*[_Block(config.channels) for _ in range(config.blocks)])
-        self.out = nn.Conv2d(config.channels, width, 3, padding=1)
+        self.out = nn.Conv2d(config.channels, PACKED, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # an untrained filter changes nothing
         nn.init.zeros_(self.out.bias)
 
@@ -137,7 +137,7 @@ class PostFilter(nn.Module):
         state = dict(state)
         old = state["embed.weight"]
         if old.shape[1] < self.embed.weight.shape[1]:
-            pixels, cells = 3 * SCALE * SCALE, len(self.config.cells)
+            pixels, cells = PACKED, len(self.config.cells)
             side = old.shape[1] - pixels
             flags = side - 2 * len(self.config.borders) if side else 0  # the old filter's layers
             if side and not 0 < flags <= cells:

@@ -85,8 +85,8 @@ def test_a_filter_widened_for_a_grown_model_ignores_the_new_layers_flags() -> No
         assert torch.equal(new(x, flags), new(x, changed))
         changed[:, 1] = 1 - changed[:, 1]  # an old layer's flags still count
         assert not torch.equal(new(x, flags), new(x, changed))
+    one_layer = PostFilter(FilterConfig(channels=8, blocks=1, cells=(4,))).state_dict()  # no borders
     with pytest.raises(ValueError, match="cannot extend"):
-        one_layer = PostFilter(FilterConfig(channels=8, blocks=1, cells=(4,))).state_dict()  # no borders
         PostFilter(FilterConfig(channels=8, blocks=1, cells=(8, 4, 4))).widen_from(one_layer)
 
 

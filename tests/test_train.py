@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from ddncodec import checkpoint
 from ddncodec.cli import main
 from ddncodec.ladder import fallback
 from ddncodec.model import DDN, DDNConfig
@@ -260,3 +261,25 @@ def test_rate_aware_training_logs_the_coders_rate_and_quality(tmp_path: Path) ->
         assert len(points) == len(rungs)
         assert all(0 < bpp < 8 and 8 < quality < 60 for bpp, quality in points)
     assert load(out).config == pricing.config
+
+
+def test_a_checkpoint_stores_float16_valued_weights_in_half_the_bytes(tmp_path: Path) -> None:
+    files = checkpoint.RunFiles(tmp_path / "m.safetensors")
+    frozen = torch.randn(64, 64).half().float()  # a layer grown from a float16 model
+    trained = torch.randn(64, 64)
+    counts = torch.arange(8, dtype=torch.float64)
+    state = {
+        "config": "{}",
+        "model": {"frozen": frozen, "trained": trained, "hits": counts},
+        "step": 3,
+        "elapsed": 1.0,
+        "rng": {},
+    }
+    checkpoint.save(files, state, {"state": {}})
+    stored = torch.load(files.state, weights_only=True)["model"]
+    assert stored["frozen"].dtype == torch.float16 and torch.equal(stored["frozen"].float(), frozen)
+    assert stored["trained"].dtype == torch.float32 and torch.equal(stored["trained"], trained)
+    assert stored["hits"].dtype == torch.float64
+    restored = torch.nn.Linear(64, 64, bias=False)
+    restored.load_state_dict({"weight": stored["frozen"]})
+    assert restored.weight.dtype == torch.float32 and torch.equal(restored.weight.detach(), frozen)
