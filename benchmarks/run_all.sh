@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the committed benchmark reports: benchmarks/results/{kodak,mcmaster}/
-# (report.md, results.json, rd.png) for the default model, or the model passed on.
+# (report.md, results.json, rd.png) for the default model, or the model passed on, and
+# benchmarks/results/kodak-effort2/ (the encoder at --effort 2 against the Pillow codecs).
 #
 #   benchmarks/run_all.sh DATASETS_ROOT [bench options, e.g. --model NAME --threads 2]
 #
@@ -19,3 +20,7 @@ for dataset in kodak mcmaster; do
     "${PYTHON:-python}" -m ddncodec bench "$root/$dataset" --out "benchmarks/results/$dataset" "$@"
     echo "$dataset: $(($(date +%s) - start)) s" >&2
 done
+start=$(date +%s)
+"${PYTHON:-python}" -m ddncodec bench "$root/kodak" --out benchmarks/results/kodak-effort2 --effort 2 \
+    --codecs ddncodec,jpeg,webp,avif,jxl "$@"
+echo "kodak, effort 2: $(($(date +%s) - start)) s" >&2

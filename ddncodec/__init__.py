@@ -45,16 +45,18 @@ def encode(
     *,
     bpp: float | None = None,
     layers: int | None = None,
+    effort: int = 1,
     model: str | os.PathLike | CodecModel = "default",
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
     """The .ddn bytes of an image (a Pillow image or a path). ``quality`` 1..8 (higher:
     more bits, more PSNR), or a target ``bpp`` for the whole file, or ``layers`` to code
-    with the plain nearest choice; none of them: the default quality. An image of more
-    than ``max_pixels`` pixels raises ``InputError``."""
+    with the plain nearest choice; none of them: the default quality. ``effort`` 2 takes
+    about twice the encode time for fewer bits. An image of more than ``max_pixels``
+    pixels raises ``InputError``."""
     from ddncodec import codec
 
-    return codec.encode(image, model, quality, bpp=bpp, layers=layers, max_pixels=max_pixels).data
+    return codec.encode(image, model, quality, bpp=bpp, layers=layers, effort=effort, max_pixels=max_pixels).data
 
 
 def decode(

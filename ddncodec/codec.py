@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ddncodec import container, entropy, imageio
@@ -39,6 +40,11 @@ from ddncodec.postfilter import from_uint8, refined_flags, to_uint8
 
 TILE = 1024  # px: the largest tile side; part of the format
 DEFAULT_QUALITY = 5
+EFFORTS = (1, 2)  # 1: each layer priced alone; 2: with a one-layer lookahead (about 2.4x the encode time)
+LOOKAHEAD_LAMBDA = 1.4
+"""Effort 2 prices bits this much higher: the lookahead counts what a refinement is
+worth to the next layer too, so at the same λ it refines more; 1.4x keeps each rung's
+rate within about 7 % (26-layer model, 8 validation crops, λ from 0 to 3000)."""
 BPP_TOLERANCE = 0.04  # the --bpp search stops this close to the target (relative)
 SEARCH_WALKS = 8  # the --bpp search keeps the closest file after this many walks
 LAMBDA_FLOOR = 10.0  # the search steps in log(λ + LAMBDA_FLOOR): λ under ~10 is as good as 0
@@ -93,14 +99,21 @@ def table_set(model: CodecModel, rung: Rung) -> int:
 
 
 def rate_aware(
-    target: torch.Tensor, model: CodecModel, lam: float | torch.Tensor, tables: int | torch.Tensor = 0
+    target: torch.Tensor,
+    model: CodecModel,
+    lam: float | torch.Tensor,
+    tables: int | torch.Tensor = 0,
+    lookahead: int = 0,
 ) -> Chooser:
     """Per cell, argmin over candidates of SSE (8-bit levels²) + λ·bits, bits the code
     length under table set ``tables`` given whether the co-located cell of the layer
     before kept (the context model's part that is known before a layer is chosen).
 
     ``lam`` and ``tables`` are one value for the batch or one per image ((B,) tensors:
-    training prices every crop at its own rung)."""
+    training prices every crop at its own rung). With ``lookahead`` (the number of
+    layers the walk codes; effort 2), every layer but the last of them weighs each cell's
+    two cheapest candidates by that cost plus the cheapest the next layer then reaches:
+    a refinement also helps the layer after it, which the one-layer price leaves out."""
     specs, b = model.config.layers, target.shape[0]
     weight = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(b).reshape(b, 1, 1, 1)
     used, which = torch.as_tensor(tables, dtype=torch.long).expand(b).unique(return_inverse=True)
@@ -111,19 +124,39 @@ def rate_aware(
     chosen: dict[int, torch.Tensor] = {}  # this walk's choices so far, by layer
     images = torch.arange(b, device=target.device)[:, None, None]
 
-    def choose(layer: int, options: Candidates) -> torch.Tensor:
+    def priced(layer: int, options: Candidates, above: torch.Tensor | None) -> torch.Tensor:
+        """(B, K, rows, cols) costs of ``layer``'s candidates, ``above`` the choices of the layer before."""
         cost = options.cost(target)
-        if bits:
-            _, _, rows, cols = cost.shape
-            if layer:
-                above, cell, previous_cell = chosen[layer - 1], specs[layer].cell, specs[layer - 1].cell
-                r = torch.from_numpy(parent_positions(rows, cell, previous_cell, above.shape[1]))
-                c = torch.from_numpy(parent_positions(cols, cell, previous_cell, above.shape[2]))
-                kept = (above[:, r][:, :, c] == 0).long()
-            else:
-                kept = torch.zeros(b, rows, cols, dtype=torch.long, device=cost.device)
-            cost = cost * 255.0**2 + weight * bits[layer][images, kept].permute(0, 3, 1, 2)
-        idx = cost.argmin(1)
+        if not bits:
+            return cost
+        _, _, rows, cols = cost.shape
+        if above is not None:
+            cell, previous_cell = specs[layer].cell, specs[layer - 1].cell
+            r = torch.from_numpy(parent_positions(rows, cell, previous_cell, above.shape[1]))
+            c = torch.from_numpy(parent_positions(cols, cell, previous_cell, above.shape[2]))
+            kept = (above[:, r][:, :, c] == 0).long()
+        else:
+            kept = torch.zeros(b, rows, cols, dtype=torch.long, device=cost.device)
+        return cost * 255.0**2 + weight * bits[layer][images, kept].permute(0, 3, 1, 2)
+
+    def looked_ahead(layer: int, options: Candidates, cost: torch.Tensor) -> torch.Tensor:
+        """Per cell, the better of its two cheapest candidates counting the next layer's
+        cheapest cost after each (every cell of the image taking its first, then its second)."""
+        group = specs[layer].cell // specs[layer + 1].cell
+        best = cost.topk(2, dim=1, largest=False)
+        nxt = model.network.layers[layer + 1]
+        totals = []
+        for k in range(2):
+            idx = best.indices[:, k]
+            image = options.compose(idx)
+            after = priced(layer + 1, nxt.candidates(nxt.features(options.trunk, image), image), idx).amin(1)
+            totals.append(best.values[:, k] + F.avg_pool2d(after[:, None], group)[:, 0] * group**2)
+        return torch.where(totals[1] < totals[0], best.indices[:, 1], best.indices[:, 0])
+
+    def choose(layer: int, options: Candidates) -> torch.Tensor:
+        cost = priced(layer, options, chosen.get(layer - 1))
+        ahead = layer + 1 < lookahead and specs[layer].cell % specs[layer + 1].cell == 0
+        idx = looked_ahead(layer, options, cost) if ahead else cost.argmin(1)
         chosen[layer] = idx
         return idx
 
@@ -306,10 +339,12 @@ def psnr(a: np.ndarray, b: np.ndarray, mode: str) -> float:
     return 10 * math.log10(255**2 / mse) if mse > 0 else math.inf
 
 
-def encode_pixels(pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, tables: int | None = None) -> Encoded:
+def encode_pixels(
+    pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1
+) -> Encoded:
     """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode. ``tables``
     overrides the rung's own entropy table set (``table_set``)."""
-    return _finish(_code(pixels, model, rung, tables), pixels, mode, model)
+    return _finish(_code(pixels, model, rung, tables, effort), pixels, mode, model)
 
 
 @dataclass
@@ -330,9 +365,9 @@ class _Coded:
         return container.pack(header, self.streams)
 
 
-def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None = None) -> _Coded:
+def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1) -> _Coded:
     """Walk (H, W, 3) uint8 pixels at ``rung`` and entropy-code the index maps with table
-    set ``tables`` (default: the rung's own)."""
+    set ``tables`` (default: the rung's own), choosing with ``effort`` (EFFORTS)."""
     height, width = pixels.shape[:2]
     unit = model.config.unit
     tiles = plan(width, height, unit)
@@ -341,6 +376,8 @@ def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None 
     def chooser_for(i: int) -> Chooser:
         t = tiles[i]
         target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
+        if effort > 1:
+            return rate_aware(target, model, rung.lam * LOOKAHEAD_LAMBDA, tables, lookahead=rung.layers)
         return rate_aware(target, model, rung.lam, tables)
 
     walked = _walk(model, tiles, rung.layers, chooser_for, model.postfilter is not None)
@@ -370,7 +407,9 @@ def _finish(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> 
     return Encoded(coded.data(model, mode, filtered), reconstruction, mode, quality, coded.rung)
 
 
-def _search_bpp(pixels: np.ndarray, mode: str, model: CodecModel, target: float, max_layers: int) -> Encoded:
+def _search_bpp(
+    pixels: np.ndarray, mode: str, model: CodecModel, target: float, max_layers: int, effort: int
+) -> Encoded:
     """The file nearest ``target`` bpp, within BPP_TOLERANCE if it can be had.
 
     The walks skip the post-filter (it changes no byte but a flag); only the one kept
@@ -391,7 +430,7 @@ def _search_bpp(pixels: np.ndarray, mode: str, model: CodecModel, target: float,
 
     def attempt(rung: Rung, tables: int) -> bool:
         """Walk at ``rung``; whether the search is over (close enough, or out of walks)."""
-        coded = _code(pixels, model, rung, tables)
+        coded = _code(pixels, model, rung, tables, effort)
         bpp = 8 * len(coded.data(model, mode, False)) / (width * height)
         if not tried or abs(math.log(bpp / target)) < min(abs(math.log(b / target)) for *_, b in tried):
             best[:] = [coded]
@@ -490,6 +529,7 @@ def encode(
     *,
     bpp: float | None = None,
     layers: int | None = None,
+    effort: int = 1,
     max_pixels: int = container.DEFAULT_MAX_PIXELS,
 ) -> Encoded:
     """Encode an image (Pillow image, path or file bytes).
@@ -497,7 +537,9 @@ def encode(
     ``quality`` (1..8) picks a rung of the model's ladder; ``layers`` alone codes that
     many layers with the plain nearest choice (with ``quality``: overrides its layer
     count); ``bpp`` searches for that many bits per pixel (whole file), using at most
-    ``layers`` layers if given. Nothing given: ``DEFAULT_QUALITY``."""
+    ``layers`` layers if given. Nothing given: ``DEFAULT_QUALITY``. ``effort`` 2 spends
+    about twice the encode time on a lookahead for fewer bits at the same PSNR; decoding
+    is the same."""
     model = load_model(model)
     count = len(model.config.layers)
     if quality is not None and quality not in QUALITIES:
@@ -506,6 +548,9 @@ def encode(
     if layers is not None and not 1 <= layers <= count:
         msg = f"layers must be 1..{count} for this model, got {layers}"
         raise OptionError(msg)
+    if effort not in EFFORTS:
+        msg = f"effort must be one of {', '.join(map(str, EFFORTS))}, got {effort}"
+        raise OptionError(msg)
     if bpp is not None and (quality is not None or not bpp > 0 or not math.isfinite(bpp)):
         msg = "bpp must be a positive number, and not combined with quality"
         raise OptionError(msg)
@@ -513,14 +558,14 @@ def encode(
     pixels, mode = imageio.to_pixels(opened)
     check_padded_pixels(pixels.shape[1], pixels.shape[0], model.config.unit, max_pixels)
     if bpp is not None:
-        encoded = _search_bpp(pixels, mode, model, bpp, layers or count)
+        encoded = _search_bpp(pixels, mode, model, bpp, layers or count, effort)
     else:
         if quality is None and layers is not None:
             rung = Rung(layers, 0.0)
         else:
             rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
             rung = Rung(layers or rung.layers, rung.lam)
-        encoded = encode_pixels(pixels, mode, model, rung)
+        encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
     encoded.frames = opened.info.get("n_frames", 1)
     return encoded
 

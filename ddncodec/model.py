@@ -186,7 +186,7 @@ class CellLayer(nn.Module):
         return self.blocks(feat)
 
     def candidates(self, h: torch.Tensor, base: torch.Tensor) -> Candidates:
-        return Candidates(base, self.head_norm(h), self.ddl, self.spec)
+        return Candidates(base, self.head_norm(h), self.ddl, self.spec, h)
 
 
 @dataclass
@@ -202,6 +202,7 @@ class Candidates:
     features: torch.Tensor  # (B, C, H/stride, W/stride), what the heads read
     ddl: DiscreteDistributionLayer
     spec: LayerSpec
+    trunk: torch.Tensor  # the trunk's output, which the next layer builds on (the encoder's lookahead)
 
     @functools.cached_property
     def residuals(self) -> torch.Tensor:

@@ -35,6 +35,7 @@ class TrainOptions:
     grow_from: Path | None = None  # a model whose layers start the first layers of a new run
     train_from: int = 0  # layers below this one stay frozen (with --grow-from: train only the new ones)
     rate_from: Path | None = None  # price the training choice at this model's rungs (λ·bits), as the encoder does
+    split_until: int | None = None  # Split-and-Prune stops at this step (None: it runs throughout)
     quiet: bool = False
 
 

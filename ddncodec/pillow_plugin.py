@@ -1,6 +1,6 @@
 """Pillow plugin for .ddn, registered by ``import ddncodec``: ``Image.open("x.ddn")``
 decodes, ``img.save("x.ddn", quality=4)`` encodes (also ``bpp=``, ``layers=``,
-``model=``).
+``effort=``, ``model=``).
 
 Errors follow Pillow's conventions: a file that is not a valid .ddn header raises
 ``SyntaxError`` in ``_open`` (Pillow then reports "cannot identify image file"), a
@@ -72,7 +72,12 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
     info = im.encoderinfo
     encoded = codec.encode(
-        im, info.get("model", MODEL), info.get("quality"), bpp=info.get("bpp"), layers=info.get("layers")
+        im,
+        info.get("model", MODEL),
+        info.get("quality"),
+        bpp=info.get("bpp"),
+        layers=info.get("layers"),
+        effort=info.get("effort", 1),
     )
     fp.write(encoded.data)
 

@@ -284,6 +284,8 @@ class Trainer:
         return float(loss.detach())
 
     def split_and_prune(self) -> None:
+        if self.opts.split_until is not None and self.step >= self.opts.split_until:
+            return
         decisions = self.network.split_decisions()
         decisions[: self.opts.train_from] = [None] * min(self.opts.train_from, len(decisions))  # frozen layers stay
         if self.world > 1:

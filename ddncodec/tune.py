@@ -7,7 +7,8 @@ encoder picks "keep" (symbol 0), and every rung keeps at its own rate, so
 that the rate-aware encoder chooses at that rung's λ on training crops (the choice
 depends on the tables' bit costs, so it may run a few rounds). ``tune_ladder`` encodes
 validation images over a grid of (layers, λ), keeps the rate-distortion front and picks
-eight rungs spread evenly in log-bpp along it, preferring points on its operational hull.
+eight rungs spread evenly in log-bpp along it, preferring points on its operational hull
+and, where two are about as good at the same rate, the one that runs fewer layers.
 """
 
 from __future__ import annotations
@@ -123,14 +124,16 @@ def gap_under(point: Point, vertices: list[Point]) -> float:
     return 0.0
 
 
-def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: float = 64.0) -> list[Rung]:
+def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: float = 80.0) -> list[Rung]:
     """``count`` rungs of the front at rates spread evenly in log-bpp over its top
     ``span``-fold range (lower rates look too poor to offer; 32-fold lost the rates under
-    0.05 bpp once the model grew to 18 layers). Among the points within
+    0.05 bpp once the model grew to 18 layers, 64-fold once its top rung reached 3.7 bpp
+    on the validation crops at 26 layers). Among the points within
     half a step of each target rate, the one least under the operational hull wins, then
     the nearest: a point close in rate but far under the hull (few layers at λ = 0, say)
-    would waste the rung. Rungs rise in rate and PSNR (strictly if the front has enough
-    points, else the last ones repeat)."""
+    would waste the rung; then, at about the same rate and as close to the hull, the one
+    that runs the fewest layers (``_fewer_layers``). Rungs rise in rate and PSNR (strictly
+    if the front has enough points, else the last ones repeat)."""
     best = front(points)
     vertices = hull(best)
     log_rates = [math.log(p.bpp) for p in best]
@@ -145,8 +148,30 @@ def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: flo
         last = max(first, len(best) - (count - i))  # leave room for the rungs still to come
         ranked = [(abs(log_rates[j] - target), j) for j in range(first, last + 1)]
         near = [(gaps[j], distance, j) for distance, j in ranked if distance <= step / 2 + 1e-9]
-        chosen.append(min(near)[-1] if near else min(ranked)[-1])
+        pick = min(near)[-1] if near else min(ranked)[-1]
+        chosen.append(_fewer_layers(best, gaps, pick, range(first, last + 1)))
     return [best[j].rung for j in chosen]
+
+
+FEWER_LAYERS_DB = 0.05
+"""How far under the hull (dB, beyond the picked point's own gap) a rung may move to
+run fewer layers: encode and decode time grows with the layer count, and at the same
+rate 21 layers at λ = 1000 gave the 26-layer model 1.75x the seconds of 16 layers at
+λ = 1000 for no PSNR a viewer could see."""
+SAME_RATE = 0.1
+"""Points within this much log-bpp (about 10 %) of a pick count as the same rate."""
+
+
+def _fewer_layers(best: list[Point], gaps: list[float], pick: int, allowed: range) -> int:
+    """The point of ``allowed`` at about ``pick``'s rate and within FEWER_LAYERS_DB of its
+    gap under the hull that runs the fewest layers (``pick`` itself if none runs fewer)."""
+    rate = math.log(best[pick].bpp)
+    same = [
+        (best[j].rung.layers, gaps[j], j)
+        for j in allowed
+        if abs(math.log(best[j].bpp) - rate) <= SAME_RATE and gaps[j] <= gaps[pick] + FEWER_LAYERS_DB
+    ]
+    return min(same)[-1]
 
 
 LAMBDAS = (0.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 from tqdm import tqdm
 
+import ddncodec
 from ddncodec.bench import metrics, standin, worker
 from ddncodec.bench.codecs import PILLOW_FORMATS, CodecPlan
 from ddncodec.bench.curves import SAME_RUN, Curve, bd_rate, load_published, psnr_at
@@ -222,3 +223,15 @@ def test_bench_quick_end_to_end(tmp_path: Path, tiny_model_path: Path) -> None:
     with Image.open(out / "rd.png") as plot:
         assert plot.format == "PNG" and plot.width > 1000
     assert sorted(p.name for p in out.iterdir()) == ["rd.png", "report.md", "results.json"]
+
+
+def test_bench_runs_ddncodec_at_the_effort_asked(tmp_path: Path, tiny_model_path: Path) -> None:
+    out = tmp_path / "report"
+    args = ["--out", str(out), "--quick", "--model", str(tiny_model_path), "--threads", "1", "--quiet"]
+    code, stderr = bench(str(DATA / "kodak"), *args, "--codecs", "ddncodec", "--qualities", "8", "--effort", "2")
+    assert code == 0, stderr
+    results = json.loads((out / "results.json").read_text())
+    images = sorted((DATA / "kodak").glob("*.png"))
+    sizes = [len(ddncodec.encode(path, 8, model=tiny_model_path, effort=2)) for path in images]
+    assert [r["bytes"] for r in sorted(results["rows"], key=lambda r: r["image"])] == sizes
+    assert "encoder effort 2" in (out / "report.md").read_text()

@@ -199,6 +199,7 @@ def test_a_bad_file_in_a_batch_is_reported_and_the_rest_are_done(model_arg: str,
     [
         ["encode", "IMG", "-o", "x.ddn", "-q", "3", "--bpp", "0.1"],
         ["encode", "IMG", "-o", "x.ddn", "-q", "9"],
+        ["encode", "IMG", "-o", "x.ddn", "--effort", "3"],
         ["encode", "IMG", "IMG", "-o", "-"],
         ["decode", "x.ddn", "-o", "x.unknown"],
         ["encode", "IMG"],
@@ -219,6 +220,15 @@ def test_usage_errors_exit_1(
     (tmp_path / "x.ddn").write_bytes(b"")
     one_error_line(run(*[str(kodak_crop) if a == "IMG" else a for a in args]), 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ddn"]  # nothing made, no folders either
+
+
+def test_effort_2_writes_the_api_s_file(
+    model_arg: str, kodak_crop: Path, tmp_path: Path, tiny_model: CodecModel
+) -> None:
+    ddn = tmp_path / "k.ddn"
+    assert run("encode", kodak_crop, "-o", ddn, "-q", "8", "-e", "2", "--model", model_arg).exit_code == 0
+    expected = codec.encode(kodak_crop, tiny_model, 8, effort=2)
+    assert ddn.read_bytes() == expected.data != codec.encode(kodak_crop, tiny_model, 8).data
 
 
 def test_a_trailing_slash_means_a_folder_for_one_input_too(model_arg: str, kodak_crop: Path, tmp_path: Path) -> None:

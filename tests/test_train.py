@@ -194,6 +194,15 @@ def test_sigterm_stops_after_the_step_and_checkpoints(tmp_path: Path) -> None:
     assert load(tmp_path / "m.safetensors").card["steps"] == final
 
 
+def test_split_and_prune_stops_at_split_until(tmp_path: Path) -> None:
+    assert train(tmp_path / "m", "--steps", "60", "--split-until", "20").exit_code == 0
+    counts = [r["splits"] for r in log_of(tmp_path / "m") if "splits" in r]
+    assert sum(counts[-1]) > 0  # it ran before step 20 ...
+    ran = state(tmp_path / "m")["splits"]
+    assert train(tmp_path / "m", "--steps", "90", "--resume", "--split-until", "20").exit_code == 0
+    assert state(tmp_path / "m")["splits"] == ran  # ... and never after it, resumed or not
+
+
 def test_two_processes_keep_identical_replicas(tmp_path: Path) -> None:
     out = tmp_path / "m"
     launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")

@@ -57,6 +57,18 @@ def test_pick_rungs_prefers_the_hull_to_the_nearest_rate() -> None:
     assert [r.layers for r in tune.pick_rungs(points, count=3, span=10)] == [1, 3, 4]
 
 
+def test_pick_rungs_runs_fewer_layers_when_that_is_about_as_good() -> None:
+    low, high = Point(Rung(1, 0), 0.1, 20), Point(Rung(9, 0), 1.0, 26)
+    many = Point(Rung(8, 1000), 0.33, 23.0)  # the nearest to the middle target, on the hull
+    few = Point(Rung(5, 1000), 0.31, 22.72)  # 6 % less rate, 0.02 dB under the hull: as good, 3 layers fewer
+    poor = Point(Rung(3, 1000), 0.30, 22.0)  # fewer still, but 0.6 dB under the hull
+    points = [low, poor, few, many, high]
+    assert tune.gap_under(few, tune.hull(points)) == pytest.approx(0.02, abs=0.01)
+    assert [r.layers for r in tune.pick_rungs(points, count=3, span=10)] == [1, 5, 9]
+    worse = Point(Rung(5, 1000), 0.31, 22.60)  # 0.14 dB under: no longer as good
+    assert [r.layers for r in tune.pick_rungs([low, poor, worse, many, high], count=3, span=10)] == [1, 8, 9]
+
+
 def test_recounted_priors_make_keep_cheaper_for_the_rate_aware_encoder(tiny_model: CodecModel) -> None:
     crops = bsds_crops()
     rungs = [Rung(3, 10000.0)]

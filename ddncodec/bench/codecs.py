@@ -78,14 +78,15 @@ class DDNCodec:
 
     name = "ddncodec"
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, effort: int = 1) -> None:
         import ddncodec
 
         self.api = ddncodec
         self.model = ddncodec.load_model(model)
+        self.effort = effort
 
     def encode(self, image: Image.Image, quality: int | None) -> bytes:
-        return self.api.encode(image, quality, model=self.model)
+        return self.api.encode(image, quality, model=self.model, effort=self.effort)
 
     def decode(self, data: bytes) -> Image.Image:
         return self.api.decode(data, model=self.model)
@@ -95,6 +96,7 @@ class DDNCodec:
             "fingerprint": self.model.fingerprint.hex()[:16],
             "layers": len(self.model.config.layers),
             "unit": self.model.config.unit,
+            "effort": self.effort,
             "card": self.model.card,
         }
 
@@ -106,6 +108,7 @@ class CodecPlan:
     key: str  # "ddncodec", a PILLOW_FORMATS key, or "standin"
     qualities: tuple[int | None, ...]
     argument: str = ""  # the model for ddncodec
+    effort: int = 1  # ddncodec's encoder effort
 
     @property
     def name(self) -> str:
@@ -121,7 +124,7 @@ class CodecPlan:
 
     def build(self) -> Codec:
         if self.key == "ddncodec":
-            return DDNCodec(self.argument)
+            return DDNCodec(self.argument, self.effort)
         if self.key == "standin":
             from ddncodec.bench import standin
 
@@ -132,7 +135,9 @@ class CodecPlan:
 CODEC_KEYS = ("ddncodec", *PILLOW_FORMATS, "standin")
 
 
-def plans(keys: tuple[str, ...], quick: bool, ddn_qualities: tuple[int, ...] | None, model: str) -> list[CodecPlan]:
+def plans(
+    keys: tuple[str, ...], quick: bool, ddn_qualities: tuple[int, ...] | None, model: str, effort: int = 1
+) -> list[CodecPlan]:
     """The workers of a run, ddncodec first (slowest and the one most likely to fail)."""
     result = []
     for key in CODEC_KEYS:
@@ -140,7 +145,7 @@ def plans(keys: tuple[str, ...], quick: bool, ddn_qualities: tuple[int, ...] | N
             continue
         if key == "ddncodec":
             qualities = ddn_qualities or (DDN_QUICK if quick else DDN_QUALITIES)
-            result.append(CodecPlan(key, qualities, model))
+            result.append(CodecPlan(key, qualities, model, effort))
         elif key == "standin":
             result.append(CodecPlan(key, (None,)))
         else:

@@ -110,7 +110,8 @@ def markdown(results: dict) -> str:
             info = s["info"]
             card = {k: info["card"][k] for k in ("steps", "train_seconds", "data") if k in info["card"]}
             lines.append(
-                f"Model: fingerprint `{info['fingerprint']}`, {info['layers']} layers, "
+                f"Model: fingerprint `{info['fingerprint']}`, {info['layers']} layers, encoder effort "
+                f"{info.get('effort', 1)}, "
                 f"`{json.dumps(card)}` (the whole model card is in results.json)."
             )
     lines += ["", "## Headline (ddncodec)", "", *headline(results), "", "## Rate–distortion", "", "![RD](rd.png)", ""]

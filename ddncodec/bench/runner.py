@@ -43,6 +43,7 @@ class BenchOptions:
     quick: bool = False
     qualities: tuple[int, ...] | None = None  # ddncodec's; None = all (or the quick three)
     model: str = "default"
+    effort: int = 1  # ddncodec's encoder effort
     codecs: tuple[str, ...] = CODEC_KEYS
     threads: int | None = None  # torch threads in every worker; None = every core
     published: str = "auto"  # a folder, "none", or "auto": the shipped Kodak curves on Kodak
@@ -193,7 +194,7 @@ def run(options: BenchOptions) -> dict:
         notes.append("the published curves are means over the 24 Kodak images, not over the images of this run")
     options.out.mkdir(parents=True, exist_ok=True)
     threads = options.threads or usable_cpus()
-    jobs = plans(options.codecs, options.quick, options.qualities, model)
+    jobs = plans(options.codecs, options.quick, options.qualities, model, options.effort)
 
     start, load_start = time.perf_counter(), os.getloadavg()
     rows, speeds, rd_curves = [], [], []

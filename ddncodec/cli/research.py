@@ -62,6 +62,11 @@ from ddncodec.options import FilterTrainOptions, TrainOptions, TuneOptions
     type=click.Path(path_type=Path),
     help="Choose as the encoder does: each crop at a rung of this model's ladder (SSE + λ·bits).",
 )
+@click.option(
+    "--split-until",
+    type=click.IntRange(min=0),
+    help="Stop Split-and-Prune at this step (it balances node use, which raises index entropy) [default: never].",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train(**kwargs) -> None:
     """Train a model on folders of photos (resumable; Split-and-Prune, chain dropout).
@@ -155,6 +160,7 @@ def _comma_list(kind: type) -> object:
 @click.option("--quick", is_flag=True, help="Two images and three qualities per codec (the CI smoke test).")
 @click.option("--qualities", callback=_comma_list(int), help="ddncodec qualities, e.g. 1,4,8 [default: 1..8].")
 @click.option("--model", default="default", show_default=True, help="Model name or path.")
+@click.option("--effort", default=1, show_default=True, type=click.IntRange(1, 2), help="ddncodec's encoder effort.")
 @click.option(
     "--codecs",
     callback=_comma_list(str),
