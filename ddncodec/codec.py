@@ -343,7 +343,7 @@ def encode_pixels(
     pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1
 ) -> Encoded:
     """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode. ``tables``
-    overrides the rung's own entropy table set (``table_set``)."""
+    overrides the rung's own entropy table set (``table_set``); ``effort`` is one of EFFORTS."""
     return _finish(_code(pixels, model, rung, tables, effort), pixels, mode, model)
 
 
