@@ -123,6 +123,45 @@ def code_layer(
                 counts[full] = (counts[full] + 1) >> 1
 
 
+DIRECT = 3  # direct neighbours (up, left, right) that can give a bonus
+
+
+def static_lengths(table: np.ndarray) -> np.ndarray:
+    """(CONTEXTS, DIRECT + 1, DIRECT + 1, K) code lengths in bits of each symbol under the
+    initial ``table`` (CONTEXTS, K), by context class, number of known direct neighbours
+    and how many of them chose the symbol: ``frequencies`` before any count adapts."""
+    t = table.astype(np.float64)
+    total = t.sum(1)
+    bonus = (table.sum(1) >> BONUS_SHIFT).astype(np.float64)
+    known = np.arange(DIRECT + 1)
+    freq = t[:, None, None, :] + (bonus[:, None] * known)[:, None, :, None]  # [c, -, same, k]
+    totals = total[:, None] + bonus[:, None] * known  # [c, known]
+    return -np.log2(freq / totals[:, :, None, None])
+
+
+def code_lengths(grid: np.ndarray, parent_kept: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per cell, the bits a whole grid's symbols (B, H, W) cost under ``static_lengths``,
+    each cell's context taken as ``half_rows`` forms it (neighbours above, and left and
+    right in odd columns; ``parent_kept`` (B, H, W) 0/1): what an encoder can price a
+    choice with once it has a draft of the whole layer. ``lengths`` is one table's
+    (CONTEXTS, 4, 4, K) or one per image (B, CONTEXTS, 4, 4, K)."""
+    b, height, width = grid.shape
+    padded = np.full((b, height + 1, width + 2), NONE, dtype=np.int64)
+    padded[:, 1:, 1:-1] = grid
+    up, up_left, up_right = padded[:, :-1, 1:-1], padded[:, :-1, :-2], padded[:, :-1, 2:]
+    odd = (np.arange(width) % 2 == 1)[None, None, :]
+    left = np.where(odd, padded[:, 1:, :-2], NONE)
+    right = np.where(odd, padded[:, 1:, 2:], NONE)
+    keeps = sum((n == 0).astype(np.int64) for n in (up, up_left, up_right, left, right))
+    context = np.minimum(keeps, 3) * 2 + parent_kept
+    direct = (up, left, right)
+    known = sum((n >= 0).astype(np.int64) for n in direct)
+    same = sum((n == grid).astype(np.int64) for n in direct)
+    if lengths.ndim == 4:
+        return lengths[context, known, same, grid]
+    return lengths[np.arange(b)[:, None, None], context, known, same, grid]
+
+
 def count_contexts(grid: np.ndarray, parent: np.ndarray, k: int) -> np.ndarray:
     """(CONTEXTS, K) tally of the symbols of a complete grid by context: for fitting tables."""
     tally = np.zeros((CONTEXTS, k), dtype=np.int64)

@@ -83,7 +83,7 @@ class DiscreteDistributionLayer(nn.Module):
         step = max(1, CHUNK_VALUES // weight.shape[1])
         for start in range(0, rows.shape[0], step):
             part = slice(start, start + step)
-            out[part] = ((rows[part] @ weight).view(-1, self.nodes, self.node_channels) - goal[part]).pow(2).sum(-1)
+            out[part] = ((rows[part] @ weight).view(-1, self.nodes, self.node_channels) - goal[part]).square_().sum(-1)
         return out.view(b, h, w, self.nodes).permute(0, 3, 1, 2)
 
     @torch.no_grad()

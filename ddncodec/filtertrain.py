@@ -1,9 +1,9 @@
 """Training the post-filter of a codec model on what its decoder really outputs.
 
 1. A pool: random training crops encoded at every rung of the model's ladder (and
-   the rate-aware choice it uses), stored as 8-bit decoded images beside the target,
+   the rate-aware choice and table set the encoder uses), stored as 8-bit decoded images beside the target,
    with the decode's refined-cell flags (the filter's side inputs). One walk per
-   distinct λ yields every layer count of that λ. Built in chunks, so an interrupted
+   distinct (λ, table set) yields every layer count of it. Built in chunks, so an interrupted
    build resumes.
 2. Training: MSE between filter(decoded) and the photo on random 32-px-aligned windows
    of the pool (aligned, so the cell grid sits where it does in a real decode), Adam
@@ -52,14 +52,15 @@ def degrade(model: CodecModel, crops: torch.Tensor, rungs: list[codec.Rung]) -> 
     size = crops.shape[-2:]
     out = torch.empty((crops.shape[0], len(rungs), *crops.shape[1:]), dtype=torch.uint8)
     flags = torch.empty((crops.shape[0], len(rungs), len(cells), size[0] // SCALE, size[1] // SCALE), dtype=torch.uint8)
-    for lam in sorted({r.lam for r in rungs}):
-        deepest = max(r.layers for r in rungs if r.lam == lam)
-        walk = model.network.walk((crops.shape[0], *size), codec.rate_aware(crops, model, lam), deepest)
+    pricing = [(r.lam, codec.table_set(model, r)) for r in rungs]  # as the encoder prices each rung
+    for lam, tables in sorted(set(pricing)):
+        deepest = max(r.layers for r, p in zip(rungs, pricing, strict=True) if p == (lam, tables))
+        walk = model.network.walk((crops.shape[0], *size), codec.rate_aware(crops, model, lam, tables), deepest)
         chosen = []
         for layer, (idx, image) in enumerate(walk, 1):
             chosen.append(idx)
             for i, r in enumerate(rungs):
-                if r.lam == lam and r.layers == layer:
+                if pricing[i] == (lam, tables) and r.layers == layer:
                     out[:, i] = to_uint8(image)
                     flags[:, i] = refined_flags(chosen, cells, size)
     return out, flags

@@ -104,6 +104,32 @@ def test_rate_aware_choice_trades_psnr_for_bits(tiny_model: CodecModel, kodak_cr
     assert cheap.psnr < plain.psnr
 
 
+def test_settle_lowers_the_layers_price_with_neighbours_known() -> None:
+    """Iterated conditional modes never raise SSE + λ·bits under the static context model
+    (each class of cells is priced exactly, its neighbours held), and on a keep-heavy
+    table it finds cheaper layers than the per-cell draft; cells only keep or refine."""
+    from ddncodec.context import CONTEXTS, code_lengths, static_lengths
+
+    rng = np.random.default_rng(5)
+    k, shape = 8, (2, 17, 23)
+    table = rng.integers(1, 50, (CONTEXTS, k))
+    table[:, 0] = 10 + 400 * np.arange(CONTEXTS) // 2  # keep gets cheaper with every keeping neighbour
+    lengths = static_lengths(table)
+    refine = rng.integers(1, k, shape)
+    extra_sse = rng.normal(2.0, 3.0, shape)
+    parent_kept = rng.integers(0, 2, shape)
+    lam = np.array([1.0, 3.0])
+    draft = np.where(extra_sse < 0, refine, 0)
+
+    def price(grid: np.ndarray) -> np.ndarray:
+        sse = np.where(grid > 0, extra_sse, 0.0).sum((1, 2))
+        return sse + lam * code_lengths(grid, parent_kept, lengths).sum((1, 2))
+
+    settled = codec.settle(draft, refine, extra_sse, parent_kept, lengths, lam)
+    assert ((settled == 0) | (settled == refine)).all()
+    assert (price(settled) < price(draft) - 1.0).all()
+
+
 def test_effort_2_looks_ahead_for_more_psnr_at_the_same_rate(tiny_model: CodecModel) -> None:
     for path in sorted(KODAK.glob("*.png")):
         pixels = pixels_of(path)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddncodec import entropy
-from ddncodec.context import CONTEXTS, parent_grid
+from ddncodec.context import CONTEXTS, code_lengths, frequencies, half_rows, parent_grid, static_lengths
 from ddncodec.errors import DDNError, FormatError
 
 Layer = tuple[list[np.ndarray], list[np.ndarray], np.ndarray]  # grids, parents, initial table
@@ -139,6 +139,22 @@ def test_ideal_bits_is_minus_sum_log2_p_of_the_adaptive_model() -> None:
     expected = -sum(math.log2(q) for q in p)
     assert entropy.ideal_bits([grid], [parent], initial) == pytest.approx(expected, rel=1e-12)
     round_trip([grid], [parent], initial)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers())
+def test_static_code_lengths_are_the_coders_before_its_counts_adapt(layer: Layer) -> None:
+    """``code_lengths`` prices a whole grid at once, as the coder's first step would price
+    each cell: the same context, bonus and table, for every cell of every tile."""
+    grids, parents, initial = layer
+    lengths = static_lengths(initial)
+    for grid, parent in zip(grids, parents, strict=True):
+        priced = code_lengths(grid[None], (parent == 0)[None].astype(np.int64), lengths)[0]
+        for step in half_rows(grid, parent):
+            freq = frequencies(initial.astype(np.int64), step)
+            symbols = grid[step.row, step.columns]
+            want = -np.log2(freq[np.arange(symbols.size), symbols] / freq.sum(1))
+            np.testing.assert_allclose(priced[step.row, step.columns], want, rtol=1e-12)
 
 
 def test_the_odds_follow_the_image() -> None:
