@@ -52,7 +52,8 @@ def encode(
     """The .ddn bytes of an image (a Pillow image or a path). ``quality`` 1..8 (higher:
     more bits, more PSNR), or a target ``bpp`` for the whole file, or ``layers`` to code
     with the plain nearest choice; none of them: the default quality. ``effort`` 2 takes
-    about 2.4x the encode time for a higher PSNR at about the same size. An image of
+    about 2.3x the encode time; each rung then spends about 10 % more bits for a higher
+    PSNR (1.5 % fewer bits at equal PSNR, Kodak). An image of
     more than ``max_pixels`` pixels raises ``InputError``."""
     from ddncodec import codec
 

@@ -215,7 +215,7 @@ def _ddn_name(path: Path) -> None:
     type=click.IntRange(1, 2),
     default=1,
     show_default=True,
-    help="2: about 2.4x the encode time for a better picture at about the same size (decoding is the same).",
+    help="2: about 2.3x the encode time; each quality ~10% larger and sharper, 1.5% smaller at equal PSNR (decoding is the same).",
 )
 def encode(
     inputs: tuple[Path, ...],
