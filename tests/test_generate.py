@@ -93,6 +93,19 @@ def test_top2_pick_varies_with_the_seed_and_still_follows_the_condition(tiny_mod
     assert worst < 0.4 * min(mse(F.avg_pool2d(r, 4), cond) for r in random_paths)
 
 
+def test_top2_draws_only_between_nearly_tied_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cell 0's two best cost 1.00 and 1.04 (within NEAR_TIE): either may be drawn; cell 1's
+    cost 1.0 and 1.5: always the best. Drawing in every cell was what cost 3.4 dB."""
+    cost = torch.tensor([[1.04, 1.0], [1.00, 1.5], [5.0, 5.0]]).view(1, 3, 1, 2)
+    monkeypatch.setattr(generate, "score_cells", lambda _options, _scorer: cost)
+    picks = {
+        tuple(generate.guided_chooser(lambda x: x, "top2", torch.Generator().manual_seed(s))(0, None)[0, 0].tolist())
+        for s in range(20)
+    }
+    assert {p[1] for p in picks} == {0}
+    assert {p[0] for p in picks} == {0, 1}
+
+
 def test_any_black_box_scorer_steers_generation(tiny_model, random_paths):
     """A scorer that only likes brightness makes a near-white image; one that likes darkness, a dark one."""
     bright = generate.guide(tiny_model, lambda images: -generate.luminance(images), 64, 48)
