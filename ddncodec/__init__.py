@@ -53,8 +53,8 @@ def encode(
     more bits, more PSNR), or a target ``bpp`` for the whole file, or ``layers`` to code
     with the plain nearest choice; none of them: the default quality. ``effort`` 2 takes
     about 2.3x the encode time; each rung then spends about 10 % more bits for a higher
-    PSNR (1.5 % fewer bits at equal PSNR, Kodak). An image of
-    more than ``max_pixels`` pixels raises ``InputError``."""
+    PSNR (1.5 % fewer bits at equal PSNR, Kodak). An image of more than ``max_pixels``
+    pixels raises ``InputError``."""
     from ddncodec import codec
 
     return codec.encode(image, model, quality, bpp=bpp, layers=layers, effort=effort, max_pixels=max_pixels).data

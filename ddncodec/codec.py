@@ -121,9 +121,12 @@ def rate_aware(
     weight = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(b).reshape(b, 1, 1, 1)
     used, which = torch.as_tensor(tables, dtype=torch.long).expand(b).unique(return_inverse=True)
     bits = []  # per layer, (B, 2, K): each image's code lengths by parent-kept
+    lengths = []  # per layer, (B, CONTEXTS, 4, 4, K): each image's static_lengths, for settle
     for i in range(len(specs) if bool(weight.any()) else 0):
         by_set = np.stack([model.priors.bits_by_parent(i, int(t)) for t in used])  # only the sets in use
         bits.append(torch.from_numpy(by_set).float()[which].to(target.device))
+        if not lookahead:
+            lengths.append(np.stack([static_lengths(model.priors.initial(i, int(t))) for t in used])[which.numpy()])
     chosen: dict[int, torch.Tensor] = {}  # this walk's choices so far, by layer
     images = torch.arange(b, device=target.device)[:, None, None]
 
@@ -162,15 +165,15 @@ def rate_aware(
     def settled(layer: int, cost: torch.Tensor) -> torch.Tensor:
         """``settle`` on the per-cell choice of ``cost`` (B, K, rows, cols), priced as ``priced`` does."""
         kept = parent_kept(layer, cost.shape[2:])
-        sse = cost - weight * bits[layer][images, kept].permute(0, 3, 1, 2)
         refine = cost[:, 1:].argmin(1, keepdim=True) + 1
-        lengths = np.stack([static_lengths(model.priors.initial(layer, int(t))) for t in used])[which.numpy()]
+        options = torch.cat([torch.zeros_like(refine), refine], 1)  # keep, and the best refinement
+        sse = cost.gather(1, options) - weight * bits[layer][images, kept].permute(0, 3, 1, 2).gather(1, options)
         idx = settle(
             cost.argmin(1).cpu().numpy(),
             refine[:, 0].cpu().numpy(),
-            (sse.gather(1, refine) - sse[:, :1])[:, 0].detach().double().cpu().numpy(),
+            (sse[:, 1] - sse[:, 0]).detach().double().cpu().numpy(),
             kept.cpu().numpy(),
-            lengths,
+            lengths[layer],
             weight.reshape(b).double().cpu().numpy(),
         )
         return torch.from_numpy(idx).to(cost.device)
@@ -194,6 +197,10 @@ SETTLE_ROWS, SETTLE_COLUMNS = 2, 3
 """``settle`` visits the cells in these interleaved classes: a cell's code length depends
 on the cell itself and its neighbours up-left, up, up-right, left and right, so no cell's
 depends on two cells of one class, and a class can be priced all at once."""
+
+_REGION = ((0, 1), (0, 0), (0, 2), (1, 0), (1, 1), (1, 2))
+"""In ``settle``'s padded code lengths (one column each side), a cell and the cells whose
+context it is part of: left, right, and the three below."""
 
 
 def settle(
@@ -227,11 +234,6 @@ def settle(
             totals[1] += extra_sse
             grid = np.where(members, np.where(totals[1] < totals[0], refine, 0), grid)
     return grid
-
-
-_REGION = ((0, 1), (0, 0), (0, 2), (1, 0), (1, 1), (1, 2))
-"""In ``settle``'s padded code lengths (one column each side), a cell and the cells whose
-context it is part of: left, right, and the three below."""
 
 
 # ---------------------------------------------------------------- tiles

@@ -105,9 +105,9 @@ def guided_chooser(
     """Per cell, the candidate the scorer ranks first (``best``), or one of its two best
     at random where they are nearly tied (``top2``, the author's choice for diversity; see
     NEAR_TIE). With ``priors``, every candidate also pays ``prior_weight`` per bit of its
-    symbol's code length (-log2 p): a
-    MAP choice, the codec's D + λR, that stops fine layers from fitting noise to the
-    condition where it pins little down (a 4 px cell under a x4 super-resolution pixel)."""
+    symbol's code length (-log2 p): a MAP choice, the codec's D + λR, that stops fine
+    layers from fitting noise to the condition where it pins little down (a 4 px cell
+    under a x4 super-resolution pixel)."""
 
     def choose(layer: int, options: Candidates) -> torch.Tensor:
         cost = decide_by_neighbours(score_cells(options, scorer))
