@@ -73,6 +73,8 @@ def measure(model, image: np.ndarray, scale: int, samples: int) -> tuple[dict[st
     row |= {"sr_ddn": psnr(sr, truth), "sr_bicubic": psnr(bicubic, truth)}
     row |= {"sr_ddn_ms": msssim(sr, truth), "sr_bicubic_ms": msssim(bicubic, truth)}
     row["sr_consistency"] = psnr(np.asarray(Image.fromarray(sr).reduce(scale)), np.asarray(low))
+    first = np.asarray(generate.guide_task(model, "superres", low, scale=scale, samples=samples, layers=1))
+    row["sr_first_layer"] = psnr(first, truth)  # what the layers after the first add: the gap to sr_ddn
     out |= {"sr_input": np.asarray(low.resize(full.size, Image.NEAREST)), "sr_baseline": bicubic, "sr_ddn": sr}
 
     gray = full.convert("L")
@@ -98,6 +100,7 @@ COLUMNS = [
     ("sr_ddn", "SR x{scale} DDN"),
     ("sr_bicubic", "SR bicubic"),
     ("sr_consistency", "SR consist."),
+    ("sr_first_layer", "SR layer 1 only"),
     ("col_ddn", "color DDN"),
     ("col_gray", "color gray input"),
     ("inp_ddn", "inpaint DDN (hole)"),
@@ -153,8 +156,9 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, model, s
         f"Super-resolution: the ground truth area-downsampled x{args.scale} (Pillow `reduce`). Inpainting: a",
         "centred W/4 x H/4 hole; the blur fill is a normalised Gaussian convolution (sigma = the hole's",
         'shorter side / 4); PSNR inside the hole only. "SR consist." is the DDN output downsampled',
-        "against its input. Every guided choice also pays "
-        f"{generate.PRIOR_WEIGHT:g} per bit of its symbol under the model's priors.",
+        'against its input; "SR layer 1 only" the same guided walk stopped after its first layer (then',
+        "projected the same way): what the other layers add is the gap between it and the DDN column.",
+        f"Every guided choice also pays {generate.PRIOR_WEIGHT:g} per bit of its symbol under the model's priors.",
         "",
         "| | " + " | ".join(heads) + " |",
         "|---|" + "---|" * len(heads),

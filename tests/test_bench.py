@@ -17,7 +17,7 @@ from tqdm import tqdm
 import ddncodec
 from ddncodec.bench import metrics, standin, worker
 from ddncodec.bench.codecs import PILLOW_FORMATS, CodecPlan
-from ddncodec.bench.curves import SAME_RUN, Curve, bd_rate, load_published, psnr_at
+from ddncodec.bench.curves import SAME_RUN, Curve, bd_rate, load_published, psnr_at, rate_ratio_at
 from ddncodec.bench.runner import run_worker
 from ddncodec.cli import main
 from ddncodec.codec import psnr
@@ -64,6 +64,17 @@ def test_bd_rate_matches_the_reference_numbers_on_published_curves(test: str, ex
         "vtm",
     }
     assert bd_rate(published["bpg-444"], published[test]).percent == pytest.approx(expected, abs=0.05)
+
+
+def test_rate_ratio_at_equal_psnr_is_the_local_rate_ratio_inside_both_ranges() -> None:
+    # The test curve spends 0.7x the anchor's bits below 30 dB and 1.4x above: a BD-rate
+    # would average the two; the level by level ratio shows each.
+    test = curve([b * (0.7 if d < 30 else 1.4) for b, d in zip(ANCHOR.bpp, ANCHOR.psnr, strict=True)], ANCHOR.psnr)
+    assert rate_ratio_at(ANCHOR, test, 27.5) == pytest.approx(0.7, abs=1e-9)
+    assert rate_ratio_at(ANCHOR, test, 33.0) == pytest.approx(1.4, abs=1e-9)
+    assert rate_ratio_at(ANCHOR, test, 24.0) == pytest.approx(0.7, abs=1e-9)
+    assert rate_ratio_at(ANCHOR, test, 36.0) is None  # above the anchor's top
+    assert rate_ratio_at(ANCHOR, curve([0.3, 0.6], [29.0, 31.0]), 28.0) is None  # below the test's range
 
 
 def test_bd_rate_says_so_when_ranges_do_not_overlap() -> None:

@@ -93,11 +93,16 @@ class BDRate:
     note: str = ""
 
 
+def _log_rates(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
+    """PSNR and log10 bpp, as the Bjøntegaard integral reads a curve."""
+    return _finite_sorted(curve.psnr, [math.log10(b) for b in curve.bpp])
+
+
 def bd_rate(anchor: Curve, test: Curve) -> BDRate:
     """Bjøntegaard delta rate (VCEG-M33 with PCHIP, as in JVET's CTC): log10 bpp as a
     function of PSNR, integrated over the overlapping PSNR range, averaged, back to percent."""
-    d_a, r_a = _finite_sorted(anchor.psnr, [math.log10(b) for b in anchor.bpp])
-    d_t, r_t = _finite_sorted(test.psnr, [math.log10(b) for b in test.bpp])
+    d_a, r_a = _log_rates(anchor)
+    d_t, r_t = _log_rates(test)
     if len(d_a) < 2 or len(d_t) < 2:
         return BDRate(anchor.name, None, None, None, "needs at least 2 points per curve")
     low, high = max(d_a[0], d_t[0]), min(d_a[-1], d_t[-1])
@@ -122,3 +127,15 @@ def psnr_at(curve: Curve, rate: float) -> float | None:
     if len(r) < 2 or not r[0] <= math.log(rate) <= r[-1]:
         return None
     return float(PchipInterpolator(r, d)(math.log(rate)))
+
+
+def rate_ratio_at(anchor: Curve, test: Curve, psnr: float) -> float | None:
+    """``test``'s bpp over ``anchor``'s at equal ``psnr`` dB (the curves the BD-rate
+    integrates), only inside both measured PSNR ranges: where along the quality range a
+    BD-rate is won and where it is lost."""
+    ratios = []
+    for d, r in (_log_rates(test), _log_rates(anchor)):
+        if len(d) < 2 or not d[0] <= psnr <= d[-1]:
+            return None
+        ratios.append(float(PchipInterpolator(d, r)(psnr)))
+    return 10 ** (ratios[0] - ratios[1])

@@ -128,6 +128,7 @@ def markdown(results: dict) -> str:
             ["anchor", "source", "BD-rate", "PSNR interval (dB)", "note"],
             [[e["anchor"], e["source"], bd_cell(e), interval(e), e["note"]] for e in results["bd_rate"]],
         )
+    lines += rate_vs_section(results)
     lines += ["", "### Points measured in this run (means over images)", ""]
     for c in results["curves"]:
         if c["source"] != "this run":
@@ -146,6 +147,27 @@ def markdown(results: dict) -> str:
     lines += speed_section(results)
     lines += method_section(results)
     return "\n".join(lines) + "\n"
+
+
+def rate_vs_section(results: dict) -> list[str]:
+    """ddncodec's bits against each same-run codec's at equal PSNR, level by level."""
+    rate_vs = results.get("rate_vs") or {}  # absent from reports written before it was measured
+    if not rate_vs:
+        return []
+    levels = list(next(iter(rate_vs.values())))
+    rows = [
+        [name, *("–" if r is None else f"{100 * (r - 1):+.1f} %" for r in ratios.values())]
+        for name, ratios in rate_vs.items()
+    ]
+    return [
+        "",
+        "### ddncodec's bits against each codec's at equal PSNR",
+        "",
+        "Negative: ddncodec needs fewer bits. PCHIP of log bpp on PSNR (the curves the BD-rate averages), "
+        "inside both measured ranges only, else –.",
+        "",
+        *table(["codec", *(f"{level} dB" for level in levels)], rows),
+    ]
 
 
 def speed_section(results: dict) -> list[str]:

@@ -30,6 +30,7 @@ PUBLISHED_KODAK = Path(__file__).resolve().parent / "published" / "kodak"  # pac
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 QUICK_IMAGES = 2
 RATES = (0.05, 0.1, 0.25, 0.5, 1.0)  # bpp at which PSNR is interpolated
+PSNR_LEVELS = (24, 26, 28, 30, 32, 34, 36, 38)  # dB at which ddncodec's rate is compared to each codec's
 RSS_METHOD = (
     "peak RSS (VmHWM) of the codec's own worker process, reset (after glibc malloc_trim) before each encode "
     "and each decode"
@@ -143,6 +144,11 @@ def summarise(rd_curves: list[curves.Curve], speeds: list[dict]) -> dict:
         if ddn is None
         else [asdict(curves.bd_rate(c, ddn)) | {"source": c.source} for c in rd_curves if c is not ddn]
     )
+    rate_vs = {
+        c.name: {str(level): curves.rate_ratio_at(c, ddn, level) for level in PSNR_LEVELS}
+        for c in rd_curves
+        if ddn is not None and c is not ddn and c.source == curves.SAME_RUN
+    }
     by_name = {s["name"]: s for s in speeds}
     ratio = None
     standin = next((s for s in speeds if s["timing_only"]), None)
@@ -152,7 +158,7 @@ def summarise(rd_curves: list[curves.Curve], speeds: list[dict]) -> dict:
             "encode": by_name["ddncodec"]["enc_s"] / standin["enc_s"],
             "decode": by_name["ddncodec"]["dec_s"] / standin["dec_s"],
         }
-    return {"psnr_at": psnr_at, "bd_rate": bd, "speed_ratio": ratio}
+    return {"psnr_at": psnr_at, "bd_rate": bd, "rate_vs": rate_vs, "speed_ratio": ratio}
 
 
 def usable_cpus() -> int:
