@@ -489,8 +489,9 @@ def _search_bpp(
     is filtered. First the ladder's rungs: each guess is the rung whose validation rate
     (the card's ``ladder_on_val``), scaled by what this image has measured so far, is
     nearest, until the target lies between two walked rungs, or is predicted within
-    reach of λ from a walked one (``family``); then a secant search in λ along that
-    layer count (and along the other rung's, if that cannot reach it)."""
+    reach of λ from a walked one (``family``, or a rung nearer the target than the
+    next rung is predicted: ``beyond``); then a secant search in λ along that layer
+    count (and along the other rung's, if that cannot reach it)."""
     height, width = pixels.shape[:2]
     rungs = [Rung(min(r.layers, max_layers), r.lam) for r in ladder(model)]
     on_val = [p["bpp"] for p in model.card.get("ladder_on_val", [])]
@@ -522,8 +523,21 @@ def _search_bpp(
                 return j
         return j if j != i and not 0 <= j + step < len(rungs) else None
 
+    def beyond(i: int, bpp: float, scale: float) -> int | None:
+        """The rung next to walked rung ``i`` towards the target, if the target lies
+        between ``i``'s rate and that rung's predicted one and nearer ``i`` (in log
+        rate): then λ most likely moves ``i`` there, and walking that rung only to
+        bracket the target would be a wasted walk. It is walked only if λ cannot."""
+        j = i + (1 if bpp < target else -1)
+        if not 0 <= j < len(rungs):
+            return None
+        predicted = on_val[j] * scale
+        between = (predicted - target) * (bpp - target) < 0
+        return j if between and abs(math.log(bpp / target)) < abs(math.log(predicted / target)) else None
+
     low, high, scale = 0, len(rungs) - 1, 1.0
     start = None  # a walked rung from which λ alone can reach the target (``family``)
+    fallback = None  # the rung ``beyond`` start, walked if λ from start falls short
     while low <= high:
         guess = min(range(low, high + 1), key=lambda i: abs(math.log(on_val[i] * scale / target)))
         if attempt(rungs[guess], table_set(model, rungs[guess])):
@@ -531,15 +545,19 @@ def _search_bpp(
         bpp = tried[-1][2]
         scale = bpp / on_val[guess]
         low, high = (guess + 1, high) if bpp < target else (low, guess - 1)
-        if family(guess, bpp, scale) is not None:
+        fallback = beyond(guess, bpp, scale)
+        if family(guess, bpp, scale) is not None or fallback is not None:
             start = guess
             break
     rates = {r: b for r, _, b in tried}
     walked = [i for i in range(len(rungs)) if rungs[i] in rates]
     above = min((i for i in walked if rates[rungs[i]] >= target), key=lambda i: rates[rungs[i]], default=None)
     below = max((i for i in walked if rates[rungs[i]] < target), key=lambda i: rates[rungs[i]], default=None)
-    for side in dict.fromkeys(i for i in (start, above, below) if i is not None):
-        rung, bpp = rungs[side], rates[rungs[side]]
+    for side in dict.fromkeys(i for i in (start, above, below, fallback) if i is not None):
+        rung = rungs[side]
+        if rung not in rates and attempt(rung, table_set(model, rung)):  # the fallback's first walk
+            break
+        bpp = rates.get(rung, tried[-1][2])
         j = family(side, bpp, bpp / on_val[side])  # its predicted rate guides the first step
         guide = None if j is None else (rungs[j].lam, on_val[j] * bpp / on_val[side])
         if _along_lambda(rung.layers, table_set(model, rung), guide, target, tried, attempt):

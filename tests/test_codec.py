@@ -226,6 +226,25 @@ def test_bpp_target_is_met_within_ten_percent(tiny_model: CodecModel, kodak_crop
     assert result.rung.layers == 2
 
 
+def test_a_bpp_search_just_under_a_rung_raises_its_lambda_without_walking_the_rung_below(
+    tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rung below would only bracket a target that λ reaches from the rung above."""
+    two, three = (codec.encode(kodak_crop, tiny_model, layers=n).bpp for n in (2, 3))
+    card = {**tiny_model.card, "ladder_on_val": [{"bpp": two}] * 7 + [{"bpp": three}]}
+    laddered = tiny_model.replace(ladder=[[2, 0.0]] * 7 + [[3, 0.0]], card=card)
+    walked: list[int] = []
+    code = codec._code
+    monkeypatch.setattr(
+        codec, "_code", lambda pixels, model, rung, *a: walked.append(rung.layers) or code(pixels, model, rung, *a)
+    )
+    target = 0.9 * three
+    result = codec.encode(kodak_crop, laddered, bpp=target)
+    assert codec.reached(result, target), (target, result.bpp)
+    assert result.rung.layers == 3
+    assert 2 not in walked, walked
+
+
 def test_a_models_own_ladder_is_used(tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path) -> None:
     laddered = tiny_model.replace(ladder=[[1, 0.0]] * 7 + [[2, 500.0]])
     assert laddered.ladder[-1] == Rung(2, 500.0)
