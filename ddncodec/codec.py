@@ -536,7 +536,7 @@ def _search_bpp(
         return j if between and abs(math.log(bpp / target)) < abs(math.log(predicted / target)) else None
 
     low, high, scale = 0, len(rungs) - 1, 1.0
-    start = None  # a walked rung from which λ alone can reach the target (``family``)
+    start = None  # a walked rung from which λ alone can reach the target (``family``, ``beyond``)
     fallback = None  # the rung ``beyond`` start, walked if λ from start falls short
     while low <= high:
         guess = min(range(low, high + 1), key=lambda i: abs(math.log(on_val[i] * scale / target)))
@@ -555,9 +555,11 @@ def _search_bpp(
     below = max((i for i in walked if rates[rungs[i]] < target), key=lambda i: rates[rungs[i]], default=None)
     for side in dict.fromkeys(i for i in (start, above, below, fallback) if i is not None):
         rung = rungs[side]
-        if rung not in rates and attempt(rung, table_set(model, rung)):  # the fallback's first walk
-            break
-        bpp = rates.get(rung, tried[-1][2])
+        if rung not in rates:  # the fallback, walked only now that λ from start fell short
+            if attempt(rung, table_set(model, rung)):
+                break
+            rates[rung] = tried[-1][2]
+        bpp = rates[rung]
         j = family(side, bpp, bpp / on_val[side])  # its predicted rate guides the first step
         guide = None if j is None else (rungs[j].lam, on_val[j] * bpp / on_val[side])
         if _along_lambda(rung.layers, table_set(model, rung), guide, target, tried, attempt):

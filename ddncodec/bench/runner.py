@@ -144,11 +144,15 @@ def summarise(rd_curves: list[curves.Curve], speeds: list[dict]) -> dict:
         if ddn is None
         else [asdict(curves.bd_rate(c, ddn)) | {"source": c.source} for c in rd_curves if c is not ddn]
     )
-    rate_vs = {
-        c.name: {str(level): curves.rate_ratio_at(c, ddn, level) for level in PSNR_LEVELS}
-        for c in rd_curves
-        if ddn is not None and c is not ddn and c.source == curves.SAME_RUN
-    }
+    rate_vs = (
+        {}
+        if ddn is None
+        else {
+            c.name: {str(level): curves.rate_ratio_at(c, ddn, level) for level in PSNR_LEVELS}
+            for c in rd_curves
+            if c is not ddn and c.source == curves.SAME_RUN
+        }
+    )
     by_name = {s["name"]: s for s in speeds}
     ratio = None
     standin = next((s for s in speeds if s["timing_only"]), None)
