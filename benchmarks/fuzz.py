@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTCOMES = ("rejected", "intact", "forged", "undetected", "crashed")
 TIME_LIMIT = 2.0  # s: the slowest case allowed
 SLOWEST_KEPT = 5  # cases listed in the report
+DETAIL_STEP = 12  # of the seed files with a detail stream, for models whose ladder has none
 SIZES = ((128, 128), (96, 64), (128, 96), (65, 127))  # crop (width, height) per seed image, in turn
 QUALITIES = (1, 5, 8)
 VARINT_EDGES = (0, 1, 127, 128, 16383, 16384, 10**6, 2**35 - 1)  # lengths and sizes a header may claim
@@ -79,13 +80,17 @@ def seed_images(folder: Path) -> list[Path]:
 
 
 def seed_files(model: CodecModel, images: list[Path], sizes: tuple[tuple[int, int], ...] = SIZES) -> list[bytes]:
-    """Every image cropped (top-left) to the next size in turn, odd ones gray, at each of QUALITIES."""
+    """Every image cropped (top-left) to the next size in turn, odd ones gray, at each of
+    QUALITIES (and with a detail stream, if no rung has one)."""
     seeds = []
     for i, path in enumerate(images):
         width, height = sizes[i % len(sizes)]
         with Image.open(path) as image:
             crop = image.convert("L" if i % 2 else "RGB").crop((0, 0, width, height))
         seeds += [codec.encode(crop, model, quality).data for quality in QUALITIES]
+        top = codec.ladder(model)[-1]
+        if not top.detail:  # the model's ladder has no detail rung: code one, so the fuzz reaches that stream too
+            seeds.append(codec.encode(crop, model.replace(ladder=[[top.layers, top.lam, DETAIL_STEP]] * 8), 8).data)
     return seeds
 
 
@@ -94,12 +99,13 @@ def seed_files(model: CodecModel, images: list[Path], sizes: tuple[tuple[int, in
 
 @dataclass(frozen=True)
 class Anatomy:
-    """Byte spans (start, end) of a well-formed file's fields and layer streams, found
+    """Byte spans (start, end) of a well-formed file's fields and streams, found
     without validating."""
 
     fields: dict[str, tuple[int, int]]
     crc_at: int  # where the header CRC starts
-    streams: tuple[tuple[int, int], ...]  # each layer stream, its CRC not included
+    streams: tuple[tuple[int, int], ...]  # each layer stream, then the detail stream if any; CRCs not included
+    layers: int  # how many of ``streams`` are layer streams
 
     @classmethod
     def of(cls, data: bytes) -> Anatomy:
@@ -121,6 +127,12 @@ class Anatomy:
             fields[f"length {i}"] = (pos, varint_end(pos))
             lengths.append(container._read_varint(data, pos, "length")[0])
             pos = fields[f"length {i}"][1]
+        layers = len(lengths)
+        if data[3] == container.DETAIL_VERSION:
+            fields["detail step"] = (pos, pos + 1)
+            fields["detail length"] = (pos + 1, varint_end(pos + 1))
+            lengths.append(container._read_varint(data, pos + 1, "length")[0])
+            pos = fields["detail length"][1]
         crc_at = pos
         fields["header crc"] = (pos, pos + 2)
         pos += 2
@@ -128,9 +140,9 @@ class Anatomy:
         for i, length in enumerate(lengths):
             streams.append((pos, pos + length))
             pos += length
-            fields[f"layer {i} crc"] = (pos, pos + container.LAYER_CRC_BYTES)
+            fields[f"layer {i} crc" if i < layers else "detail crc"] = (pos, pos + container.LAYER_CRC_BYTES)
             pos += container.LAYER_CRC_BYTES
-        return cls(fields, crc_at, tuple(streams))
+        return cls(fields, crc_at, tuple(streams), layers)
 
     def streams_of(self, data: bytes) -> list[bytes]:
         return [data[start:end] for start, end in self.streams]
@@ -152,7 +164,7 @@ def _field_value(data: bytes, name: str, span: tuple[int, int], rng: np.random.G
     old = data[span[0] : span[1]]
     if name == "fingerprint" or name.endswith("crc"):
         return rng.bytes(len(old))
-    if name in ("version", "mode", "table set", "layer count"):
+    if name in ("version", "mode", "table set", "layer count", "detail step"):
         return bytes([int(rng.choice([0, 1, 2, 255, (old[0] + 1) % 256, (old[0] - 1) % 256]))])
     current, _ = container._read_varint(data, span[0], name)
     value = int(rng.choice([*VARINT_EDGES, current + 1, max(current - 1, 0), 2 * current, current // 2]))
@@ -162,7 +174,7 @@ def _field_value(data: bytes, name: str, span: tuple[int, int], rng: np.random.G
 def _forge_layer_count(data: bytes, anatomy: Anatomy, rng: np.random.Generator) -> bytes:
     """A well-formed file of n layers instead of L: fewer drop the finest streams, more add
     random ones (n = 0 and n above the model's count are refused, the rest decode)."""
-    streams = anatomy.streams_of(data)
+    streams = anatomy.streams_of(data)[: anatomy.layers]
     n = int(rng.choice([0, 1, max(len(streams) - 1, 0), len(streams) + 1, len(streams) + 4, 255]))
     streams = streams[:n] + [rng.bytes(int(rng.integers(20))) for _ in range(n - len(streams))]
     at = anatomy.fields["layer count"][0]
@@ -226,7 +238,7 @@ def damaged_prefix(data: bytes, rng: np.random.Generator) -> bytes:
     (in its layer streams and CRCs two times in three, else anywhere): what format
     version 1 could not see."""
     anatomy = Anatomy.of(data)
-    kept = int(rng.integers(1, len(anatomy.streams) + 1))
+    kept = int(rng.integers(1, anatomy.layers + 1))
     prefix = data[: anatomy.fields[f"layer {kept - 1} crc"][1]]
     start = anatomy.streams[0][0] if rng.random() < 2 / 3 else 0
     out = bytearray(prefix)

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ddncodec import container, entropy, imageio
+from ddncodec import container, detail, entropy, imageio
 from ddncodec.context import code_lengths, parent_grid, parent_positions, static_lengths
 from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError, InputError, OptionError
-from ddncodec.ladder import QUALITIES, Rung
+from ddncodec.ladder import MAX_DETAIL_STEP, QUALITIES, Rung
 from ddncodec.ladder import fallback as fallback_ladder
 from ddncodec.model import Candidates, Chooser, DDNConfig
 from ddncodec.modelfile import CodecModel, load, resolve
@@ -89,13 +89,19 @@ def ladder(model: CodecModel) -> tuple[Rung, ...]:
 
 def table_set(model: CodecModel, rung: Rung) -> int:
     """The entropy table set for ``rung``: the set of the ladder rung it is, else of the
-    rung nearest in log(1 + λ), then in layers (``tune`` counts one set per rung)."""
+    rung nearest in log(1 + λ), then in layers, then in detail step (``tune`` counts one
+    set per rung; the detail step changes no index, so rungs that differ only there are
+    counted alike)."""
     rungs = ladder(model)[: model.priors.sets]
     if len(rungs) < model.priors.sets or model.priors.sets == 1:
         return 0
     return min(
         range(len(rungs)),
-        key=lambda i: (abs(math.log1p(rungs[i].lam) - math.log1p(rung.lam)), abs(rungs[i].layers - rung.layers)),
+        key=lambda i: (
+            abs(math.log1p(rungs[i].lam) - math.log1p(rung.lam)),
+            abs(rungs[i].layers - rung.layers),
+            abs(rungs[i].detail - rung.detail),
+        ),
     )
 
 
@@ -430,12 +436,13 @@ class _Coded:
     walked: _Walked
     streams: list[bytes]
 
-    def data(self, model: CodecModel, mode: str, filtered: bool) -> bytes:
+    def data(self, model: CodecModel, mode: str, filtered: bool, details: bytes = b"", step: int = 0) -> bytes:
+        """The file, with the detail stream ``details`` of quantiser ``step`` if one is given."""
         height, width = self.walked.plain.shape[:2]
         lengths = tuple(len(s) for s in self.streams)
         fingerprint = model.fingerprint[: container.FINGERPRINT_BYTES]
-        header = container.Header(fingerprint, width, height, mode, self.tables, lengths, filtered)
-        return container.pack(header, self.streams)
+        header = container.Header(fingerprint, width, height, mode, self.tables, lengths, filtered, step, len(details))
+        return container.pack(header, self.streams, details)
 
 
 def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1) -> _Coded:
@@ -466,18 +473,41 @@ def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None 
     return _Coded(rung, tables, walked, streams)
 
 
-def _finish(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:
-    """The file of a coded walk, with the post-filter on if it helps this image."""
-    # The post-filter is the encoder's choice per file: it rarely hurts, but at the top
-    # rungs it can, and the decoder runs it only when the header says so.
+def _decoded(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> tuple[np.ndarray, bool]:
+    """What the decoder makes of a coded walk, and whether it runs the post-filter: the
+    encoder's choice per file (it rarely hurts, but at the top rungs it can)."""
     plain = coded.walked.plain
-    reconstruction, quality, filtered = plain, psnr(plain, pixels, mode), False
-    if model.postfilter is not None:
-        smooth = _filtered(model, coded.walked)
-        smooth_quality = psnr(smooth, pixels, mode)
-        if smooth_quality > quality:
-            reconstruction, quality, filtered = smooth, smooth_quality, True
-    return Encoded(coded.data(model, mode, filtered), reconstruction, mode, quality, coded.rung)
+    if model.postfilter is None:
+        return plain, False
+    smooth = _filtered(model, coded.walked)
+    return (smooth, True) if psnr(smooth, pixels, mode) > psnr(plain, pixels, mode) else (plain, False)
+
+
+def _with_detail(pixels: np.ndarray, mode: str, decoded: np.ndarray, step: int) -> tuple[bytes, np.ndarray]:
+    """The detail stream at ``step`` for a decoded DDN image, and the image it decodes to.
+    A gray image's chroma is left alone: the decoder returns the mean of the channels."""
+    levels = detail.residual_levels(pixels, decoded, step)
+    if mode == "L":
+        levels[1:] = 0
+    return detail.encode(levels), detail.apply(decoded, levels, step)
+
+
+def _finish(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:
+    """The file of a coded walk: post-filter on if it helps, then the rung's detail layer."""
+    decoded, filtered = _decoded(coded, pixels, mode, model)
+    return _file(coded, pixels, mode, model, decoded, filtered, coded.rung.detail)
+
+
+def _file(
+    coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel, decoded: np.ndarray, filtered: bool, step: int
+) -> Encoded:
+    """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
+    details = b""
+    if step:
+        details, decoded = _with_detail(pixels, mode, decoded, step)
+    data = coded.data(model, mode, filtered, details, step)
+    rung = Rung(coded.rung.layers, coded.rung.lam, step)
+    return Encoded(data, decoded, mode, psnr(decoded, pixels, mode), rung)
 
 
 def _search_bpp(
@@ -485,7 +515,9 @@ def _search_bpp(
 ) -> Encoded:
     """The file nearest ``target`` bpp, within BPP_TOLERANCE if it can be had.
 
-    The walks skip the post-filter (it changes no byte but a flag); only the one kept
+    A target above the rate of the plain rung below the ladder's first detail rung is
+    searched along that rung's detail step (``_search_detail``: one walk); below that, or
+    where even the coarsest step overshoots, among the plain rungs. The walks skip the post-filter (it changes no byte but a flag); only the one kept
     is filtered. First the ladder's rungs: each guess is the rung whose validation rate
     (the card's ``ladder_on_val``), scaled by what this image has measured so far, is
     nearest, until the target lies between two walked rungs, or is predicted within
@@ -493,10 +525,18 @@ def _search_bpp(
     next rung is predicted: ``beyond``); then a secant search in λ along that layer
     count (and along the other rung's, if that cannot reach it)."""
     height, width = pixels.shape[:2]
-    rungs = [Rung(min(r.layers, max_layers), r.lam) for r in ladder(model)]
+    full = ladder(model)
     on_val = [p["bpp"] for p in model.card.get("ladder_on_val", [])]
-    if len(on_val) != len(rungs):
-        on_val = [2.0**i for i in range(len(rungs))]  # no measured rates: about a bisection
+    if len(on_val) != len(full):
+        on_val = [2.0**i for i in range(len(full))]  # no measured rates: about a bisection
+    first = next((i for i, r in enumerate(full) if r.detail and r.layers <= max_layers), None)
+    if first is not None and target >= (on_val[first - 1] if first else 0.0):  # above the plain rungs below it
+        found = _search_detail(pixels, mode, model, full[first], target, effort)
+        if reached(found, target) or found.bpp < target:  # else the target is under what detail costs
+            return found
+    plain = [i for i, r in enumerate(full) if not r.detail]
+    rungs = [Rung(min(full[i].layers, max_layers), full[i].lam) for i in plain]
+    on_val = [on_val[i] for i in plain]
     unique = [i for i in range(len(rungs)) if rungs[i] not in rungs[:i]]  # a ladder may repeat a rung
     rungs, on_val = [rungs[i] for i in unique], [on_val[i] for i in unique]
     tried: list[tuple[Rung, int, float]] = []  # every walk's rung, table set and bpp
@@ -565,6 +605,27 @@ def _search_bpp(
         if _along_lambda(rung.layers, table_set(model, rung), guide, target, tried, attempt):
             break
     return _finish(best[0], pixels, mode, model)
+
+
+def _search_detail(pixels: np.ndarray, mode: str, model: CodecModel, base: Rung, target: float, effort: int) -> Encoded:
+    """The detail step that brings one walk of ``base`` nearest ``target`` bpp: a bisection
+    on the step (the rate falls as it grows), which re-codes the detail layer alone."""
+    coded = _code(pixels, model, base, None, effort)
+    decoded, filtered = _decoded(coded, pixels, mode, model)
+    files: dict[int, Encoded] = {}
+
+    def at(step: int) -> Encoded:
+        if step not in files:
+            files[step] = _file(coded, pixels, mode, model, decoded, filtered, step)
+        return files[step]
+
+    fine, coarse = 1, MAX_DETAIL_STEP  # the highest rate, the lowest
+    while coarse - fine > 1:
+        middle = (fine + coarse) // 2
+        if reached(at(middle), target):
+            break
+        fine, coarse = (fine, middle) if at(middle).bpp < target else (middle, coarse)
+    return min(files.values(), key=lambda e: abs(math.log(e.bpp / target)))
 
 
 def _along_lambda(
@@ -657,7 +718,7 @@ def encode(
             rung = Rung(layers, 0.0)
         else:
             rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
-            rung = Rung(layers or rung.layers, rung.lam)
+            rung = Rung(layers or rung.layers, rung.lam, rung.detail)
         encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
     encoded.frames = opened.info.get("n_frames", 1)
     return encoded
@@ -740,4 +801,7 @@ def decode_pixels(
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
     walked = _walk(model, tiles, count, chooser_for, header.filtered)
-    return (_filtered(model, walked) if header.filtered else walked.plain), header.mode
+    pixels = _filtered(model, walked) if header.filtered else walked.plain
+    if parsed.detail is not None and count == header.layers:
+        pixels = detail.apply(pixels, detail.decode(parsed.detail, header.height, header.width), header.detail_step)
+    return pixels, header.mode

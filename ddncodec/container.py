@@ -1,6 +1,7 @@
 """The .ddn byte format (spec: docs/FORMAT.md): a small header, then one entropy-coded
-stream per DDN layer (coarse to fine, so a prefix decodes), each followed by a CRC-32
-of the whole file up to that point, so a file cut after any layer is still verified.
+stream per DDN layer (coarse to fine, so a prefix decodes) and, at the top rungs, one
+detail stream (``detail``), each followed by a CRC-32 of the whole file up to that
+point, so a file cut after any layer is still verified.
 
 Every field is validated, and the header checksum verified, before the caller can
 allocate anything from it: a corrupt length or a header that claims a 10⁶×10⁶ image
@@ -16,12 +17,15 @@ import zlib
 from dataclasses import dataclass
 
 from ddncodec.errors import FormatError
+from ddncodec.ladder import MAX_DETAIL_STEP
 
 MAGIC = b"DDN"
-VERSION = 2
+VERSION = 2  # files without a detail stream: byte for byte what readers of version 2 read
+DETAIL_VERSION = 3  # files with one (version 2 readers refuse them, as they should)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
+_DETAIL = 0x40  # version 3 only: a detail stream follows the layers
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -50,6 +54,8 @@ class Header:
     table_set: int  # which of the model's entropy table sets coded the streams
     lengths: tuple[int, ...]  # bytes of each layer's stream (its CRC not counted), coarse to fine
     filtered: bool = False  # the decoder runs the model's post-filter (the encoder chose it)
+    detail_step: int = 0  # quantiser step of the detail stream, 1..255; 0: the file has none
+    detail_length: int = 0  # bytes of the detail stream (its CRC not counted)
 
     @property
     def layers(self) -> int:
@@ -63,6 +69,7 @@ class Container:
     header: Header
     streams: tuple[bytes, ...]  # all layers, or a prefix of them if the file was cut
     size: int  # bytes of the whole file
+    detail: bytes | None = None  # the detail stream, if the header has one and the file was not cut
 
     @property
     def complete(self) -> bool:
@@ -104,10 +111,13 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         raise CorruptError(msg)
 
 
-def pack(header: Header, streams: list[bytes] | tuple[bytes, ...]) -> bytes:
-    """The complete file for ``header`` and its layer streams."""
-    if tuple(len(s) for s in streams) != header.lengths:
+def pack(header: Header, streams: list[bytes] | tuple[bytes, ...], detail: bytes = b"") -> bytes:
+    """The complete file for ``header``, its layer streams and its detail stream (if its step is set)."""
+    if tuple(len(s) for s in streams) != header.lengths or len(detail) != header.detail_length:
         msg = "stream lengths do not match the header"
+        raise ValueError(msg)
+    if not 0 <= header.detail_step <= MAX_DETAIL_STEP or (header.detail_length > 0 and not header.detail_step):
+        msg = f"cannot pack a detail stream of step {header.detail_step}"
         raise ValueError(msg)
     if not 1 <= header.layers <= MAX_LAYERS or len(header.fingerprint) != FINGERPRINT_BYTES:
         msg = f"cannot pack {header.layers} layers with a {len(header.fingerprint)}-byte fingerprint"
@@ -116,15 +126,18 @@ def pack(header: Header, streams: list[bytes] | tuple[bytes, ...]) -> bytes:
         msg = f"table set {header.table_set} does not fit in a byte"
         raise ValueError(msg)
     head = bytearray(MAGIC)
-    head.append(VERSION)
+    head.append(DETAIL_VERSION if header.detail_step else VERSION)
     head += header.fingerprint
     head += _varint(header.width) + _varint(header.height)
-    head += bytes((MODES.index(header.mode) | (_FILTERED if header.filtered else 0), header.table_set, header.layers))
+    flags = (_FILTERED if header.filtered else 0) | (_DETAIL if header.detail_step else 0)
+    head += bytes((MODES.index(header.mode) | flags, header.table_set, header.layers))
     for length in header.lengths:
         head += _varint(length)
+    if header.detail_step:
+        head += bytes((header.detail_step,)) + _varint(header.detail_length)
     head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
     out = bytearray(head)
-    for stream in streams:
+    for stream in [*streams, detail] if header.detail_step else streams:
         out += stream
         out += struct.pack(">I", zlib.crc32(out))
     return bytes(out)
@@ -138,8 +151,9 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     if len(data) <= len(MAGIC):
         msg = "truncated .ddn header"
         raise CorruptError(msg)
-    if data[3] != VERSION:
-        msg = f"unsupported .ddn format version {data[3]} (this ddncodec reads version {VERSION})"
+    version = data[3]
+    if version not in (VERSION, DETAIL_VERSION):
+        msg = f"unsupported .ddn format version {version} (this ddncodec reads versions {VERSION} and {DETAIL_VERSION})"
         raise VersionError(msg)
     pos = 4 + FINGERPRINT_BYTES
     if len(data) < pos + 4:
@@ -157,6 +171,14 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     for i in range(layers):
         length, pos = _read_varint(data, pos, f"layer {i} length")
         lengths.append(length)
+    has_detail = version == DETAIL_VERSION and bool(mode_byte & _DETAIL)
+    detail_step = detail_length = 0
+    if has_detail:
+        if len(data) <= pos:
+            msg = "truncated .ddn header"
+            raise CorruptError(msg)
+        detail_step = data[pos]
+        detail_length, pos = _read_varint(data, pos + 1, "detail length")
     if len(data) < pos + _HEADER_CRC_BYTES:
         msg = "truncated .ddn header"
         raise CorruptError(msg)
@@ -166,36 +188,49 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         raise CorruptError(msg)
     pos += _HEADER_CRC_BYTES
     filtered = bool(mode_byte & _FILTERED)
-    mode_byte &= ~_FILTERED
+    mode_byte &= ~(_FILTERED | (_DETAIL if has_detail else 0))
     if mode_byte >= len(MODES):
         msg = f"corrupt .ddn header: unknown mode {mode_byte}"
         raise CorruptError(msg)
     if layers < 1:
         msg = "corrupt .ddn header: no layers"
         raise CorruptError(msg)
+    if has_detail and detail_step == 0:
+        msg = "corrupt .ddn header: detail step 0"
+        raise CorruptError(msg)
+    if version == DETAIL_VERSION and not has_detail:
+        msg = "corrupt .ddn header: a version 3 file without a detail stream"
+        raise CorruptError(msg)
     _check_size(width, height, max_pixels)
-    return Header(fingerprint, width, height, MODES[mode_byte], table_set, tuple(lengths), filtered), pos
+    header = Header(
+        fingerprint, width, height, MODES[mode_byte], table_set, tuple(lengths), filtered, detail_step, detail_length
+    )
+    return header, pos
 
 
 def unpack(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     """Parse and validate a whole file.
 
-    A file cut exactly after a layer's checksum is a valid prefix (coarser image); any
-    other length, or any checksum mismatch, is a ``CorruptError``."""
+    A file cut exactly after a layer's checksum is a valid prefix (coarser image, without
+    the detail stream); any other length, or any checksum mismatch, is a ``CorruptError``."""
     header, start = parse_header(data, max_pixels)
     ends = list(itertools.accumulate(length + LAYER_CRC_BYTES for length in header.lengths))
+    complete = ends[-1] + (header.detail_length + LAYER_CRC_BYTES if header.detail_step else 0)
     body = len(data) - start
-    if body not in ends:
-        problem = "has trailing data" if body > ends[-1] else "is truncated"
-        msg = f".ddn file {problem}: {body} bytes after the header, a layer boundary (at most {ends[-1]}) expected"
+    if body not in ends and body != complete:
+        problem = "has trailing data" if body > complete else "is truncated"
+        msg = f".ddn file {problem}: {body} bytes after the header, a layer boundary (at most {complete}) expected"
         raise CorruptError(msg)
+    present = header.layers if body == complete else ends.index(body) + 1
     streams, pos = [], start
-    for i, length in enumerate(header.lengths[: ends.index(body) + 1]):
+    for i, length in enumerate([*header.lengths[:present], *([header.detail_length] if body > ends[-1] else [])]):
         end = pos + length
         (stored,) = struct.unpack_from(">I", data, end)
         if stored != zlib.crc32(data[:end]):
-            msg = f"corrupt .ddn file (checksum mismatch in layer {i})"
+            where = f"layer {i}" if i < header.layers else "the detail stream"
+            msg = f"corrupt .ddn file (checksum mismatch in {where})"
             raise CorruptError(msg)
         streams.append(bytes(data[pos:end]))
         pos = end + LAYER_CRC_BYTES
-    return Container(header, tuple(streams), len(data))
+    detail = streams.pop() if body > ends[-1] else None
+    return Container(header, tuple(streams), len(data), detail)

@@ -48,10 +48,11 @@ def _budget(data: bytes) -> float:
     return 8 * len(data) * (1 + 1 / 64) + SLACK_BITS
 
 
-class _Decoder:
+class Decoder:
     """Decodes a stream step by step, refusing it once it has yielded more information than it holds."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, what: str = "layer stream") -> None:
+        self.what = what  # what the messages call the stream
         self.coder = constriction.stream.queue.RangeDecoder(_words(data))
         self.budget = _budget(data)
         self.size = len(data)
@@ -61,11 +62,11 @@ class _Decoder:
         try:
             symbols = self.coder.decode(_FAMILY, probabilities).astype(np.int64)
         except (AssertionError, ValueError) as exc:
-            msg = f"corrupt layer stream ({exc})"
+            msg = f"corrupt {self.what} ({exc})"
             raise FormatError(msg) from exc
         self.spent += _bits(probabilities, symbols)
         if self.spent > self.budget:
-            msg = f"corrupt layer stream: it decodes to more information than its {self.size} bytes hold"
+            msg = f"corrupt {self.what}: it decodes to more information than its {self.size} bytes hold"
             raise FormatError(msg)
         return symbols
 
@@ -90,19 +91,26 @@ def encode(grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarr
     """One layer's index maps (one (rows, columns) grid per tile, in stream order) -> bytes.
     ``parents`` holds the co-located symbols of the layer before, ``initial`` the layer's
     (CONTEXTS, K) table in the file's table set."""
-    probabilities, symbols = _coding_order(grids, parents, initial)
+    return encode_steps([_coding_order(grids, parents, initial)])
+
+
+def encode_steps(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """A stream of the symbols (N,) of each step under its probabilities (N, K), in the
+    order a ``Decoder`` will be asked for them (K may differ from step to step)."""
     encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(symbols.astype(np.int32), _FAMILY, probabilities)
+    for probabilities, symbols in steps:
+        encoder.encode(symbols.astype(np.int32), _FAMILY, probabilities)
     data = encoder.get_compressed().astype(">u4").tobytes()
 
     def decodes(candidate: bytes) -> bool:
         try:
-            return np.array_equal(_Decoder(candidate)(probabilities), symbols)
+            decoder = Decoder(candidate)
+            return all(np.array_equal(decoder(p), s) for p, s in steps)
         except FormatError:
             return False
 
     if not decodes(data):
-        msg = "internal error: a layer stream does not decode to its own symbols"
+        msg = "internal error: a stream does not decode to its own symbols"
         raise RuntimeError(msg)
     # Drop the longest tail that still decodes to the same symbols (verified, so always safe).
     low, high = max(len(data) - _MAX_TRIM, 0), len(data)  # `high` always decodes
@@ -120,7 +128,7 @@ def decode(
 ) -> list[np.ndarray]:
     """Bytes -> one layer's index maps, one grid of ``shapes[tile]`` per tile (int64)."""
     grids = [np.full(shape, -1, dtype=np.int64) for shape in shapes]
-    decoder = _Decoder(data)
+    decoder = Decoder(data)
     code_layer(initial, grids, parents, lambda _tile, _step, freq: decoder(_probabilities(freq)))
     return grids
 

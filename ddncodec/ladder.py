@@ -15,13 +15,18 @@ from ddncodec.errors import ModelError
 QUALITIES = range(1, 9)
 
 
+MAX_DETAIL_STEP = 255  # the .ddn header stores the detail step in one byte
+
+
 @dataclass(frozen=True)
 class Rung:
-    """One quality setting: how many layers to code and the rate weight λ
-    (squared 8-bit levels per bit; 0 = nearest candidate)."""
+    """One quality setting: how many layers to code, the rate weight λ (squared 8-bit
+    levels per bit; 0 = nearest candidate) and the quantiser step of the detail layer
+    coded on top (``detail``; 0 = none)."""
 
     layers: int
     lam: float
+    detail: int = 0
 
 
 def fallback(layer_count: int) -> tuple[Rung, ...]:
@@ -34,19 +39,36 @@ def fallback(layer_count: int) -> tuple[Rung, ...]:
 def validated(rungs: object, layer_count: int) -> tuple[Rung, ...]:
     """Rungs (Rung objects or [layers, λ] pairs) checked against a model of ``layer_count`` layers."""
     try:
-        parsed = tuple(r if isinstance(r, Rung) else Rung(int(r[0]), float(r[1])) for r in rungs)  # type: ignore[union-attr]
+        parsed = tuple(r if isinstance(r, Rung) else _from_list(r) for r in rungs)  # type: ignore[union-attr]
     except (TypeError, ValueError, IndexError) as exc:
         msg = f"the model's ladder is unreadable ({exc})"
         raise ModelError(msg) from exc
-    ok = len(parsed) == len(QUALITIES) and all(1 <= r.layers <= layer_count and r.lam >= 0 for r in parsed)
+    ok = len(parsed) == len(QUALITIES) and all(
+        1 <= r.layers <= layer_count and r.lam >= 0 and 0 <= r.detail <= MAX_DETAIL_STEP for r in parsed
+    )
     if not ok:
-        msg = f"the model's ladder needs {len(QUALITIES)} rungs of (1..{layer_count} layers, λ >= 0)"
+        msg = (
+            f"the model's ladder needs {len(QUALITIES)} rungs of (1..{layer_count} layers, λ >= 0"
+            f"[, detail step 0..{MAX_DETAIL_STEP}])"
+        )
         raise ModelError(msg)
     return parsed
 
 
+def _from_list(values: list) -> Rung:
+    """[layers, λ] or [layers, λ, detail step]."""
+    if len(values) not in (2, 3):
+        msg = f"a rung is [layers, λ] or [layers, λ, detail step], got {values!r}"
+        raise ValueError(msg)
+    detail = int(values[2]) if len(values) == 3 else 0
+    if len(values) == 3 and detail != values[2]:
+        msg = f"a detail step is a whole number, got {values[2]!r}"
+        raise ValueError(msg)
+    return Rung(int(values[0]), float(values[1]), detail)
+
+
 def to_json(rungs: tuple[Rung, ...]) -> str:
-    return json.dumps([[r.layers, r.lam] for r in rungs])
+    return json.dumps([[r.layers, r.lam, *([r.detail] if r.detail else [])] for r in rungs])
 
 
 def from_json(text: str, layer_count: int) -> tuple[Rung, ...]:

@@ -181,9 +181,22 @@ ones matter at the top: all 23 layers at λ = 50 cost about as many bits as 19 l
 truncation alone."""
 
 
+DETAIL_STEPS = (8, 11, 14, 20, 28, 40, 56, 80, 112)
+"""Detail steps tried on a few short walks (``detail_bases``): on validation crops of the
+26-layer model a 12-layer walk at λ = 3000 plus the detail layer beat every plain rung
+above about 0.45 bpp, by 3 dB at 2 bpp."""
+
+
+def detail_bases(layer_count: int) -> list[tuple[int, float]]:
+    """The walks a detail layer is tried on: about half, 55 % and 70 % of the layers, at λ 3000 and 10⁴."""
+    counts = sorted({max(1, round(layer_count * share)) for share in (0.45, 0.55, 0.7)})
+    return [(n, lam) for n in counts for lam in (3000.0, 10000.0)]
+
+
 def default_grid(layer_count: int) -> list[Rung]:
-    """Every layer count, each with every λ of ``LAMBDAS``."""
-    return [Rung(n, lam) for n in range(1, layer_count + 1) for lam in LAMBDAS]
+    """Every layer count with every λ of ``LAMBDAS``, and ``detail_bases`` with every ``DETAIL_STEPS``."""
+    plain = [Rung(n, lam) for n in range(1, layer_count + 1) for lam in LAMBDAS]
+    return plain + [Rung(n, lam, step) for n, lam in detail_bases(layer_count) for step in DETAIL_STEPS]
 
 
 def tune_ladder(

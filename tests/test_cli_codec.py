@@ -70,7 +70,7 @@ def test_encode_decode_info(model_arg: str, kodak_crop: Path, tmp_path: Path, ti
     assert "checksum" not in facts
     text = run("info", ddn).stdout
     assert f"{size:,} bytes, 256x192 RGB" in text
-    assert "complete: 3 layers, every layer's checksum verified" in text
+    assert "complete: 3 layers, every stream's checksum verified" in text
     assert " ".join(map(str, facts["layer_bytes"])) in text
 
     prefix = tmp_path / "prefix.ddn"

@@ -189,6 +189,8 @@ def test_fuzz_campaign_bit_flips_insertions_and_damaged_prefixes_are_always_refu
         "table set N the model has N",  # masked: "set 1," -> "set N"
         "over the limit",
         "corrupt layer stream",
+        "corrupt detail stream",
+        "checksum mismatch in the detail stream",
         "more information than its N bytes hold",
         "is truncated",
         "has trailing data",
@@ -206,10 +208,11 @@ def test_forging_rebuilds_a_seed_file_byte_for_byte(tiny_model: CodecModel) -> N
     for data in seeds:
         anatomy = fuzz.Anatomy.of(data)
         streams = anatomy.streams_of(data)
-        assert tuple(streams) == container.unpack(data).streams
+        parsed = container.unpack(data)
+        assert tuple(streams) == (*parsed.streams, *([parsed.detail] if parsed.detail is not None else []))
         assert fuzz._forge(data[: anatomy.crc_at], streams) == data
         spans = sorted([*anatomy.fields.values(), *anatomy.streams])
         assert spans[0][0] == len(container.MAGIC)  # the version byte follows the magic
         assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # no gaps, no overlaps
         assert spans[-1][1] == len(data)
-        assert len(fuzz.layer_prefixes(data)) == len(streams)
+        assert len(fuzz.layer_prefixes(data)) == len(streams)  # each layer cut, and the whole file

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from make_golden import GOLDEN, maps_digest, pixels_digest
+from make_golden import GOLDEN, detail_digest, maps_digest, pixels_digest
 from PIL import Image
 
 from ddncodec import codec, container
@@ -19,7 +19,7 @@ FACTS = json.loads((GOLDEN / "golden.json").read_text())
 
 def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: CodecModel) -> None:
     assert tiny_model.fingerprint.hex()[:16] == FACTS["model"], "the test model changed: refresh the golden files"
-    assert FACTS["format_version"] == container.VERSION
+    assert FACTS["format_versions"] == [container.VERSION, container.DETAIL_VERSION]
 
 
 @pytest.mark.parametrize("name", sorted(FACTS["files"]))
@@ -27,6 +27,7 @@ def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, tiny_model
     data = (GOLDEN / name).read_bytes()
     expected = FACTS["files"][name]
     assert maps_digest(data, tiny_model) == expected["maps_sha256"]  # integers only: exact everywhere
+    assert detail_digest(data) == expected.get("detail_sha256")
     decoded = codec.decode(data, tiny_model)
     if pixels_digest(decoded) == expected["pixels_sha256"]:
         return

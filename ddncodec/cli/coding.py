@@ -247,7 +247,8 @@ def encode(
         _write(targets[i], result.data, force)
         say(
             f"{_name(inputs[i])} {result.width}x{result.height} -> {_shown(targets[i])}: {len(result.data):,} B, "
-            f"{result.bpp:.4f} bpp, {result.psnr:.2f} dB ({result.rung.layers} layers, λ {result.rung.lam:g})"
+            f"{result.bpp:.4f} bpp, {result.psnr:.2f} dB ({result.rung.layers} layers, λ {result.rung.lam:g}"
+            f"{f', detail step {result.rung.detail}' if result.rung.detail else ''})"
         )
         if result.frames > 1:
             say(f"{_name(inputs[i])}: coded frame 1 of {result.frames} (a .ddn file holds one still image)")
@@ -319,7 +320,7 @@ def decode(
 @click.argument("file", type=click.Path(path_type=Path, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 def info(file: Path, as_json: bool) -> None:
-    """Show a .ddn file's header: size, model, layers, bytes per layer."""
+    """Show a .ddn file's header: size, model, layers, bytes per layer and of the detail stream."""
     import json
 
     from ddncodec import container
@@ -331,6 +332,8 @@ def info(file: Path, as_json: bool) -> None:
         raise type(exc)(msg) from exc
     header = parsed.header
     layer_bytes = [len(s) for s in parsed.streams]
+    detail_bytes = 0 if parsed.detail is None else len(parsed.detail)
+    stream_bytes = layer_bytes + ([detail_bytes] if parsed.detail is not None else [])
     facts = {
         "file": str(file),
         "bytes": parsed.size,
@@ -345,8 +348,10 @@ def info(file: Path, as_json: bool) -> None:
         "table_set": header.table_set,
         "postfilter": header.filtered,
         "checksums": f"verified for the {len(parsed.streams)} layers present, of {header.layers}",
-        "header_bytes": parsed.size - sum(layer_bytes) - container.LAYER_CRC_BYTES * len(layer_bytes),
+        "header_bytes": parsed.size - sum(stream_bytes) - container.LAYER_CRC_BYTES * len(stream_bytes),
         "layer_bytes": layer_bytes,
+        "detail_step": header.detail_step,
+        "detail_bytes": detail_bytes,
     }
     if as_json:
         click.echo(json.dumps(facts))
@@ -354,9 +359,14 @@ def info(file: Path, as_json: bool) -> None:
     present = (
         f"a prefix: {len(parsed.streams)} of {header.layers}" if not parsed.complete else f"complete: {header.layers}"
     )
+    if header.detail_step:
+        shown = f"{detail_bytes:,} B" if parsed.detail is not None else "cut off"
+        present += f" layers + detail (step {header.detail_step}, {shown})"
+    else:
+        present += " layers"
     click.echo(
         f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
-        f"model {facts['model']}, {present} layers, every layer's checksum verified, "
+        f"model {facts['model']}, {present}, every stream's checksum verified, "
         f"post-filter {'on' if header.filtered else 'off'}\n"
         f"bytes per layer: {' '.join(map(str, layer_bytes))} (header {facts['header_bytes']})"
     )
