@@ -83,12 +83,12 @@ def seed_files(model: CodecModel, images: list[Path], sizes: tuple[tuple[int, in
     """Every image cropped (top-left) to the next size in turn, odd ones gray, at each of
     QUALITIES (and with a detail stream, if no rung has one)."""
     seeds = []
+    top = codec.ladder(model)[-1]
     for i, path in enumerate(images):
         width, height = sizes[i % len(sizes)]
         with Image.open(path) as image:
             crop = image.convert("L" if i % 2 else "RGB").crop((0, 0, width, height))
         seeds += [codec.encode(crop, model, quality).data for quality in QUALITIES]
-        top = codec.ladder(model)[-1]
         if not top.detail:  # the model's ladder has no detail rung: code one, so the fuzz reaches that stream too
             seeds.append(codec.encode(crop, model.replace(ladder=[[top.layers, top.lam, DETAIL_STEP]] * 8), 8).data)
     return seeds

@@ -221,9 +221,10 @@ def unpack(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
         problem = "has trailing data" if body > complete else "is truncated"
         msg = f".ddn file {problem}: {body} bytes after the header, a layer boundary (at most {complete}) expected"
         raise CorruptError(msg)
-    present = header.layers if body == complete else ends.index(body) + 1
+    with_detail = body > ends[-1]  # only the complete file of a header with a detail stream
+    present = header.layers if with_detail else ends.index(body) + 1
     streams, pos = [], start
-    for i, length in enumerate([*header.lengths[:present], *([header.detail_length] if body > ends[-1] else [])]):
+    for i, length in enumerate([*header.lengths[:present], *([header.detail_length] if with_detail else [])]):
         end = pos + length
         (stored,) = struct.unpack_from(">I", data, end)
         if stored != zlib.crc32(data[:end]):
@@ -232,5 +233,5 @@ def unpack(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
             raise CorruptError(msg)
         streams.append(bytes(data[pos:end]))
         pos = end + LAYER_CRC_BYTES
-    detail = streams.pop() if body > ends[-1] else None
+    detail = streams.pop() if with_detail else None
     return Container(header, tuple(streams), len(data), detail)

@@ -117,10 +117,17 @@ def code_layer(
         for step in half_rows(grid, parent):
             symbols = symbols_for(tile, step, frequencies(counts, step))
             grid[step.row, step.columns] = symbols
-            counts += STEP * _tally(step.context, symbols, k)
-            full = counts.sum(1) > MAX_TOTAL
-            if full.any():
-                counts[full] = (counts[full] + 1) >> 1
+            adapt(counts, _tally(step.context, symbols, k), STEP)
+
+
+def adapt(counts: np.ndarray, tally: np.ndarray, step: int) -> None:
+    """Add ``step`` per coded symbol of ``tally`` to ``counts`` (classes, K) in place, then
+    halve, rounding up, every class whose total passed MAX_TOTAL: the odds follow the
+    image locally, and no count reaches zero. Shared by every adaptive model of the format."""
+    counts += step * tally
+    full = counts.sum(1) > MAX_TOTAL
+    if full.any():
+        counts[full] = (counts[full] + 1) >> 1
 
 
 DIRECT = 3  # direct neighbours (up, left, right) that can give a bonus

@@ -13,7 +13,8 @@ then this layer:
 Both transforms are orthonormal, so the quantiser's squared error is the pixels' squared
 error. The context model, like the index model, is integers only: a coefficient's odds
 come from counts per class (channel, frequency band, the magnitudes of the same
-coefficient in the neighbouring blocks already coded) that adapt as the layer is coded.
+coefficient in the neighbouring blocks already coded) that adapt as the layer is coded
+(``context.adapt``, the index model's rule).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddncodec import entropy
+from ddncodec.context import adapt
 
 BLOCK = 8
 DEAD_ZONE = 0.1  # the encoder rounds |c| / step + 0.5 - DEAD_ZONE down: small coefficients go to 0
@@ -33,7 +35,6 @@ SYMBOLS = ESCAPE + 1
 PAYLOAD = 128  # an escaped level is two symbols of a uniform PAYLOAD-ary alphabet: sign and 13 bits
 PAYLOAD_BITS = 13
 STEP = 32  # count added per coded level
-MAX_TOTAL = 1 << 16  # a class's counts are halved above this total
 NEIGHBOURHOOD = 4  # classes of the neighbours' magnitudes: none, 1, 2-3, 4 or more
 
 # Orthonormal colour rotation: luma-like sum, then two opponent axes.
@@ -154,15 +155,10 @@ def _run(levels: np.ndarray, code: Callable[[_Step, np.ndarray], np.ndarray]) ->
     ``levels`` and counted."""
     counts = np.tile(_INITIAL, (CLASSES, 1))
     for step in _steps(levels):
-        freq = counts[step.classes.ravel()]
-        values = code(step, freq.astype(np.float64) / freq.sum(1, keepdims=True))
+        values = code(step, entropy.probabilities(counts[step.classes.ravel()]))
         levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
-        counts += STEP * np.bincount(
-            step.classes.ravel() * SYMBOLS + _symbols(values), minlength=CLASSES * SYMBOLS
-        ).reshape(CLASSES, SYMBOLS)
-        full = counts.sum(1) > MAX_TOTAL
-        if full.any():
-            counts[full] = (counts[full] + 1) >> 1
+        tally = np.bincount(step.classes.ravel() * SYMBOLS + _symbols(values), minlength=CLASSES * SYMBOLS)
+        adapt(counts, tally.reshape(CLASSES, SYMBOLS), STEP)
 
 
 _UNIFORM = np.full((1, PAYLOAD), 1 / PAYLOAD)

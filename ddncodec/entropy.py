@@ -34,7 +34,8 @@ def _words(data: bytes) -> np.ndarray:
     return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
 
 
-def _probabilities(freq: np.ndarray) -> np.ndarray:
+def probabilities(freq: np.ndarray) -> np.ndarray:
+    """Positive integer frequencies (N, K) -> the float64 odds both sides build bit-identically."""
     return freq.astype(np.float64) / freq.sum(1, keepdims=True).astype(np.float64)
 
 
@@ -80,7 +81,7 @@ def _coding_order(
 
     def record(tile: int, step, freq: np.ndarray) -> np.ndarray:
         symbols = work[tile][step.row, step.columns]
-        chunks.append((_probabilities(freq), symbols))
+        chunks.append((probabilities(freq), symbols))
         return symbols
 
     code_layer(initial, work, parents, record)
@@ -129,7 +130,7 @@ def decode(
     """Bytes -> one layer's index maps, one grid of ``shapes[tile]`` per tile (int64)."""
     grids = [np.full(shape, -1, dtype=np.int64) for shape in shapes]
     decoder = Decoder(data)
-    code_layer(initial, grids, parents, lambda _tile, _step, freq: decoder(_probabilities(freq)))
+    code_layer(initial, grids, parents, lambda _tile, _step, freq: decoder(probabilities(freq)))
     return grids
 
 
