@@ -88,20 +88,17 @@ def ladder(model: CodecModel) -> tuple[Rung, ...]:
 
 
 def table_set(model: CodecModel, rung: Rung) -> int:
-    """The entropy table set for ``rung``: the set of the ladder rung it is, else of the
-    rung nearest in log(1 + λ), then in layers, then in detail step (``tune`` counts one
-    set per rung; the detail step changes no index, so rungs that differ only there are
-    counted alike)."""
+    """The entropy table set for ``rung``: the set of the first ladder rung that walks the
+    same layers at the same λ, else of the rung nearest in log(1 + λ), then in layers.
+    The detail step changes no index, so it never picks a set: ``tune`` counts rungs that
+    differ only there alike, and a ladder whose detail rungs walk another rung's path (q1's,
+    say) codes that walk with that rung's tables."""
     rungs = ladder(model)[: model.priors.sets]
     if len(rungs) < model.priors.sets or model.priors.sets == 1:
         return 0
     return min(
         range(len(rungs)),
-        key=lambda i: (
-            abs(math.log1p(rungs[i].lam) - math.log1p(rung.lam)),
-            abs(rungs[i].layers - rung.layers),
-            abs(rungs[i].detail - rung.detail),
-        ),
+        key=lambda i: (abs(math.log1p(rungs[i].lam) - math.log1p(rung.lam)), abs(rungs[i].layers - rung.layers), i),
     )
 
 

@@ -287,6 +287,10 @@ def test_each_rung_codes_with_its_own_table_set(tiny_model: CodecModel, kodak_cr
     assert codec.table_set(model, Rung(1, 1100.0)) == 3
     assert codec.table_set(model, Rung(2, 0.0)) == 4
     assert codec.table_set(model, Rung(3, 5e6)) == 2
+    # The detail step picks no set: a detail rung on another rung's walk takes that rung's.
+    on_q3 = model.replace(ladder=(*model.ladder[:7], Rung(2, 10000.0, 20)))
+    assert codec.table_set(on_q3, on_q3.ladder[7]) == 2
+    assert codec.table_set(on_q3, Rung(2, 10000.0, 90)) == 2
     # One set (or fewer sets than rungs): always set 0.
     assert {codec.table_set(tiny_model, r) for r in codec.ladder(tiny_model)} == {0}
     assert codec.table_set(model.replace(priors=Priors(t[:3] for t in model.priors.tables)), Rung(3, 0.0)) == 0
