@@ -605,24 +605,57 @@ def _search_bpp(
 
 
 def _search_detail(pixels: np.ndarray, mode: str, model: CodecModel, base: Rung, target: float, effort: int) -> Encoded:
-    """The detail step that brings one walk of ``base`` nearest ``target`` bpp: a bisection
-    on the step (the rate falls as it grows), which re-codes the detail layer alone."""
+    """The detail step that brings one walk of ``base`` nearest ``target`` bpp, re-coding the
+    detail layer alone: secant steps on (log step, log bpp) inside a bracket that shrinks
+    like a bisection's (the rate falls as the step grows), from the ladder's detail rung
+    nearest the target (``_first_step``). A bisection took ~8 codings of the detail layer,
+    each about 1 s on a Kodak image once the walk was 6 layers."""
     coded = _code(pixels, model, base, None, effort)
     decoded, filtered = _decoded(coded, pixels, mode, model)
     files: dict[int, Encoded] = {}
-
-    def at(step: int) -> Encoded:
-        if step not in files:
-            files[step] = _file(coded, pixels, mode, model, decoded, filtered, step)
-        return files[step]
-
-    fine, coarse = 1, MAX_DETAIL_STEP  # the highest rate, the lowest
-    while coarse - fine > 1:
-        middle = (fine + coarse) // 2
-        if reached(at(middle), target):
+    fine, coarse = 0, MAX_DETAIL_STEP + 1  # steps known to give more, and less, than the target
+    step = _first_step(model, target)
+    while True:
+        files[step] = found = _file(coded, pixels, mode, model, decoded, filtered, step)
+        if reached(found, target):
             break
-        fine, coarse = (fine, middle) if at(middle).bpp < target else (middle, coarse)
+        fine, coarse = (fine, step) if found.bpp < target else (step, coarse)
+        if coarse - fine <= 1:
+            break
+        step = _next_step(files, target, fine, coarse)
     return min(files.values(), key=lambda e: abs(math.log(e.bpp / target)))
+
+
+DETAIL_SLOPE = 0.85
+"""-d log bpp / d log step of the detail layer: the default model's detail rungs on the
+validation crops (0.44 bpp at step 100 to 3.64 bpp at step 8)."""
+
+
+def _first_step(model: CodecModel, target: float) -> int:
+    """The step the card's validation rates predict for ``target``: from the detail rung
+    whose rate there is nearest, along DETAIL_SLOPE (the middle step without rates)."""
+    on_val = [p["bpp"] for p in model.card.get("ladder_on_val", [])]
+    rungs = ladder(model)
+    known = [(bpp, r.detail) for bpp, r in zip(on_val, rungs, strict=False) if r.detail and bpp > 0]
+    if len(on_val) != len(rungs) or not known:
+        return (1 + MAX_DETAIL_STEP) // 2
+    bpp, step = min(known, key=lambda k: abs(math.log(k[0] / target)))
+    return min(max(round(step * (bpp / target) ** (1 / DETAIL_SLOPE)), 1), MAX_DETAIL_STEP)
+
+
+def _next_step(files: dict[int, Encoded], target: float, fine: int, coarse: int) -> int:
+    """A secant step on (log step, log bpp) through the two codings nearest the target in
+    rate (one coding: along DETAIL_SLOPE), kept inside the middle 80 % of (fine, coarse)."""
+    near = sorted(files, key=lambda s: abs(math.log(files[s].bpp / target)))[:2]
+    if len(near) == 2 and files[near[0]].bpp != files[near[1]].bpp:
+        (s0, s1), (r0, r1) = near, (math.log(files[near[0]].bpp), math.log(files[near[1]].bpp))
+        slope = (math.log(s1) - math.log(s0)) / (r1 - r0)
+        guess = math.exp(math.log(s0) + slope * (math.log(target) - r0))
+    else:
+        guess = near[0] * (files[near[0]].bpp / target) ** (1 / DETAIL_SLOPE)
+    width = coarse - fine
+    low, high = fine + max(1, 0.1 * width), coarse - max(1, 0.1 * width)
+    return int(min(max(round(guess), math.ceil(low)), math.floor(high))) if low <= high else (fine + coarse) // 2
 
 
 def _along_lambda(
