@@ -98,7 +98,7 @@ def table_set(model: CodecModel, rung: Rung) -> int:
         return 0
     return min(
         range(len(rungs)),
-        key=lambda i: (abs(math.log1p(rungs[i].lam) - math.log1p(rung.lam)), abs(rungs[i].layers - rung.layers), i),
+        key=lambda i: (abs(math.log1p(rungs[i].lam) - math.log1p(rung.lam)), abs(rungs[i].layers - rung.layers)),
     )
 
 
