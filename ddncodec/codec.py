@@ -433,12 +433,23 @@ class _Coded:
     walked: _Walked
     streams: list[bytes]
 
-    def data(self, model: CodecModel, mode: str, filtered: bool, details: bytes = b"", step: int = 0) -> bytes:
-        """The file, with the detail stream ``details`` of quantiser ``step`` if one is given."""
+    def data(
+        self,
+        model: CodecModel,
+        mode: str,
+        filtered: bool,
+        details: bytes = b"",
+        step: int = 0,
+        detail_filtered: bool = False,
+    ) -> bytes:
+        """The file, with the detail stream ``details`` of quantiser ``step`` if one is given
+        (decoded through the detail filter if ``detail_filtered``)."""
         height, width = self.walked.plain.shape[:2]
         lengths = tuple(len(s) for s in self.streams)
-        fingerprint = model.fingerprint[: container.FINGERPRINT_BYTES]
-        header = container.Header(fingerprint, width, height, mode, self.tables, lengths, filtered, step, len(details))
+        fingerprint = model.file_fingerprint(detail_filtered)
+        header = container.Header(
+            fingerprint, width, height, mode, self.tables, lengths, filtered, step, len(details), detail_filtered
+        )
         return container.pack(header, self.streams, details)
 
 
@@ -480,13 +491,49 @@ def _decoded(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) ->
     return (smooth, True) if psnr(smooth, pixels, mode) > psnr(plain, pixels, mode) else (plain, False)
 
 
-def _with_detail(pixels: np.ndarray, mode: str, decoded: np.ndarray, step: int) -> tuple[bytes, np.ndarray]:
-    """The detail stream at ``step`` for a decoded DDN image, and the image it decodes to.
+def _with_detail(
+    pixels: np.ndarray, mode: str, decoded: np.ndarray, step: int, model: CodecModel
+) -> tuple[bytes, np.ndarray, bool]:
+    """The detail stream at ``step`` for a decoded DDN image, the image it decodes to, and
+    whether that runs the model's detail filter (the encoder's choice: where it helps).
     A gray image's chroma is left alone: the decoder returns the mean of the channels."""
     levels = detail.residual_levels(pixels, decoded, step)
     if mode == "L":
         levels[1:] = 0
-    return detail.encode(levels), detail.apply(decoded, levels, step)
+    image = detail.apply(decoded, levels, step)
+    if model.detailfilter is not None:
+        smooth = _detail_filtered(model, image, levels, step)
+        if psnr(smooth, pixels, mode) > psnr(image, pixels, mode):
+            return detail.encode(levels), smooth, True
+    return detail.encode(levels), image, False
+
+
+DETAIL_STRIP = 512  # rows the detail filter runs on at once, so its memory is bounded on any image
+DETAIL_MARGIN = 64  # rows of context on each side of a strip: more than the filter's reach (10 convs 3×3 at 4 px)
+
+
+def _detail_filtered(model: CodecModel, pixels: np.ndarray, levels: np.ndarray, step: int) -> np.ndarray:
+    """(H, W, 3) uint8 ``pixels``, a decode with its detail layer of ``levels`` at ``step``,
+    through the model's detail filter, which also reads which 8×8 blocks that layer coded.
+    Strip by strip (every bound a multiple of the block), each with DETAIL_MARGIN rows
+    of context, so the output is the whole image's."""
+    net = model.detailfilter
+    assert net is not None
+    height, width = pixels.shape[:2]
+    padded = imageio.pad(pixels, detail.BLOCK)
+    coded = torch.from_numpy((levels != 0).any(axis=(0, 3)))[None]  # (1, block rows, block cols)
+    out = np.empty_like(padded)
+    rows = padded.shape[0]
+    with _one_thread(), torch.inference_mode():
+        for top in range(0, rows, DETAIL_STRIP):
+            start, stop = max(0, top - DETAIL_MARGIN), min(rows, top + DETAIL_STRIP + DETAIL_MARGIN)
+            x = from_uint8(torch.from_numpy(padded[start:stop]).permute(2, 0, 1)[None])
+            blocks = coded[:, start // detail.BLOCK : stop // detail.BLOCK]
+            flags = refined_flags([blocks], net.config.cells, (stop - start, padded.shape[1]))
+            strip = to_uint8(net(x, flags, step))[0].permute(1, 2, 0).numpy()
+            end = min(rows, top + DETAIL_STRIP)
+            out[top:end] = strip[top - start : end - start]
+    return out[:height, :width]
 
 
 def _finish(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:
@@ -499,10 +546,10 @@ def _file(
     coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel, decoded: np.ndarray, filtered: bool, step: int
 ) -> Encoded:
     """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
-    details = b""
+    details, detail_filtered = b"", False
     if step:
-        details, decoded = _with_detail(pixels, mode, decoded, step)
-    data = coded.data(model, mode, filtered, details, step)
+        details, decoded, detail_filtered = _with_detail(pixels, mode, decoded, step, model)
+    data = coded.data(model, mode, filtered, details, step, detail_filtered)
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
     return Encoded(data, decoded, mode, psnr(decoded, pixels, mode), rung)
 
@@ -806,10 +853,11 @@ def decode_pixels(
     parsed = container.unpack(bytes(data), max_pixels)
     header = parsed.header
     model = load_model("default" if model is None else model)
-    if header.fingerprint != model.fingerprint[: container.FINGERPRINT_BYTES]:
+    expected = model.file_fingerprint(header.detail_filtered)
+    if header.fingerprint != expected:
         msg = (
             f"this .ddn file was made with another model (fingerprint {header.fingerprint.hex()}); "
-            f"the model in use is {model.fingerprint[: container.FINGERPRINT_BYTES].hex()}; decode it with the model that made it"
+            f"the model in use is {expected.hex()}; decode it with the model that made it"
         )
         raise FormatError(msg)
     if header.layers > len(model.config.layers):
@@ -824,6 +872,9 @@ def decode_pixels(
     if header.filtered and model.postfilter is None:
         msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
         raise FormatError(msg)
+    if header.detail_filtered and model.detailfilter is None:
+        msg = "corrupt .ddn header: version 4 runs the detail filter, and the model has none"
+        raise FormatError(msg)
     tiles = plan(header.width, header.height, model.config.unit)
     maps = read_maps(parsed, model, count)
 
@@ -833,5 +884,8 @@ def decode_pixels(
     walked = _walk(model, tiles, count, chooser_for, header.filtered)
     pixels = _filtered(model, walked) if header.filtered else walked.plain
     if parsed.detail is not None and count == header.layers:
-        pixels = detail.apply(pixels, detail.decode(parsed.detail, header.height, header.width), header.detail_step)
+        levels = detail.decode(parsed.detail, header.height, header.width)
+        pixels = detail.apply(pixels, levels, header.detail_step)
+        if header.detail_filtered:
+            pixels = _detail_filtered(model, pixels, levels, header.detail_step)
     return pixels, header.mode

@@ -22,10 +22,12 @@ from ddncodec.ladder import MAX_DETAIL_STEP
 MAGIC = b"DDN"
 VERSION = 2  # files without a detail stream: byte for byte what readers of version 2 read
 DETAIL_VERSION = 3  # files with one (version 2 readers refuse them, as they should)
+FILTERED_DETAIL_VERSION = 4  # version 3's layout, decoded through the model's detail filter
+_READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
-_DETAIL = 0x40  # version 3 only: a detail stream follows the layers
+_DETAIL = 0x40  # versions 3 and 4 only: a detail stream follows the layers
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -56,6 +58,7 @@ class Header:
     filtered: bool = False  # the decoder runs the model's post-filter (the encoder chose it)
     detail_step: int = 0  # quantiser step of the detail stream, 1..255; 0: the file has none
     detail_length: int = 0  # bytes of the detail stream (its CRC not counted)
+    detail_filtered: bool = False  # the decoder runs the model's detail filter after the detail layer
 
     @property
     def layers(self) -> int:
@@ -122,11 +125,17 @@ def pack(header: Header, streams: list[bytes] | tuple[bytes, ...], detail: bytes
     if not 1 <= header.layers <= MAX_LAYERS or len(header.fingerprint) != FINGERPRINT_BYTES:
         msg = f"cannot pack {header.layers} layers with a {len(header.fingerprint)}-byte fingerprint"
         raise ValueError(msg)
+    if header.detail_filtered and not header.detail_step:
+        msg = "cannot pack a detail filter flag without a detail stream"
+        raise ValueError(msg)
     if not 0 <= header.table_set <= 255:
         msg = f"table set {header.table_set} does not fit in a byte"
         raise ValueError(msg)
     head = bytearray(MAGIC)
-    head.append(DETAIL_VERSION if header.detail_step else VERSION)
+    if header.detail_filtered:
+        head.append(FILTERED_DETAIL_VERSION)
+    else:
+        head.append(DETAIL_VERSION if header.detail_step else VERSION)
     head += header.fingerprint
     head += _varint(header.width) + _varint(header.height)
     flags = (_FILTERED if header.filtered else 0) | (_DETAIL if header.detail_step else 0)
@@ -152,8 +161,8 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         msg = "truncated .ddn header"
         raise CorruptError(msg)
     version = data[3]
-    if version not in (VERSION, DETAIL_VERSION):
-        msg = f"unsupported .ddn format version {version} (this ddncodec reads versions {VERSION} and {DETAIL_VERSION})"
+    if version not in _READS:
+        msg = f"unsupported .ddn format version {version} (this ddncodec reads versions {', '.join(map(str, _READS))})"
         raise VersionError(msg)
     pos = 4 + FINGERPRINT_BYTES
     if len(data) < pos + 4:
@@ -171,7 +180,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     for i in range(layers):
         length, pos = _read_varint(data, pos, f"layer {i} length")
         lengths.append(length)
-    has_detail = version == DETAIL_VERSION and bool(mode_byte & _DETAIL)
+    has_detail = version != VERSION and bool(mode_byte & _DETAIL)
     detail_step = detail_length = 0
     if has_detail:
         if len(data) <= pos:
@@ -198,12 +207,21 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     if has_detail and detail_step == 0:
         msg = "corrupt .ddn header: detail step 0"
         raise CorruptError(msg)
-    if version == DETAIL_VERSION and not has_detail:
-        msg = "corrupt .ddn header: a version 3 file without a detail stream"
+    if version != VERSION and not has_detail:
+        msg = f"corrupt .ddn header: a version {version} file without a detail stream"
         raise CorruptError(msg)
     _check_size(width, height, max_pixels)
     header = Header(
-        fingerprint, width, height, MODES[mode_byte], table_set, tuple(lengths), filtered, detail_step, detail_length
+        fingerprint,
+        width,
+        height,
+        MODES[mode_byte],
+        table_set,
+        tuple(lengths),
+        filtered,
+        detail_step,
+        detail_length,
+        version == FILTERED_DETAIL_VERSION,
     )
     return header, pos
 

@@ -1,7 +1,10 @@
-"""Model files: weights, priors, post-filter and config in one safetensors file, loaded
+"""Model files: weights, priors, filters and config in one safetensors file, loaded
 without executing any pickled code. A model's fingerprint (hash of everything that
-decoding depends on: weights, priors, post-filter and both configs) goes into every
-.ddn file, so a stream decoded with another model is refused."""
+decoding depends on: weights, priors, filters and their configs) goes into every .ddn
+file, so a stream decoded with another model is refused. A file that does not run the
+detail filter carries the fingerprint of the model without it (``core_fingerprint``):
+such files decode the same with or without that filter, so adding one to a model
+keeps every file made before valid."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ddncodec import container
 from ddncodec.atomic import write_atomically
 from ddncodec.errors import ModelError
 from ddncodec.ladder import Rung, from_json, validated
@@ -27,7 +31,8 @@ from ddncodec.priors import Priors
 
 FORMAT = "ddncodec-model-2"
 _FORMAT_1 = "ddncodec-model-1"  # read as well: one prior table per layer, no post-filter
-_FILTER_PREFIX = "postfilter."
+# Metadata key of each filter's config (its tensors are named "<key>.*") and what errors call it.
+_FILTERS = {"postfilter": "post-filter", "detailfilter": "detail filter"}
 SUFFIX = ".safetensors"
 DEFAULT_MODEL = "default"
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # package data (in a checkout, a link to the top-level models/)
@@ -100,12 +105,15 @@ class CodecModel:
     card: dict = field(default_factory=dict)  # free-form facts: data, steps, wall time
     postfilter: PostFilter | None = None  # runs on every decoded tile
     ladder: tuple[Rung, ...] | None = None  # what each --quality means (None: ladder.fallback)
+    detailfilter: PostFilter | None = None  # runs after the detail layer, where the encoder chose it
     fingerprint: bytes = b""
+    core_fingerprint: bytes = b""  # the fingerprint without the detail filter
 
     def __post_init__(self) -> None:
         self.network.eval()
-        if self.postfilter is not None:
-            self.postfilter.eval()
+        for net in (self.postfilter, self.detailfilter):
+            if net is not None:
+                net.eval()
         if len(self.priors.tables) != len(self.network.config.layers) or any(
             t.shape[-1] != s.k for t, s in zip(self.priors.tables, self.network.config.layers, strict=True)
         ):
@@ -114,6 +122,14 @@ class CodecModel:
         if self.ladder is not None:
             self.ladder = validated(self.ladder, len(self.config.layers))
         self.fingerprint = fingerprint(self._tensors(), self._configs())
+        core = self.replace(detailfilter=None) if self.detailfilter is not None else None
+        self.core_fingerprint = self.fingerprint if core is None else core.fingerprint
+
+    def file_fingerprint(self, detail_filtered: bool) -> bytes:
+        """The fingerprint prefix a .ddn file carries: the whole model's if its decode runs
+        the detail filter, else the core's."""
+        whole = self.fingerprint if detail_filtered else self.core_fingerprint
+        return whole[: container.FINGERPRINT_BYTES]
 
     def replace(self, **changes: object) -> CodecModel:
         """A copy with some fields changed (the fingerprint is recomputed)."""
@@ -127,16 +143,17 @@ class CodecModel:
         tensors = _halved(weights_of(self.network))
         for i, table in enumerate(self.priors.tables):
             tensors[f"priors.{i}"] = torch.from_numpy(table.astype(np.int64))
-        if self.postfilter is not None:
-            weights = {name: p.detach().cpu().contiguous() for name, p in self.postfilter.named_parameters()}
-            tensors |= {_FILTER_PREFIX + name: w for name, w in _halved(weights).items()}
+        for key, net in self._filters().items():
+            weights = {name: p.detach().cpu().contiguous() for name, p in net.named_parameters()}
+            tensors |= {f"{key}.{name}": w for name, w in _halved(weights).items()}
         return tensors
 
+    def _filters(self) -> dict[str, PostFilter]:
+        nets = dict(zip(_FILTERS, (self.postfilter, self.detailfilter), strict=True))
+        return {key: net for key, net in nets.items() if net is not None}
+
     def _configs(self) -> dict[str, str]:
-        configs = {"config": self.config.to_json()}
-        if self.postfilter is not None:
-            configs["postfilter"] = self.postfilter.config.to_json()
-        return configs
+        return {"config": self.config.to_json()} | {key: net.config.to_json() for key, net in self._filters().items()}
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the previous file intact."""
@@ -196,17 +213,7 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
     except ValueError as exc:
         msg = f"{path}: {exc}"
         raise ModelError(msg) from exc
-    filter_weights = {n[len(_FILTER_PREFIX) :]: tensors.pop(n) for n in list(tensors) if n.startswith(_FILTER_PREFIX)}
-    postfilter = None
-    if "postfilter" in meta:
-        try:
-            postfilter = _build_filter(FilterConfig.from_json(meta["postfilter"]), filter_weights)
-        except (TypeError, ValueError, ModelError) as exc:
-            msg = f"{path}: post-filter is unreadable ({exc})"
-            raise ModelError(msg) from exc
-    elif filter_weights:
-        msg = f"{path}: post-filter weights without a post-filter config"
-        raise ModelError(msg)
+    filters = {key: _load_filter(path, key, meta, tensors) for key in _FILTERS}
     stored = meta["ladder"] if "ladder" in meta else card.pop("ladder", None)  # format 1 kept it on the card
     rungs = None
     try:
@@ -217,7 +224,24 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
     except ModelError as exc:
         msg = f"{path}: {exc}"
         raise ModelError(msg) from exc
-    return CodecModel(build(config, tensors), priors, card, postfilter, rungs)
+    return CodecModel(build(config, tensors), priors, card, filters["postfilter"], rungs, filters["detailfilter"])
+
+
+def _load_filter(path: Path, key: str, meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> PostFilter | None:
+    """The filter stored under ``key`` (its tensors are taken out of ``tensors``), or None."""
+    prefix = f"{key}."
+    weights = {n[len(prefix) :]: tensors.pop(n) for n in list(tensors) if n.startswith(prefix)}
+    name = _FILTERS[key]
+    if key not in meta:
+        if weights:
+            msg = f"{path}: {name} weights without a {name} config"
+            raise ModelError(msg)
+        return None
+    try:
+        return _build_filter(FilterConfig.from_json(meta[key]), weights)
+    except (TypeError, ValueError, ModelError) as exc:
+        msg = f"{path}: {name} is unreadable ({exc})"
+        raise ModelError(msg) from exc
 
 
 def _build_filter(config: FilterConfig, weights: dict[str, torch.Tensor]) -> PostFilter:

@@ -9,6 +9,10 @@ coder's state, so it cannot desynchronise decoding. The encoder runs it too, so 
 reconstruction it reports is what decode returns. It works at quarter resolution
 (pixel-unshuffle by 4: 48 channels), where a 64-channel trunk costs ~0.1 s per Kodak
 image on one CPU thread and each 3×3 conv sees 12 px of context.
+
+The same network, configured with ``cells=(8,)`` and ``step=True``, is the detail filter:
+it runs after the detail layer (``detail``), reading which 8×8 blocks that layer coded,
+their borders and the quantiser step, as a deblocking filter after a transform coder.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ class FilterConfig:
     # The model's cell size per layer: the filter then reads the refined cells and the cell
     # borders beside the pixels. () = pixels only.
     cells: tuple[int, ...] = ()
+    step: bool = False  # also reads a quantiser step (log step / 5, one constant channel)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cells", tuple(self.cells))
-        if not all(isinstance(v, int) for v in (self.channels, self.blocks, *self.cells)):
+        if not isinstance(self.step, bool) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (self.channels, self.blocks, *self.cells)
+        ):
             msg = f"post-filter config needs integers, got {self}"
             raise ValueError(msg)
         if not (1 <= self.channels <= 256 and 0 <= self.blocks <= 32 and len(self.cells) <= 64):
@@ -52,14 +59,15 @@ class FilterConfig:
 
     @property
     def side_channels(self) -> int:
-        return len(self.cells) + 2 * len(self.borders)
+        return len(self.cells) + 2 * len(self.borders) + self.step
 
     def to_json(self) -> str:
-        """A pixels-only filter's JSON leaves ``cells`` out: it (and the fingerprint of a
-        model that carries it) reads as before side inputs existed."""
+        """A filter's JSON leaves out the side inputs it lacks (``cells``, ``step``): it (and
+        the fingerprint of a model that carries it) reads as before they existed."""
         fields = dataclasses.asdict(self)
-        if not self.cells:
-            del fields["cells"]
+        for name in ("cells", "step"):
+            if not fields[name]:
+                del fields[name]
         return json.dumps(fields, sort_keys=True)
 
     @classmethod
@@ -107,11 +115,21 @@ class PostFilter(nn.Module):
         nn.init.zeros_(self.out.weight)  # an untrained filter changes nothing
         nn.init.zeros_(self.out.bias)
 
-    def _side(self, flags: torch.Tensor | None, like: torch.Tensor) -> list[torch.Tensor]:
-        """The refined flags and, per border size, 1 on the trunk rows / columns that start a cell."""
-        if not self.config.cells:
-            return []
+    def _side(
+        self, flags: torch.Tensor | None, step: int | torch.Tensor | None, like: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The refined flags, per border size 1 on the trunk rows / columns that start a cell,
+        then the step."""
         b, _, height, width = like.shape
+        if self.config.step and step is None:
+            msg = "this filter needs the quantiser step"
+            raise ValueError(msg)
+        tail = []
+        if self.config.step:
+            level = torch.as_tensor(step, dtype=like.dtype).log().div(5).reshape(-1, 1, 1, 1)
+            tail = [level.expand(b, 1, height, width)]
+        if not self.config.cells:
+            return tail
         if flags is None or flags.shape != (b, len(self.config.cells), height, width):
             msg = f"this post-filter needs refined flags of shape {(b, len(self.config.cells), height, width)}"
             raise ValueError(msg)
@@ -121,11 +139,14 @@ class PostFilter(nn.Module):
             rows = (torch.arange(height) % step == 0).to(like.dtype).view(1, 1, height, 1).expand(b, 1, height, width)
             cols = (torch.arange(width) % step == 0).to(like.dtype).view(1, 1, 1, width).expand(b, 1, height, width)
             side += [rows, cols]
-        return side
+        return side + tail
 
-    def forward(self, x: torch.Tensor, flags: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, flags: torch.Tensor | None = None, step: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """With ``config.step``: ``step`` is one quantiser step, or one per image (B,)."""
         packed = F.pixel_unshuffle(x, SCALE)
-        stacked = torch.cat([packed, *self._side(flags, packed)], 1).contiguous(memory_format=torch.channels_last)
+        stacked = torch.cat([packed, *self._side(flags, step, packed)], 1).contiguous(memory_format=torch.channels_last)
         h = self.blocks(F.silu(self.embed(stacked)))
         return x + F.pixel_shuffle(self.out(F.silu(h)), SCALE)
 

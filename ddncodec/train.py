@@ -376,4 +376,7 @@ def train(opts: TrainOptions) -> None:
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     Trainer(opts).run()
     if dist.is_initialized():
+        # Rank 0 validates and writes the model after the last step while the others are
+        # done: tearing gloo down under a peer still at work sometimes aborted a rank.
+        dist.barrier()
         dist.destroy_process_group()

@@ -196,6 +196,8 @@ def test_detail_headers_that_do_not_hold_together_are_refused() -> None:
         container.unpack(_reheadered(plain, version=2, mode_byte=0x40))
     with pytest.raises(CorruptError, match="version 3 file without a detail stream"):
         container.unpack(_reheadered(plain, version=3, mode_byte=0))
+    with pytest.raises(CorruptError, match="version 4 file without a detail stream"):
+        container.unpack(_reheadered(plain, version=4, mode_byte=0))
 
 
 def _reheadered(data: bytes, version: int, mode_byte: int) -> bytes:

@@ -352,6 +352,7 @@ def info(file: Path, as_json: bool) -> None:
         "layer_bytes": layer_bytes,
         "detail_step": header.detail_step,
         "detail_bytes": detail_bytes,
+        "detail_filter": header.detail_filtered,
     }
     if as_json:
         click.echo(json.dumps(facts))
@@ -361,7 +362,8 @@ def info(file: Path, as_json: bool) -> None:
     )
     if header.detail_step:
         shown = f"{detail_bytes:,} B" if parsed.detail is not None else "cut off"
-        present += f" layers + detail (step {header.detail_step}, {shown})"
+        filter_note = ", detail filter on" if header.detail_filtered else ""
+        present += f" layers + detail (step {header.detail_step}, {shown}{filter_note})"
     else:
         present += " layers"
     click.echo(

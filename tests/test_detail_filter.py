@@ -1,0 +1,156 @@
+"""The detail filter: a post-filter after the detail layer, chosen per file by the encoder,
+flagged by format version 4, and covered by the fingerprint only where a file uses it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from ddncodec import codec, container, detail
+from ddncodec.cli import main
+from ddncodec.codec import Rung
+from ddncodec.container import Header
+from ddncodec.errors import FormatError
+from ddncodec.modelfile import CodecModel, half_precision, load
+from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags, to_uint8
+
+STEP = 40
+RUNG = Rung(3, 0.0, STEP)
+
+
+def pixels_of(path: Path) -> np.ndarray:
+    return np.array(Image.open(path).convert("RGB"))
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    return from_uint8(torch.from_numpy(pixels).permute(2, 0, 1)[None])
+
+
+def coded_blocks(levels: np.ndarray, net: PostFilter, size: tuple[int, int]) -> torch.Tensor:
+    return refined_flags([torch.from_numpy((levels != 0).any(axis=(0, 3)))[None]], net.config.cells, size)
+
+
+def fitted_filter(model: CodecModel, original: np.ndarray, steps: int = 80) -> tuple[PostFilter, list[float]]:
+    """A small detail filter trained on one image's decode at RUNG: it must learn (its losses)."""
+    base = codec.encode_pixels(original, "RGB", model, Rung(RUNG.layers, RUNG.lam)).pixels
+    levels = detail.residual_levels(original, base, STEP)
+    decoded = detail.apply(base, levels, STEP)
+    torch.manual_seed(0)
+    net = PostFilter(FilterConfig(channels=8, blocks=1, cells=(detail.BLOCK,), step=True))
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    x, target = to_tensor(decoded), to_tensor(original)
+    flags = coded_blocks(levels, net, decoded.shape[:2])
+    losses = []
+    for _ in range(steps):
+        loss = F.mse_loss(net(x, flags, STEP), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return half_precision(net.eval()), losses
+
+
+@pytest.fixture(scope="module")
+def filtered_model(tiny_model: CodecModel) -> CodecModel:
+    original = pixels_of(Path(__file__).parent / "data" / "kodak" / "kodim23_crop.png")
+    net, losses = fitted_filter(tiny_model, original)
+    assert losses[-1] < 0.9 * losses[0]
+    return tiny_model.replace(detailfilter=net)
+
+
+def test_the_encoder_runs_the_filter_where_it_helps_and_the_decoder_follows(
+    tiny_model: CodecModel, filtered_model: CodecModel, kodak_crop: Path
+) -> None:
+    original = pixels_of(kodak_crop)
+    plain = codec.encode_pixels(original, "RGB", tiny_model, RUNG)
+    smooth = codec.encode_pixels(original, "RGB", filtered_model, RUNG)
+    assert plain.data[3] == container.DETAIL_VERSION and smooth.data[3] == container.FILTERED_DETAIL_VERSION
+    assert len(smooth.data) == len(plain.data)  # the filter costs no byte
+    assert smooth.psnr > plain.psnr + 0.2
+    pixels, _ = codec.decode_pixels(smooth.data, filtered_model)
+    assert np.array_equal(pixels, smooth.pixels)
+    assert smooth.psnr == pytest.approx(codec.psnr(pixels, original, "RGB"))
+    # The file names the whole model: the model without the filter refuses it in one line.
+    with pytest.raises(FormatError, match="made with another model"):
+        codec.decode_pixels(smooth.data, tiny_model)
+    forged = container.unpack(smooth.data)  # the same file claiming the core model: still refused
+    header = dataclasses.replace(forged.header, fingerprint=tiny_model.fingerprint[: container.FINGERPRINT_BYTES])
+    with pytest.raises(FormatError, match="the model has none"):
+        codec.decode_pixels(container.pack(header, forged.streams, forged.detail), tiny_model)
+    # Cut before its detail stream, it is the walk's prefix, as any file.
+    header = container.unpack(smooth.data).header
+    cut = smooth.data[: len(smooth.data) - header.detail_length - container.LAYER_CRC_BYTES]
+    walk = codec.encode_pixels(original, "RGB", tiny_model, Rung(RUNG.layers, RUNG.lam))
+    assert np.array_equal(codec.decode_pixels(cut, filtered_model)[0], walk.pixels)
+
+
+def test_files_that_do_not_run_it_are_the_core_models_byte_for_byte(
+    tiny_model: CodecModel, filtered_model: CodecModel, kodak_crop: Path
+) -> None:
+    """Without a detail layer, or where the filter would not help, a file is what the model
+    without the filter writes (its fingerprint too), so files made before it stay valid."""
+    original = pixels_of(kodak_crop)
+    assert filtered_model.fingerprint != tiny_model.fingerprint
+    assert filtered_model.core_fingerprint == tiny_model.fingerprint
+    walk = Rung(RUNG.layers, RUNG.lam)
+    assert codec.encode_pixels(original, "RGB", filtered_model, walk).data == (
+        codec.encode_pixels(original, "RGB", tiny_model, walk).data
+    )
+    harmful = PostFilter(FilterConfig(channels=8, blocks=1, cells=(detail.BLOCK,), step=True))
+    torch.nn.init.normal_(harmful.out.weight, std=0.5)
+    worse = tiny_model.replace(detailfilter=harmful)
+    old = codec.encode_pixels(original, "RGB", tiny_model, RUNG)
+    assert codec.encode_pixels(original, "RGB", worse, RUNG).data == old.data
+    assert np.array_equal(codec.decode_pixels(old.data, filtered_model)[0], old.pixels)
+
+
+def test_the_filter_runs_in_strips_as_on_the_whole_image(
+    filtered_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DETAIL_MARGIN rows of context reach past the filter's field of view: 24-row strips of a
+    192-row image give the single pass's pixels."""
+    original = pixels_of(kodak_crop)
+    base = codec.encode_pixels(original, "RGB", filtered_model, Rung(RUNG.layers, RUNG.lam)).pixels
+    levels = detail.residual_levels(original, base, STEP)
+    decoded = detail.apply(base, levels, STEP)
+    net = filtered_model.detailfilter
+    with torch.inference_mode():
+        whole = to_uint8(net(to_tensor(decoded), coded_blocks(levels, net, decoded.shape[:2]), STEP))
+    monkeypatch.setattr(codec, "DETAIL_STRIP", 24)
+    strips = codec._detail_filtered(filtered_model, decoded, levels, STEP)
+    difference = np.abs(strips.astype(int) - whole[0].permute(1, 2, 0).numpy())
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.999
+    assert not np.array_equal(strips, decoded)
+
+
+def test_a_model_file_keeps_its_detail_filter_and_info_shows_it(
+    filtered_model: CodecModel, kodak_crop: Path, tmp_path: Path
+) -> None:
+    filtered_model.save(tmp_path / "m.safetensors")
+    again = load(tmp_path / "m.safetensors")
+    assert again.fingerprint == filtered_model.fingerprint
+    assert again.core_fingerprint == filtered_model.core_fingerprint
+    assert again.detailfilter is not None and again.detailfilter.config == filtered_model.detailfilter.config
+    ddn = tmp_path / "a.ddn"
+    ddn.write_bytes(codec.encode_pixels(pixels_of(kodak_crop), "RGB", again, RUNG).data)
+    facts = json.loads(CliRunner().invoke(main, ["info", str(ddn), "--json"]).stdout)
+    assert facts["detail_filter"] is True and facts["model"] == again.fingerprint[:4].hex()
+    assert "detail filter on" in CliRunner().invoke(main, ["info", str(ddn)]).stdout
+
+
+def test_version_4_headers_carry_the_flag_and_only_with_a_detail_stream() -> None:
+    fingerprint = bytes.fromhex("0badf00d")
+    header = Header(fingerprint, 64, 48, "RGB", 0, (3,), False, 20, 5, True)
+    data = container.pack(header, [b"abc"], b"12345")
+    assert data[3] == container.FILTERED_DETAIL_VERSION
+    assert container.unpack(data).header == header
+    with pytest.raises(ValueError, match="without a detail stream"):
+        container.pack(Header(fingerprint, 64, 48, "RGB", 0, (3,), False, 0, 0, True), [b"abc"])
