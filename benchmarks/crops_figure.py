@@ -1,5 +1,6 @@
 """The model card's before/after figure: 2x-zoomed crops of one photo at a few
-qualities, decoded without and with the post-filter, beside the original.
+qualities, decoded without and with the filters (the post-filter and, after the detail
+layer, the detail filter), beside the original.
 
     python benchmarks/crops_figure.py PHOTO --out models/default-crops.png [--model default]
         [--box LEFT,TOP,SIZE] [--qualities 3,5,7]
@@ -30,7 +31,7 @@ def main() -> None:
     model = codec.load_model(args.model)
     if model.postfilter is None:
         parser.error("the model has no post-filter")
-    plain = model.replace(postfilter=None)
+    plain = model.replace(postfilter=None, detailfilter=None)
     left, top, size = (int(v) for v in args.box.split(","))
     pixels = load_rgb(args.photo)
     zoom = 2
@@ -43,8 +44,8 @@ def main() -> None:
         unfiltered = codec.encode_pixels(pixels, "RGB", plain, rung)
         label = f"q{q}: {filtered.bpp:.3f} bpp"
         cells = [
-            (unfiltered.pixels, f"{label}, no post-filter, {unfiltered.psnr:.2f} dB"),
-            (filtered.pixels, f"{label}, post-filter, {filtered.psnr:.2f} dB"),
+            (unfiltered.pixels, f"{label}, no filter, {unfiltered.psnr:.2f} dB"),
+            (filtered.pixels, f"{label}, filters, {filtered.psnr:.2f} dB"),
             (pixels, "original"),
         ]
         rows.append(cells)
