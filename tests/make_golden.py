@@ -1,9 +1,12 @@
 """``python tests/make_golden.py`` rewrites the golden files in tests/data/golden: .ddn
 files coded with the committed test model (tests/data/tiny.safetensors), their decoded
 images, and golden.json with the SHA-256 of each file's index maps and decoded pixels.
+Version 4 files need a detail filter: tests/data/tiny-detailfilter.safetensors is the
+test model with one fitted to the source image (``fit_detail_filter``), written once if
+missing and committed (training floats differ between machines; the file does not).
 
-Refresh them only on purpose: when the format version changes (docs/FORMAT.md) or the
-test model is retrained. A new format version adds its own cases and keeps the files of
+Refresh them only on purpose: when the format version changes (docs/FORMAT.md; the
+script writes only the cases not written yet) or the test model is retrained (``--all``). A new format version adds its own cases and keeps the files of
 the versions before as they were written (the encoder may change; old files must not). Any other change that makes them fail means old files would
 decode differently, which is what tests/test_golden.py is there to catch."""
 
@@ -11,28 +14,70 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ddncodec import codec, container, detail
-from ddncodec.modelfile import CodecModel, load
+from ddncodec.codec import Rung
+from ddncodec.modelfile import CodecModel, half_precision, load
+from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "data" / "golden"
 MODEL = HERE / "data" / "tiny.safetensors"
+FILTERED_MODEL = HERE / "data" / "tiny-detailfilter.safetensors"
+DETAIL_STEP = 40
 SOURCE = HERE / "data" / "kodak" / "kodim23_crop.png"
 # name -> (quality, gray, detail step): the ladder's ends and middle, the gray (mode L)
-# path, and a version-3 file with a detail stream (the test model's ladder has none)
+# path, a version-3 file with a detail stream (the test model's ladder has none) and a
+# version-4 one, coded with FILTERED_MODEL (the names starting "filtered")
 CASES = {
     "q1": (1, False, 0),
     "q5": (5, False, 0),
     "q8": (8, False, 0),
     "gray_q5": (5, True, 0),
     "detail_q8": (8, False, 12),
+    "filtered_detail_q8": (8, False, DETAIL_STEP),
 }
+
+
+def model_for(name: str) -> Path:
+    return FILTERED_MODEL if name.startswith("filtered") else MODEL
+
+
+def pixels_tensor(pixels: np.ndarray) -> torch.Tensor:
+    return from_uint8(torch.from_numpy(np.ascontiguousarray(pixels).copy()).permute(2, 0, 1)[None])
+
+
+def coded_blocks(levels: np.ndarray, net: PostFilter, size: tuple[int, int]) -> torch.Tensor:
+    """The detail filter's side input: which 8x8 blocks coded a nonzero level."""
+    return refined_flags([torch.from_numpy((levels != 0).any(axis=(0, 3)))[None]], net.config.cells, size)
+
+
+def fit_detail_filter(model: CodecModel, original: np.ndarray, steps: int = 80) -> tuple[PostFilter, list[float]]:
+    """A small detail filter trained on one image's decode at 3 layers, λ 0 and DETAIL_STEP,
+    and its losses (it must learn)."""
+    base = codec.encode_pixels(original, "RGB", model, Rung(3, 0.0)).pixels
+    levels = detail.residual_levels(original, base, DETAIL_STEP)
+    decoded = detail.apply(base, levels, DETAIL_STEP)
+    torch.manual_seed(0)
+    net = PostFilter(FilterConfig(channels=8, blocks=1, cells=(detail.BLOCK,), step=True))
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    x, target = pixels_tensor(decoded), pixels_tensor(original)
+    flags = coded_blocks(levels, net, decoded.shape[:2])
+    losses = []
+    for _ in range(steps):
+        loss = F.mse_loss(net(x, flags, DETAIL_STEP), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return half_precision(net.eval()), losses
 
 
 def maps_digest(data: bytes, model: CodecModel) -> str:
@@ -58,15 +103,25 @@ def pixels_digest(image: Image.Image) -> str:
 
 
 def main() -> None:
+    """Write the cases not written yet; ``--all`` rewrites every one (a retrained test model)."""
     torch.set_num_threads(1)
-    model = load(MODEL)
+    rewrite = "--all" in sys.argv[1:]
+    known = json.loads((GOLDEN / "golden.json").read_text())["files"] if (GOLDEN / "golden.json").exists() else {}
     photo = Image.open(SOURCE).convert("RGB")
+    if not FILTERED_MODEL.exists():
+        net, _ = fit_detail_filter(load(MODEL), np.asarray(photo))
+        load(MODEL).replace(detailfilter=net).save(FILTERED_MODEL)
     facts = {
-        "model": model.fingerprint.hex()[:16],
-        "format_versions": [container.VERSION, container.DETAIL_VERSION],
+        "model": load(MODEL).fingerprint.hex()[:16],
+        "filtered_model": load(FILTERED_MODEL).fingerprint.hex()[:16],
+        "format_versions": [container.VERSION, container.DETAIL_VERSION, container.FILTERED_DETAIL_VERSION],
         "files": {},
     }
     for name, (quality, gray, step) in CASES.items():
+        if not rewrite and f"{name}.ddn" in known and (GOLDEN / f"{name}.ddn").exists():
+            facts["files"][f"{name}.ddn"] = known[f"{name}.ddn"]
+            continue
+        model = load(model_for(name))
         coder = model.replace(ladder=[[3, 0.0, step]] * 8) if step else model
         data = codec.encode(photo.convert("L") if gray else photo, coder, quality).data
         (GOLDEN / f"{name}.ddn").write_bytes(data)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
+from make_golden import DETAIL_STEP as STEP
+from make_golden import coded_blocks, fit_detail_filter, pixels_tensor
 from PIL import Image
 
 from ddncodec import codec, container, detail
@@ -19,10 +20,9 @@ from ddncodec.cli import main
 from ddncodec.codec import Rung
 from ddncodec.container import Header
 from ddncodec.errors import FormatError
-from ddncodec.modelfile import CodecModel, half_precision, load
-from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags, to_uint8
+from ddncodec.modelfile import CodecModel, load
+from ddncodec.postfilter import FilterConfig, PostFilter, to_uint8
 
-STEP = 40
 RUNG = Rung(3, 0.0, STEP)
 
 
@@ -30,38 +30,10 @@ def pixels_of(path: Path) -> np.ndarray:
     return np.array(Image.open(path).convert("RGB"))
 
 
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    return from_uint8(torch.from_numpy(pixels).permute(2, 0, 1)[None])
-
-
-def coded_blocks(levels: np.ndarray, net: PostFilter, size: tuple[int, int]) -> torch.Tensor:
-    return refined_flags([torch.from_numpy((levels != 0).any(axis=(0, 3)))[None]], net.config.cells, size)
-
-
-def fitted_filter(model: CodecModel, original: np.ndarray, steps: int = 80) -> tuple[PostFilter, list[float]]:
-    """A small detail filter trained on one image's decode at RUNG: it must learn (its losses)."""
-    base = codec.encode_pixels(original, "RGB", model, Rung(RUNG.layers, RUNG.lam)).pixels
-    levels = detail.residual_levels(original, base, STEP)
-    decoded = detail.apply(base, levels, STEP)
-    torch.manual_seed(0)
-    net = PostFilter(FilterConfig(channels=8, blocks=1, cells=(detail.BLOCK,), step=True))
-    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-    x, target = to_tensor(decoded), to_tensor(original)
-    flags = coded_blocks(levels, net, decoded.shape[:2])
-    losses = []
-    for _ in range(steps):
-        loss = F.mse_loss(net(x, flags, STEP), target)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
-    return half_precision(net.eval()), losses
-
-
 @pytest.fixture(scope="module")
 def filtered_model(tiny_model: CodecModel) -> CodecModel:
     original = pixels_of(Path(__file__).parent / "data" / "kodak" / "kodim23_crop.png")
-    net, losses = fitted_filter(tiny_model, original)
+    net, losses = fit_detail_filter(tiny_model, original)
     assert losses[-1] < 0.9 * losses[0]
     return tiny_model.replace(detailfilter=net)
 
@@ -123,7 +95,7 @@ def test_the_filter_runs_in_strips_as_on_the_whole_image(
     decoded = detail.apply(base, levels, STEP)
     net = filtered_model.detailfilter
     with torch.inference_mode():
-        whole = to_uint8(net(to_tensor(decoded), coded_blocks(levels, net, decoded.shape[:2]), STEP))
+        whole = to_uint8(net(pixels_tensor(decoded), coded_blocks(levels, net, decoded.shape[:2]), STEP))
     monkeypatch.setattr(codec, "DETAIL_STRIP", 24)
     strips = codec._detail_filtered(filtered_model, decoded, levels, STEP)
     difference = np.abs(strips.astype(int) - whole[0].permute(1, 2, 0).numpy())

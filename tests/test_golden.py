@@ -8,22 +8,26 @@ import json
 
 import numpy as np
 import pytest
-from make_golden import GOLDEN, detail_digest, maps_digest, pixels_digest
+from make_golden import GOLDEN, detail_digest, maps_digest, model_for, pixels_digest
 from PIL import Image
 
 from ddncodec import codec, container
-from ddncodec.modelfile import CodecModel
+from ddncodec.modelfile import CodecModel, load
 
 FACTS = json.loads((GOLDEN / "golden.json").read_text())
 
 
 def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: CodecModel) -> None:
     assert tiny_model.fingerprint.hex()[:16] == FACTS["model"], "the test model changed: refresh the golden files"
-    assert FACTS["format_versions"] == [container.VERSION, container.DETAIL_VERSION]
+    assert FACTS["format_versions"] == [container.VERSION, container.DETAIL_VERSION, container.FILTERED_DETAIL_VERSION]
+    filtered = load(model_for("filtered"))
+    assert filtered.fingerprint.hex()[:16] == FACTS["filtered_model"]
+    assert filtered.core_fingerprint == tiny_model.fingerprint  # the same test model, plus a detail filter
 
 
 @pytest.mark.parametrize("name", sorted(FACTS["files"]))
-def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, tiny_model: CodecModel, one_thread: None) -> None:
+def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, one_thread: None) -> None:
+    tiny_model = load(model_for(name))
     data = (GOLDEN / name).read_bytes()
     expected = FACTS["files"][name]
     assert maps_digest(data, tiny_model) == expected["maps_sha256"]  # integers only: exact everywhere
