@@ -500,12 +500,12 @@ def _with_detail(
     levels = detail.residual_levels(pixels, decoded, step)
     if mode == "L":
         levels[1:] = 0
-    image = detail.apply(decoded, levels, step)
+    image, filtered = detail.apply(decoded, levels, step), False
     if model.detailfilter is not None:
         smooth = _detail_filtered(model, image, levels, step)
         if psnr(smooth, pixels, mode) > psnr(image, pixels, mode):
-            return detail.encode(levels), smooth, True
-    return detail.encode(levels), image, False
+            image, filtered = smooth, True
+    return detail.encode(levels), image, filtered
 
 
 DETAIL_STRIP = 512  # rows the detail filter runs on at once, so its memory is bounded on any image
@@ -521,13 +521,13 @@ def _detail_filtered(model: CodecModel, pixels: np.ndarray, levels: np.ndarray, 
     assert net is not None
     height, width = pixels.shape[:2]
     padded = imageio.pad(pixels, detail.BLOCK)
-    coded = torch.from_numpy((levels != 0).any(axis=(0, 3)))[None]  # (1, block rows, block cols)
+    coded = torch.from_numpy(detail.coded_blocks(levels))[None]  # (1, block rows, block cols)
     out = np.empty_like(padded)
     rows = padded.shape[0]
     with _one_thread(), torch.inference_mode():
         for top in range(0, rows, DETAIL_STRIP):
             start, stop = max(0, top - DETAIL_MARGIN), min(rows, top + DETAIL_STRIP + DETAIL_MARGIN)
-            x = from_uint8(torch.from_numpy(padded[start:stop]).permute(2, 0, 1)[None])
+            x = to_tensor(padded[start:stop][None])
             blocks = coded[:, start // detail.BLOCK : stop // detail.BLOCK]
             flags = refined_flags([blocks], net.config.cells, (stop - start, padded.shape[1]))
             strip = to_uint8(net(x, flags, step))[0].permute(1, 2, 0).numpy()

@@ -89,6 +89,12 @@ def apply(pixels: np.ndarray, levels: np.ndarray, step: int) -> np.ndarray:
     return np.clip(np.round(pixels + detail), 0, 255).astype(np.uint8)
 
 
+def coded_blocks(levels: np.ndarray) -> np.ndarray:
+    """(rows, cols) bool: the blocks of (3, rows, cols, 64) ``levels`` with a nonzero level in
+    any channel, what the detail filter reads of where this layer coded something."""
+    return (levels != 0).any(axis=(0, 3))
+
+
 def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int) -> np.ndarray:
     """What the encoder codes: the levels of ``image`` minus ``decoded`` (both (H, W, 3) uint8),
     dead-zone quantised and then rate-distortion optimised (``optimise``)."""

@@ -121,9 +121,13 @@ class CodecModel:
             raise ModelError(msg)
         if self.ladder is not None:
             self.ladder = validated(self.ladder, len(self.config.layers))
-        self.fingerprint = fingerprint(self._tensors(), self._configs())
-        core = self.replace(detailfilter=None) if self.detailfilter is not None else None
-        self.core_fingerprint = self.fingerprint if core is None else core.fingerprint
+        tensors, configs = self._tensors(), self._configs()
+        self.fingerprint = fingerprint(tensors, configs)
+        # What the same model without its detail filter would hash to: the rest of the same tensors.
+        self.core_fingerprint = self.fingerprint
+        if self.detailfilter is not None:
+            core = {name: t for name, t in tensors.items() if not name.startswith("detailfilter.")}
+            self.core_fingerprint = fingerprint(core, {k: v for k, v in configs.items() if k != "detailfilter"})
 
     def file_fingerprint(self, detail_filtered: bool) -> bytes:
         """The fingerprint prefix a .ddn file carries: the whole model's if its decode runs

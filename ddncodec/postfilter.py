@@ -135,9 +135,9 @@ class PostFilter(nn.Module):
             raise ValueError(msg)
         side = [flags.to(like.dtype)]
         for cell in self.config.borders:
-            step = cell // SCALE
-            rows = (torch.arange(height) % step == 0).to(like.dtype).view(1, 1, height, 1).expand(b, 1, height, width)
-            cols = (torch.arange(width) % step == 0).to(like.dtype).view(1, 1, 1, width).expand(b, 1, height, width)
+            stride = cell // SCALE
+            rows = (torch.arange(height) % stride == 0).to(like.dtype).view(1, 1, height, 1).expand(b, 1, height, width)
+            cols = (torch.arange(width) % stride == 0).to(like.dtype).view(1, 1, 1, width).expand(b, 1, height, width)
             side += [rows, cols]
         return side + tail
 

@@ -24,8 +24,9 @@ from PIL import Image
 
 from ddncodec import codec, container, detail
 from ddncodec.codec import Rung
+from ddncodec.data import to_tensor
 from ddncodec.modelfile import CodecModel, half_precision, load
-from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags
+from ddncodec.postfilter import FilterConfig, PostFilter, refined_flags
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "data" / "golden"
@@ -50,13 +51,9 @@ def model_for(name: str) -> Path:
     return FILTERED_MODEL if name.startswith("filtered") else MODEL
 
 
-def pixels_tensor(pixels: np.ndarray) -> torch.Tensor:
-    return from_uint8(torch.from_numpy(np.ascontiguousarray(pixels).copy()).permute(2, 0, 1)[None])
-
-
-def coded_blocks(levels: np.ndarray, net: PostFilter, size: tuple[int, int]) -> torch.Tensor:
+def detail_flags(levels: np.ndarray, net: PostFilter, size: tuple[int, int]) -> torch.Tensor:
     """The detail filter's side input: which 8x8 blocks coded a nonzero level."""
-    return refined_flags([torch.from_numpy((levels != 0).any(axis=(0, 3)))[None]], net.config.cells, size)
+    return refined_flags([torch.from_numpy(detail.coded_blocks(levels))[None]], net.config.cells, size)
 
 
 def fit_detail_filter(model: CodecModel, original: np.ndarray, steps: int = 80) -> tuple[PostFilter, list[float]]:
@@ -68,8 +65,8 @@ def fit_detail_filter(model: CodecModel, original: np.ndarray, steps: int = 80) 
     torch.manual_seed(0)
     net = PostFilter(FilterConfig(channels=8, blocks=1, cells=(detail.BLOCK,), step=True))
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
-    x, target = pixels_tensor(decoded), pixels_tensor(original)
-    flags = coded_blocks(levels, net, decoded.shape[:2])
+    x, target = to_tensor(decoded[None]), to_tensor(original[None])
+    flags = detail_flags(levels, net, decoded.shape[:2])
     losses = []
     for _ in range(steps):
         loss = F.mse_loss(net(x, flags, DETAIL_STEP), target)

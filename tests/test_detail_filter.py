@@ -12,13 +12,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from make_golden import DETAIL_STEP as STEP
-from make_golden import coded_blocks, fit_detail_filter, pixels_tensor
+from make_golden import detail_flags, fit_detail_filter
 from PIL import Image
 
 from ddncodec import codec, container, detail
 from ddncodec.cli import main
 from ddncodec.codec import Rung
 from ddncodec.container import Header
+from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError
 from ddncodec.modelfile import CodecModel, load
 from ddncodec.postfilter import FilterConfig, PostFilter, to_uint8
@@ -95,7 +96,7 @@ def test_the_filter_runs_in_strips_as_on_the_whole_image(
     decoded = detail.apply(base, levels, STEP)
     net = filtered_model.detailfilter
     with torch.inference_mode():
-        whole = to_uint8(net(pixels_tensor(decoded), coded_blocks(levels, net, decoded.shape[:2]), STEP))
+        whole = to_uint8(net(to_tensor(decoded[None]), detail_flags(levels, net, decoded.shape[:2]), STEP))
     monkeypatch.setattr(codec, "DETAIL_STRIP", 24)
     strips = codec._detail_filtered(filtered_model, decoded, levels, STEP)
     difference = np.abs(strips.astype(int) - whole[0].permute(1, 2, 0).numpy())

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from ddncodec import codec, detail, modelfile
-from ddncodec.data import list_images, load_rgb
-from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags, to_uint8
+from ddncodec.data import list_images, load_rgb, to_tensor
+from ddncodec.postfilter import FilterConfig, PostFilter, refined_flags, to_uint8
 
 CONFIG = FilterConfig(channels=48, blocks=4, cells=(detail.BLOCK,), step=True)
 STEPS_PER_IMAGE = 3
@@ -48,13 +48,8 @@ def with_detail(image: np.ndarray, walk: np.ndarray, step: int) -> dict:
         "truth": image,
         "decoded": detail.apply(walk, levels, step),
         "step": step,
-        "coded": (levels != 0).any(axis=(0, 3)),
+        "coded": detail.coded_blocks(levels),
     }
-
-
-def tensor(pixels: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) in [-0.5, 0.5]."""
-    return from_uint8(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2))
 
 
 def flags(coded: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -97,7 +92,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def gains(net: PostFilter, entries: list[dict]) -> dict[int, float]:
     by_step: dict[int, list[float]] = {}
     for e in entries:
-        x = tensor(e["decoded"][None])
+        x = to_tensor(e["decoded"][None])
         y = to_uint8(net(x, flags(e["coded"][None], x.shape[-2:]), e["step"]))[0].permute(1, 2, 0).numpy()
         by_step.setdefault(e["step"], []).append(psnr(y, e["truth"]) - psnr(e["decoded"], e["truth"]))
     return {step: round(float(np.mean(v)), 4) for step, v in by_step.items()}
@@ -138,9 +133,9 @@ def train(work: Path, val: Path, steps: int) -> None:
                 )
             )
         decoded, truth, coded, step = zip(*windows, strict=True)
-        x = tensor(np.stack(decoded))
+        x = to_tensor(np.stack(decoded))
         out = net(x, flags(np.stack(coded), (CROP, CROP)), torch.tensor(step))
-        loss = F.mse_loss(out, tensor(np.stack(truth)))
+        loss = F.mse_loss(out, to_tensor(np.stack(truth)))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -154,11 +149,11 @@ def train(work: Path, val: Path, steps: int) -> None:
 
 def install(work: Path) -> None:
     """The trained filter, rounded to float16, into models/default.safetensors."""
+    saved = torch.load(work / "detailfilter.pt", weights_only=True)
     net = PostFilter(CONFIG)
-    net.load_state_dict(torch.load(work / "detailfilter.pt", weights_only=True)["net"])
+    net.load_state_dict(saved["net"])
     model = codec.load_model("default")
-    steps = torch.load(work / "detailfilter.pt", weights_only=True)["step"]
-    card = model.card | {"detail_filter": {"config": CONFIG.to_json(), "steps": steps}}
+    card = model.card | {"detail_filter": {"config": CONFIG.to_json(), "steps": saved["step"]}}
     updated = model.replace(detailfilter=modelfile.half_precision(net.eval()), card=card)
     assert updated.core_fingerprint == model.core_fingerprint  # every file without the filter stays valid
     updated.save(modelfile.resolve("default"))
