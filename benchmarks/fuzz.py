@@ -128,7 +128,7 @@ class Anatomy:
             lengths.append(container._read_varint(data, pos, "length")[0])
             pos = fields[f"length {i}"][1]
         layers = len(lengths)
-        if data[3] == container.DETAIL_VERSION:
+        if data[3] != container.VERSION:  # versions 3 to 5 carry a detail stream
             fields["detail step"] = (pos, pos + 1)
             fields["detail length"] = (pos + 1, varint_end(pos + 1))
             lengths.append(container._read_varint(data, pos + 1, "length")[0])

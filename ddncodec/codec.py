@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -55,6 +58,8 @@ BRACKET_WIDTH = 0.02  # a bracket this narrow in log(λ + LAMBDA_FLOOR) ends the
 LAMBDA_MIN, LAMBDA_MAX = 1.0, 1e7  # below: as good as 0; above: every cell takes its cheapest symbol
 
 ModelSpec = CodecModel | str | os.PathLike
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 # ---------------------------------------------------------------- models
@@ -284,20 +289,70 @@ def cells(tile: Tile, model: CodecModel, layer: int) -> tuple[int, int]:
     return ph // cell, pw // cell
 
 
+class _Workers(threading.local):
+    """The running encode or decode's workers, per calling thread (None: one at a time)."""
+
+    active = False
+    pool: ThreadPoolExecutor | None = None
+    progress: Progress | None = None
+    done = 0
+    total: int | None = None
+
+
+Progress = Callable[[int, int | None], None]
+"""Called with the tiles and strips done so far and the count expected (None: unknown,
+as in a ``--bpp`` search) as each one finishes."""
+
+_workers = _Workers()
+
+
 @contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread, then restore the caller's setting.
+def workers(threads: int | None = None, progress: Progress | None = None) -> Iterator[None]:
+    """Run the codec's tiles and strips on ``threads`` workers (None: every core), each
+    with torch on one thread, reporting each one done to ``progress``; then restore the
+    caller's torch setting. Nested calls run on the outer call's workers.
 
     oneDNN picks convolution kernels, and with them the order of float sums, by thread
     count and batch size; a last-bit difference can flip a pixel's 8-bit rounding. One
-    thread and one tile at a time make the decoded pixels the same whatever the caller's
-    thread count, and always equal to the encoder's reconstruction."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    thread per op and one tile at a time make the bytes and pixels the same whatever the
+    worker count and the caller's thread count, and the decode equal to the encoder's
+    reconstruction."""
+    if _workers.active:
         yield
+        return
+    count = (os.cpu_count() or 1) if threads is None else threads
+    if count < 1:
+        msg = f"threads must be at least 1, got {count}"
+        raise OptionError(msg)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _workers.active, _workers.progress, _workers.done, _workers.total = True, progress, 0, None
+    _workers.pool = ThreadPoolExecutor(count, thread_name_prefix="ddncodec") if count > 1 else None
+    try:
+        with torch.inference_mode():
+            yield
     finally:
-        torch.set_num_threads(threads)
+        pool, _workers.pool, _workers.active, _workers.progress = _workers.pool, None, False, None
+        if pool is not None:
+            pool.shutdown()
+        torch.set_num_threads(torch_threads)
+
+
+def _map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``work`` over ``items``, results in order, on the running workers if there are several."""
+
+    def run(item: T) -> R:
+        with torch.inference_mode():  # a thread-local mode: each worker enters it
+            return work(item)
+
+    pool, progress = _workers.pool, _workers.progress
+    results = []
+    for result in (map if pool is None or len(items) < 2 else pool.map)(run, items):
+        results.append(result)
+        _workers.done += 1
+        if progress is not None:
+            progress(_workers.done, _workers.total)
+    return results
 
 
 Maps = list[list[np.ndarray]]
@@ -319,34 +374,47 @@ def _walk(
     model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser], for_filter: bool
 ) -> _Walked:
     """Walk the generator over each tile with the chooser ``chooser_for(tile index)``,
-    keeping what the post-filter reads if ``for_filter``."""
+    keeping what the post-filter reads if ``for_filter``; tiles run on the workers."""
     height = max(t.top + t.height for t in tiles)
     width = max(t.left + t.width for t in tiles)
     plain = np.empty((height, width, 3), dtype=np.uint8)
-    maps: Maps = [[] for _ in range(layers)]
-    kept = []
-    with _one_thread(), torch.inference_mode():
-        for i, t in enumerate(tiles):
-            image, chosen = None, []
-            for layer, (idx, x) in enumerate(model.network.walk((1, *t.padded), chooser_for(i), layers)):
-                maps[layer].append(idx[0].numpy().astype(np.int64))
-                image = x
-                chosen.append(idx)
-            pixels = to_uint8(image)
-            _paste(plain, t, pixels)
-            if for_filter:
-                kept.append((t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded)))
-    return _Walked(plain, maps, kept)
+
+    def walk_tile(i: int) -> tuple[list[np.ndarray], tuple[Tile, torch.Tensor, torch.Tensor] | None]:
+        t, image, chosen = tiles[i], None, []
+        for idx, x in model.network.walk((1, *t.padded), chooser_for(i), layers):
+            image = x
+            chosen.append(idx)
+        pixels = to_uint8(image)
+        _paste(plain, t, pixels)
+        flags = refined_flags(chosen, model.postfilter.config.cells, t.padded) if for_filter else None
+        return [idx[0].numpy().astype(np.int64) for idx in chosen], None if flags is None else (t, pixels, flags)
+
+    with workers():
+        walked = _map(walk_tile, range(len(tiles)))
+    maps: Maps = [[grids[layer] for grids, _ in walked] for layer in range(layers)]
+    return _Walked(plain, maps, [kept for _, kept in walked if kept is not None])
 
 
 def _filtered(model: CodecModel, walked: _Walked) -> np.ndarray:
     """The walked image with the model's post-filter run on each padded tile."""
     assert model.postfilter is not None
+    net = model.postfilter
     smooth = np.empty_like(walked.plain)
-    with _one_thread(), torch.inference_mode():
-        for t, pixels, flags in walked.tiles:
-            _paste(smooth, t, to_uint8(model.postfilter(from_uint8(pixels), flags)))
+
+    def filter_tile(kept: tuple[Tile, torch.Tensor, torch.Tensor]) -> None:
+        t, pixels, flags = kept
+        _paste(smooth, t, to_uint8(net(from_uint8(pixels), flags)))
+
+    with workers():
+        _map(filter_tile, walked.tiles)
     return smooth
+
+
+def _expect(model: CodecModel, width: int, height: int, filtered: bool, detail_filtered: bool) -> None:
+    """Tell ``progress`` how many tiles and strips the running encode or decode will report."""
+    tiles = len(plan(width, height, model.config.unit))
+    strips = -(-(-(-height // detail.BLOCK) * detail.BLOCK) // DETAIL_STRIP)
+    _workers.total = tiles * (1 + filtered) + strips * detail_filtered
 
 
 def _paste(canvas: np.ndarray, t: Tile, tile_pixels: torch.Tensor) -> None:
@@ -407,12 +475,18 @@ class Encoded:
         return imageio.from_pixels(self.pixels, self.mode)
 
 
+PSNR_ROWS = 256  # rows whose squared errors are summed at once: the sum is exact, the memory bounded
+
+
 def psnr(a: np.ndarray, b: np.ndarray, mode: str) -> float:
     """PSNR (dB, MAX=255) of two (H, W, 3) uint8 images as the decoder outputs them."""
     if mode == "L":
         a, b = (np.asarray(imageio.from_pixels(x, "L"))[..., None] for x in (a, b))
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255**2 / mse) if mse > 0 else math.inf
+    squared = 0
+    for top in range(0, a.shape[0], PSNR_ROWS):
+        difference = a[top : top + PSNR_ROWS].astype(np.int64) - b[top : top + PSNR_ROWS]
+        squared += int(np.vdot(difference, difference))
+    return 10 * math.log10(255**2 * a.size / squared) if squared else math.inf
 
 
 def encode_pixels(
@@ -524,15 +598,18 @@ def _detail_filtered(model: CodecModel, pixels: np.ndarray, levels: np.ndarray, 
     coded = torch.from_numpy(detail.coded_blocks(levels))[None]  # (1, block rows, block cols)
     out = np.empty_like(padded)
     rows = padded.shape[0]
-    with _one_thread(), torch.inference_mode():
-        for top in range(0, rows, DETAIL_STRIP):
-            start, stop = max(0, top - DETAIL_MARGIN), min(rows, top + DETAIL_STRIP + DETAIL_MARGIN)
-            x = to_tensor(padded[start:stop][None])
-            blocks = coded[:, start // detail.BLOCK : stop // detail.BLOCK]
-            flags = refined_flags([blocks], net.config.cells, (stop - start, padded.shape[1]))
-            strip = to_uint8(net(x, flags, step))[0].permute(1, 2, 0).numpy()
-            end = min(rows, top + DETAIL_STRIP)
-            out[top:end] = strip[top - start : end - start]
+
+    def filter_strip(top: int) -> None:
+        start, stop = max(0, top - DETAIL_MARGIN), min(rows, top + DETAIL_STRIP + DETAIL_MARGIN)
+        x = to_tensor(padded[start:stop][None])
+        blocks = coded[:, start // detail.BLOCK : stop // detail.BLOCK]
+        flags = refined_flags([blocks], net.config.cells, (stop - start, padded.shape[1]))
+        strip = to_uint8(net(x, flags, step))[0].permute(1, 2, 0).numpy()
+        end = min(rows, top + DETAIL_STRIP)
+        out[top:end] = strip[top - start : end - start]
+
+    with workers():
+        _map(filter_strip, range(0, rows, DETAIL_STRIP))
     return out[:height, :width]
 
 
@@ -762,8 +839,11 @@ def encode(
     layers: int | None = None,
     effort: int = 1,
     max_pixels: int = container.DEFAULT_MAX_PIXELS,
+    threads: int | None = None,
+    progress: Progress | None = None,
 ) -> Encoded:
-    """Encode an image (Pillow image, path or file bytes).
+    """Encode an image (Pillow image, path or file bytes) on ``threads`` workers (None:
+    every core; the bytes are the same for any count), reporting to ``progress``.
 
     ``quality`` (1..8) picks a rung of the model's ladder; ``layers`` alone codes that
     many layers with the plain nearest choice (with ``quality``: overrides its layer
@@ -785,18 +865,20 @@ def encode(
     if bpp is not None and (quality is not None or not bpp > 0 or not math.isfinite(bpp)):
         msg = "bpp must be a positive number, and not combined with quality"
         raise OptionError(msg)
-    opened = imageio.open_image(image, max_pixels)
+    opened = imageio.open_image(image, max_pixels, model.config.unit)
     pixels, mode = imageio.to_pixels(opened)
-    check_padded_pixels(pixels.shape[1], pixels.shape[0], model.config.unit, max_pixels)
-    if bpp is not None:
-        encoded = _search_bpp(pixels, mode, model, bpp, layers or count, effort)
+    if quality is None and layers is not None:
+        rung = Rung(layers, 0.0)
     else:
-        if quality is None and layers is not None:
-            rung = Rung(layers, 0.0)
+        rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
+        rung = Rung(layers or rung.layers, rung.lam, rung.detail)
+    with workers(threads, progress):
+        if bpp is not None:
+            encoded = _search_bpp(pixels, mode, model, bpp, layers or count, effort)
         else:
-            rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
-            rung = Rung(layers or rung.layers, rung.lam, rung.detail)
-        encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
+            detail_filtered = bool(rung.detail) and model.detailfilter is not None
+            _expect(model, pixels.shape[1], pixels.shape[0], model.postfilter is not None, detail_filtered)
+            encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
     encoded.frames = opened.info.get("n_frames", 1)
     return encoded
 
@@ -830,16 +912,30 @@ def read_maps(parsed: container.Container, model: CodecModel, count: int | None 
     return maps
 
 
+def read_levels(parsed: container.Container) -> np.ndarray | None:
+    """The detail levels of a parsed file, in its version's layout; None if it has none."""
+    if parsed.detail is None:
+        return None
+    header = parsed.header
+    layout = detail.Layout.CHANNELS if header.legacy_detail else detail.Layout.ROWS
+    return detail.decode(parsed.detail, header.height, header.width, layout)
+
+
 def decode(
     data: bytes,
     model: ModelSpec | None = None,
     layers: int | None = None,
     *,
     max_pixels: int = container.DEFAULT_MAX_PIXELS,
+    threads: int | None = None,
+    progress: Progress | None = None,
 ) -> Image.Image:
     """A .ddn file's bytes -> Pillow image (RGB or L), coarser if ``layers`` is given or
-    the file was cut at a layer boundary."""
-    return imageio.from_pixels(*decode_pixels(data, model, layers, max_pixels=max_pixels))
+    the file was cut at a layer boundary; tiles and strips on ``threads`` workers (None:
+    every core; the pixels are the same for any count)."""
+    return imageio.from_pixels(
+        *decode_pixels(data, model, layers, max_pixels=max_pixels, threads=threads, progress=progress)
+    )
 
 
 def decode_pixels(
@@ -848,6 +944,8 @@ def decode_pixels(
     layers: int | None = None,
     *,
     max_pixels: int = container.DEFAULT_MAX_PIXELS,
+    threads: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, str]:
     """As ``decode``, returning (H, W, 3) uint8 pixels and the mode."""
     parsed = container.unpack(bytes(data), max_pixels)
@@ -873,19 +971,22 @@ def decode_pixels(
         msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
         raise FormatError(msg)
     if header.detail_filtered and model.detailfilter is None:
-        msg = "corrupt .ddn header: version 4 runs the detail filter, and the model has none"
+        msg = "corrupt .ddn header: the file runs the detail filter, and the model has none"
         raise FormatError(msg)
     tiles = plan(header.width, header.height, model.config.unit)
     maps = read_maps(parsed, model, count)
+    # Every stream is decoded before the network runs: a corrupt one costs no network time.
+    levels = read_levels(parsed) if count == header.layers else None
 
     def chooser_for(i: int) -> Chooser:
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
-    walked = _walk(model, tiles, count, chooser_for, header.filtered)
-    pixels = _filtered(model, walked) if header.filtered else walked.plain
-    if parsed.detail is not None and count == header.layers:
-        levels = detail.decode(parsed.detail, header.height, header.width)
-        pixels = detail.apply(pixels, levels, header.detail_step)
-        if header.detail_filtered:
-            pixels = _detail_filtered(model, pixels, levels, header.detail_step)
+    with workers(threads, progress):
+        _expect(model, header.width, header.height, header.filtered, levels is not None and header.detail_filtered)
+        walked = _walk(model, tiles, count, chooser_for, header.filtered)
+        pixels = _filtered(model, walked) if header.filtered else walked.plain
+        if levels is not None:
+            pixels = detail.apply(pixels, levels, header.detail_step)
+            if header.detail_filtered:
+                pixels = _detail_filtered(model, pixels, levels, header.detail_step)
     return pixels, header.mode

@@ -23,11 +23,13 @@ MAGIC = b"DDN"
 VERSION = 2  # files without a detail stream: byte for byte what readers of version 2 read
 DETAIL_VERSION = 3  # files with one (version 2 readers refuse them, as they should)
 FILTERED_DETAIL_VERSION = 4  # version 3's layout, decoded through the model's detail filter
-_READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION)
+ROWS_DETAIL_VERSION = 5  # the detail stream coded row by row and class by class (``detail.Layout``)
+_READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION, ROWS_DETAIL_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
-_DETAIL = 0x40  # versions 3 and 4 only: a detail stream follows the layers
+_DETAIL = 0x40  # versions 3 to 5 only: a detail stream follows the layers
+_DETAIL_FILTERED = 0x20  # version 5 only: run the model's detail filter after the detail layer
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -59,6 +61,7 @@ class Header:
     detail_step: int = 0  # quantiser step of the detail stream, 1..255; 0: the file has none
     detail_length: int = 0  # bytes of the detail stream (its CRC not counted)
     detail_filtered: bool = False  # the decoder runs the model's detail filter after the detail layer
+    legacy_detail: bool = False  # the detail stream is in the layout of versions 3 and 4 (``detail.Layout.CHANNELS``)
 
     @property
     def layers(self) -> int:
@@ -132,13 +135,17 @@ def pack(header: Header, streams: list[bytes] | tuple[bytes, ...], detail: bytes
         msg = f"table set {header.table_set} does not fit in a byte"
         raise ValueError(msg)
     head = bytearray(MAGIC)
-    if header.detail_filtered:
-        head.append(FILTERED_DETAIL_VERSION)
+    if not header.detail_step:
+        head.append(VERSION)
+    elif header.legacy_detail:
+        head.append(FILTERED_DETAIL_VERSION if header.detail_filtered else DETAIL_VERSION)
     else:
-        head.append(DETAIL_VERSION if header.detail_step else VERSION)
+        head.append(ROWS_DETAIL_VERSION)
     head += header.fingerprint
     head += _varint(header.width) + _varint(header.height)
     flags = (_FILTERED if header.filtered else 0) | (_DETAIL if header.detail_step else 0)
+    if header.detail_filtered and not header.legacy_detail:
+        flags |= _DETAIL_FILTERED
     head += bytes((MODES.index(header.mode) | flags, header.table_set, header.layers))
     for length in header.lengths:
         head += _varint(length)
@@ -197,6 +204,10 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         raise CorruptError(msg)
     pos += _HEADER_CRC_BYTES
     filtered = bool(mode_byte & _FILTERED)
+    detail_filtered = version == FILTERED_DETAIL_VERSION
+    if version == ROWS_DETAIL_VERSION:
+        detail_filtered = bool(mode_byte & _DETAIL_FILTERED)
+        mode_byte &= ~_DETAIL_FILTERED
     mode_byte &= ~(_FILTERED | (_DETAIL if has_detail else 0))
     if mode_byte >= len(MODES):
         msg = f"corrupt .ddn header: unknown mode {mode_byte}"
@@ -221,7 +232,8 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         filtered,
         detail_step,
         detail_length,
-        version == FILTERED_DETAIL_VERSION,
+        detail_filtered,
+        version in (DETAIL_VERSION, FILTERED_DETAIL_VERSION),
     )
     return header, pos
 

@@ -15,10 +15,19 @@ error. The context model, like the index model, is integers only: a coefficient'
 come from counts per class (channel, frequency band, the magnitudes of the same
 coefficient in the neighbouring blocks already coded) that adapt as the layer is coded
 (``context.adapt``, the index model's rule).
+
+Two layouts of the stream (``Layout``): format version 5 codes block row by block row
+(every channel of a row before the next row, so a decoder needs one block row of context)
+and, within a step, the symbols class by class, one constriction model per class (a few
+dozen models per step instead of 32 odds per coefficient); versions 3 and 4 coded channel
+by channel and each coefficient with odds of its own, and are still read. Both use the
+same classes and counts. The pixel transforms run a band of BAND_ROWS block rows at a
+time, so their float working set does not grow with the image.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -37,6 +46,16 @@ PAYLOAD_BITS = 13
 STEP = 32  # count added per coded level
 RATE_WEIGHT = 0.1  # optimise's price of a bit in squared steps (high-rate theory: 2 ln 2 / 12 ~ 0.12)
 NEIGHBOURHOOD = 4  # classes of the neighbours' magnitudes: none, 1, 2-3, 4 or more
+BAND_ROWS = 32  # block rows (256 px) the transforms and the quantiser work on at once
+LEVEL = np.int16  # levels fit: |DC| <= 8 * 255 * sqrt(3) < 2**12, escapes carry 13 bits
+
+
+class Layout(enum.Enum):
+    """The order of a detail stream's symbols (see the module docstring)."""
+
+    CHANNELS = 3  # format versions 3 and 4
+    ROWS = 5  # format version 5 on
+
 
 # Orthonormal colour rotation: luma-like sum, then two opponent axes.
 _ROTATION = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
@@ -44,6 +63,7 @@ _ROTATION /= np.linalg.norm(_ROTATION, axis=1, keepdims=True)
 _n = np.arange(BLOCK)
 _DCT = np.sqrt(2 / BLOCK) * np.cos(np.pi * (2 * _n[None, :] + 1) * _n[:, None] / (2 * BLOCK))
 _DCT[0] /= np.sqrt(2)
+_DCT2 = np.kron(_DCT, _DCT)  # the 2-D DCT of a row-major 8x8 block as one 64x64 matrix
 # Frequency band of each of the 64 coefficients (row-major u, v): by u + v, the high ones merged.
 _BAND = np.digitize(_n[:, None] + _n[None, :], [1, 2, 3, 4, 6, 8, 11]).ravel()
 BANDS = 8
@@ -51,42 +71,50 @@ CLASSES = 2 * BANDS * NEIGHBOURHOOD  # (luma or chroma) x band x neighbourhood
 _INITIAL = np.array([max(4, 1024 >> (2 * abs(v))) for v in range(-LARGEST, LARGEST + 1)] + [4], dtype=np.int64)
 
 
-def _blocks(height: int, width: int) -> tuple[int, int]:
+def blocks(height: int, width: int) -> tuple[int, int]:
+    """Block rows and columns of an image (the last ones zero-padded)."""
     return -(-height // BLOCK), -(-width // BLOCK)
 
 
 def forward(residual: np.ndarray) -> np.ndarray:
     """(H, W, 3) float residual -> (3, rows, cols, 64) coefficients (zero-padded to whole blocks)."""
     height, width = residual.shape[:2]
-    rows, cols = _blocks(height, width)
+    rows, cols = blocks(height, width)
     padded = np.zeros((rows * BLOCK, cols * BLOCK, 3))
     padded[:height, :width] = residual
-    rotated = np.einsum("ij,hwj->ihw", _ROTATION, padded)
-    blocks = rotated.reshape(3, rows, BLOCK, cols, BLOCK).transpose(0, 1, 3, 2, 4)
-    return np.einsum("ui,crxij,vj->crxuv", _DCT, blocks, _DCT).reshape(3, rows, cols, BLOCK * BLOCK)
+    rotated = (padded @ _ROTATION.T).transpose(2, 0, 1)
+    tiles = rotated.reshape(3, rows, BLOCK, cols, BLOCK).transpose(0, 1, 3, 2, 4).reshape(3, rows, cols, BLOCK**2)
+    return tiles @ _DCT2.T
 
 
 def inverse(coefficients: np.ndarray, height: int, width: int) -> np.ndarray:
     """``forward``'s inverse, cropped to (height, width, 3)."""
     _, rows, cols, _ = coefficients.shape
-    blocks = coefficients.reshape(3, rows, cols, BLOCK, BLOCK)
-    pixels = np.einsum("ui,crxuv,vj->crxij", _DCT, blocks, _DCT).transpose(0, 1, 3, 2, 4)
-    rotated = pixels.reshape(3, rows * BLOCK, cols * BLOCK)
-    return np.einsum("ij,ihw->hwj", _ROTATION, rotated)[:height, :width]
+    tiles = (coefficients @ _DCT2).reshape(3, rows, cols, BLOCK, BLOCK).transpose(0, 1, 3, 2, 4)
+    return tiles.reshape(3, rows * BLOCK, cols * BLOCK).transpose(1, 2, 0)[:height, :width] @ _ROTATION
 
 
 def quantise(coefficients: np.ndarray, step: int) -> np.ndarray:
     """Integer levels of ``coefficients`` at ``step``, rounded towards zero by DEAD_ZONE
     (a small coefficient costs more bits than the error it removes)."""
     magnitude = np.floor(np.abs(coefficients) / step + 0.5 - DEAD_ZONE)
-    return (np.sign(coefficients) * np.maximum(magnitude, 0)).astype(np.int64)
+    return (np.sign(coefficients) * np.maximum(magnitude, 0)).astype(LEVEL)
+
+
+def _bands(rows: int) -> Iterator[slice]:
+    return (slice(top, min(top + BAND_ROWS, rows)) for top in range(0, rows, BAND_ROWS))
 
 
 def apply(pixels: np.ndarray, levels: np.ndarray, step: int) -> np.ndarray:
     """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added, rounded to 8 bits."""
-    height, width = pixels.shape[:2]
-    detail = inverse(levels.astype(np.float64) * step, height, width)
-    return np.clip(np.round(pixels + detail), 0, 255).astype(np.uint8)
+    out = np.empty_like(pixels)
+    height = pixels.shape[0]
+    for band in _bands(levels.shape[1]):
+        top, bottom = band.start * BLOCK, min(band.stop * BLOCK, height)
+        rows = pixels[top:bottom]
+        detail = inverse(levels[:, band].astype(np.float64) * step, bottom - top, pixels.shape[1])
+        out[top:bottom] = np.clip(np.round(rows + detail), 0, 255)
+    return out
 
 
 def coded_blocks(levels: np.ndarray) -> np.ndarray:
@@ -97,40 +125,97 @@ def coded_blocks(levels: np.ndarray) -> np.ndarray:
 
 def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int) -> np.ndarray:
     """What the encoder codes: the levels of ``image`` minus ``decoded`` (both (H, W, 3) uint8),
-    dead-zone quantised and then rate-distortion optimised (``optimise``)."""
-    coefficients = forward(image.astype(np.float64) - decoded)
-    return optimise(coefficients, quantise(coefficients, step), step)
+    dead-zone quantised and then rate-distortion optimised (``optimise``), band by band."""
+    height, width = image.shape[:2]
+    rows, cols = blocks(height, width)
+
+    def coefficients(band: slice) -> np.ndarray:
+        top, bottom = band.start * BLOCK, band.stop * BLOCK
+        return forward(image[top:bottom].astype(np.float64) - decoded[top:bottom])
+
+    levels = np.empty((3, rows, cols, BLOCK**2), dtype=LEVEL)
+    tally = np.zeros((CLASSES, SYMBOLS), dtype=np.int64)
+    above = None
+    for band in _bands(rows):
+        levels[:, band] = quantise(coefficients(band), step)
+        tally += _tally(levels[:, band], _classes(levels[:, band], above))
+        above = levels[:, band.stop - 1]
+    bits = _code_lengths(tally)
+    above = None
+    for band in _bands(rows):
+        plain = levels[:, band].copy()  # the dead-zone levels, which the classes are taken from
+        levels[:, band] = optimise(coefficients(band), plain, step, bits, _classes(plain, above))
+        above = plain[:, -1]
+    return levels
 
 
-def optimise(coefficients: np.ndarray, levels: np.ndarray, step: int) -> np.ndarray:
-    """Each coefficient's level among rounding, one below it and zero, whichever costs least
-    squared error (in steps²) plus RATE_WEIGHT per bit; the bits are what each symbol costs
-    in its class under ``levels``' own statistics. The decoder never sees this choice, so it
-    is the encoder's alone: on 16 ``bsds500/val`` images along the 12-layer walk it saved
-    1.9 % of the bits at equal PSNR against the dead zone alone."""
-    classes = _classes(levels)
-    tally = np.bincount((classes * SYMBOLS + _symbols(levels)).ravel(), minlength=CLASSES * SYMBOLS)
-    counts = tally.reshape(CLASSES, SYMBOLS) + 1
+def _tally(levels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(CLASSES, SYMBOLS) counts of ``levels``' symbols by class."""
+    return np.bincount((classes * SYMBOLS + _symbols(levels)).ravel(), minlength=CLASSES * SYMBOLS).reshape(
+        CLASSES, SYMBOLS
+    )
+
+
+def _code_lengths(tally: np.ndarray) -> np.ndarray:
+    """Bits per symbol and class under the statistics ``tally`` (an escape's payload included)."""
+    counts = tally + 1
     bits = np.log2(counts.sum(1, keepdims=True)) - np.log2(counts)
     bits[:, ESCAPE] += 2 * np.log2(PAYLOAD)
+    return bits
+
+
+def optimise(
+    coefficients: np.ndarray,
+    levels: np.ndarray,
+    step: int,
+    bits: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each coefficient's level among rounding, one below it and zero, whichever costs least
+    squared error (in steps²) plus RATE_WEIGHT per bit; ``bits`` (CLASSES, SYMBOLS) is what
+    each symbol costs in its class under the dead-zone ``levels``' own statistics over the
+    whole image, ``classes`` each coefficient's class under them (both taken from
+    ``levels`` if not given: a whole image). The decoder never sees this choice, so it is
+    the encoder's alone: on 16 ``bsds500/val`` images along the 12-layer walk it saved
+    1.9 % of the bits at equal PSNR against the dead zone alone."""
+    if classes is None:
+        classes = _classes(levels, None)
+    if bits is None:
+        bits = _code_lengths(_tally(levels, classes))
     scaled = np.abs(coefficients) / step
     rounded = np.floor(scaled + 0.5)
-    sign = np.sign(coefficients).astype(np.int64)
+    sign = np.sign(coefficients).astype(LEVEL)
     best, cost = np.zeros_like(levels), np.full(levels.shape, np.inf)
     for magnitude in (rounded, np.maximum(rounded - 1, 0), np.zeros_like(rounded)):
-        level = sign * magnitude.astype(np.int64)
+        level = sign * magnitude.astype(LEVEL)
         candidate = (scaled - magnitude) ** 2 + RATE_WEIGHT * bits[classes, _symbols(level)]
         better = candidate < cost
         best[better], cost[better] = level[better], candidate[better]
     return best
 
 
-def _classes(levels: np.ndarray) -> np.ndarray:
-    """The context class of every coefficient when ``levels`` are coded."""
-    classes = np.zeros(levels.shape, dtype=np.int64)
-    for step in _steps(levels):
-        classes[step.channel, step.row, step.cols] = step.classes
-    return classes
+def _magnitudes(levels: np.ndarray) -> np.ndarray:
+    return np.minimum(np.abs(levels), 3).astype(np.int8)
+
+
+def _class_of(tone: int, total: np.ndarray) -> np.ndarray:
+    """Classes from a tone (0 luma, 1 chroma) and the neighbours' summed magnitudes (..., 64)."""
+    return (tone * BANDS + _BAND) * NEIGHBOURHOOD + np.digitize(total, [1, 2, 4])
+
+
+def _classes(levels: np.ndarray, above: np.ndarray | None) -> np.ndarray:
+    """The class of every coefficient of a band of complete ``levels`` (3, rows, cols, 64),
+    ``above`` the block row before the band (None at the top): what ``_steps`` computes
+    step by step, all at once."""
+    magnitude = _magnitudes(levels)
+    before = np.zeros_like(magnitude[:, :1]) if above is None else _magnitudes(above)[:, None]
+    up = np.concatenate([before, magnitude[:, :-1]], 1)
+    wide = np.pad(up, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    total = wide[:, :, :-2] + wide[:, :, 1:-1] + wide[:, :, 2:]
+    beside = np.pad(magnitude, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    odd = np.arange(levels.shape[2]) % 2 == 1
+    total[:, :, odd] += beside[:, :, :-2][:, :, odd] + beside[:, :, 2:][:, :, odd]
+    return np.stack([_class_of(min(channel, 1), total[channel]) for channel in range(3)])
 
 
 # ---------------------------------------------------------------- the context model
@@ -147,38 +232,39 @@ class _Step:
     classes: np.ndarray  # (len(cols), 64)
 
 
-def _steps(levels: np.ndarray) -> Iterator[_Step]:
-    """Channel by channel, block row by block row, first the even block columns, then the
-    odd ones (whose left and right neighbours are known by then). ``levels`` must hold
-    every step already taken when the next one is drawn: the decoder writes into it."""
+def _steps(levels: np.ndarray, layout: Layout) -> Iterator[_Step]:
+    """Each block row's blocks, first the even block columns, then the odd ones (whose left
+    and right neighbours are known by then), channel by channel over the whole image
+    (``Layout.CHANNELS``) or row by row (``Layout.ROWS``). ``levels`` must hold every
+    step already taken when the next one is drawn: the decoder writes into it."""
     _, rows, cols, _ = levels.shape
-    for channel in range(3):
-        tone = 0 if channel == 0 else 1
-        for row in range(rows):
-            for phase in (0, 1):
-                at = np.arange(phase, cols, 2)
-                if not at.size:  # a single block column has no odd phase
-                    continue
-                near = [(row - 1, at - 1), (row - 1, at), (row - 1, at + 1)]
-                if phase:
-                    near += [(row, at - 1), (row, at + 1)]
-                total = np.zeros((at.size, BLOCK * BLOCK), dtype=np.int64)
-                for r, c in near:
-                    inside = (r >= 0) & (c >= 0) & (c < cols)
-                    if r >= 0 and inside.any():
-                        total[inside] += np.minimum(np.abs(levels[channel, r, c[inside]]), 3)
-                neighbourhood = np.digitize(total, [1, 2, 4])
-                classes = ((tone * BANDS + _BAND[None, :]) * NEIGHBOURHOOD) + neighbourhood
-                yield _Step(channel, row, at, classes)
+    if layout is Layout.CHANNELS:
+        order = ((channel, row) for channel in range(3) for row in range(rows))
+    else:
+        order = ((channel, row) for row in range(rows) for channel in range(3))
+    for channel, row in order:
+        for phase in (0, 1):
+            at = np.arange(phase, cols, 2)
+            if not at.size:  # a single block column has no odd phase
+                continue
+            near = [(row - 1, at - 1), (row - 1, at), (row - 1, at + 1)]
+            if phase:
+                near += [(row, at - 1), (row, at + 1)]
+            total = np.zeros((at.size, BLOCK * BLOCK), dtype=np.int64)
+            for r, c in near:
+                inside = (r >= 0) & (c >= 0) & (c < cols)
+                if r >= 0 and inside.any():
+                    total[inside] += _magnitudes(levels[channel, r, c[inside]])
+            yield _Step(channel, row, at, _class_of(min(channel, 1), total))
 
 
 def _symbols(values: np.ndarray) -> np.ndarray:
-    return np.where(np.abs(values) > LARGEST, ESCAPE, values + LARGEST)
+    return np.where(np.abs(values) > LARGEST, ESCAPE, values.astype(np.int64) + LARGEST)
 
 
 def _payload(values: np.ndarray) -> np.ndarray:
     """Escaped levels -> (2N,) uniform symbols: the sign with the top 6 bits, then the low 7."""
-    excess = np.abs(values) - LARGEST - 1
+    excess = np.abs(values.astype(np.int64)) - LARGEST - 1
     word = (values < 0).astype(np.int64) << PAYLOAD_BITS | excess
     return np.stack([word >> 7, word & (PAYLOAD - 1)], 1).ravel()
 
@@ -189,52 +275,73 @@ def _from_payload(symbols: np.ndarray) -> np.ndarray:
     return np.where(word >> PAYLOAD_BITS, -magnitude, magnitude)
 
 
-def _run(levels: np.ndarray, code: Callable[[_Step, np.ndarray], np.ndarray]) -> None:
-    """The adaptive model over a layer's steps. ``code(step, probabilities)`` returns the
-    step's levels (the encoder reads them, the decoder decodes them); they are written into
-    ``levels`` and counted."""
+Groups = list[tuple[np.ndarray, np.ndarray]]
+"""One step's symbols as coded: (positions in the step's raster order, odds), the odds one
+row (N, SYMBOLS) per position or one (SYMBOLS,) for all of them."""
+
+
+def _groups(classes: np.ndarray, counts: np.ndarray, layout: Layout) -> Groups:
+    """How a step's symbols meet the coder: class by class under ``Layout.ROWS``, each
+    symbol with odds of its own under ``Layout.CHANNELS``."""
+    flat = classes.ravel()
+    if layout is Layout.CHANNELS:
+        return [(np.arange(flat.size), entropy.probabilities(counts[flat]))]
+    order = np.argsort(flat, kind="stable")
+    present, starts = np.unique(flat[order], return_index=True)
+    ends = [*starts[1:], flat.size]
+    odds = entropy.probabilities(counts[present])
+    return [(order[s:e], p) for s, e, p in zip(starts, ends, odds, strict=True)]
+
+
+_UNIFORM = np.full(PAYLOAD, 1 / PAYLOAD)
+
+
+def _run(levels: np.ndarray, layout: Layout, code: Callable[[_Step, Groups], np.ndarray]) -> None:
+    """The adaptive model over a layer's steps. ``code(step, groups)`` returns the step's
+    levels in raster order (the encoder reads them, the decoder decodes them); they are
+    written into ``levels`` and counted."""
     counts = np.tile(_INITIAL, (CLASSES, 1))
-    for step in _steps(levels):
-        values = code(step, entropy.probabilities(counts[step.classes.ravel()]))
+    for step in _steps(levels, layout):
+        values = code(step, _groups(step.classes, counts, layout))
         levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
         tally = np.bincount(step.classes.ravel() * SYMBOLS + _symbols(values), minlength=CLASSES * SYMBOLS)
         adapt(counts, tally.reshape(CLASSES, SYMBOLS), STEP)
 
 
-_UNIFORM = np.full((1, PAYLOAD), 1 / PAYLOAD)
-
-
 def encode(levels: np.ndarray) -> bytes:
-    """(3, rows, cols, 64) integer levels -> the detail stream."""
-    work = np.zeros_like(levels)
+    """(3, rows, cols, 64) integer levels -> the detail stream (``Layout.ROWS``). A step's
+    classes read only steps already taken, so the complete levels serve as the coder's state."""
+    work = levels.astype(LEVEL)  # a copy _run may write into
     steps: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def record(step: _Step, probabilities: np.ndarray) -> np.ndarray:
-        values = levels[step.channel, step.row, step.cols].ravel()
-        steps.append((probabilities, _symbols(values)))
-        escaped = values[np.abs(values) > LARGEST]
+    def record(step: _Step, groups: Groups) -> np.ndarray:
+        values = work[step.channel, step.row, step.cols].ravel()
+        symbols = _symbols(values)
+        steps.extend((odds, symbols[at]) for at, odds in groups)
+        escaped = values[symbols == ESCAPE]
         if escaped.size:
-            payload = _payload(escaped)
-            steps.append((np.repeat(_UNIFORM, payload.size, 0), payload))
+            steps.append((_UNIFORM, _payload(escaped)))
         return values
 
-    _run(work, record)
+    _run(work, Layout.ROWS, record)
     return entropy.encode_steps(steps)
 
 
-def decode(data: bytes, height: int, width: int) -> np.ndarray:
+def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ROWS) -> np.ndarray:
     """The detail stream of an image of (height, width) -> its (3, rows, cols, 64) levels."""
-    rows, cols = _blocks(height, width)
-    levels = np.zeros((3, rows, cols, BLOCK * BLOCK), dtype=np.int64)
+    rows, cols = blocks(height, width)
+    levels = np.zeros((3, rows, cols, BLOCK * BLOCK), dtype=LEVEL)
     decoder = entropy.Decoder(data, "detail stream")
 
-    def read(_step: _Step, probabilities: np.ndarray) -> np.ndarray:
-        symbols = decoder(probabilities)
+    def read(step: _Step, groups: Groups) -> np.ndarray:
+        symbols = np.empty(step.classes.size, dtype=np.int64)
+        for at, odds in groups:
+            symbols[at] = decoder(odds, at.size)
         values = symbols - LARGEST
         escaped = symbols == ESCAPE
         if escaped.any():
-            values[escaped] = _from_payload(decoder(np.repeat(_UNIFORM, 2 * int(escaped.sum()), 0)))
+            values[escaped] = _from_payload(decoder(_UNIFORM, 2 * int(escaped.sum())))
         return values
 
-    _run(levels, read)
+    _run(levels, layout, read)
     return levels

@@ -5,7 +5,8 @@
    with the decode's refined-cell flags (the filter's side inputs). One walk per
    distinct (λ, table set) yields every layer count of it. Built in chunks, so an interrupted
    build resumes.
-2. Training: MSE between filter(decoded) and the photo on random 32-px-aligned windows
+2. Training: MSE between filter(decoded) and the photo (or, to distill, the model's own
+   post-filter's output on the whole pool crop) on random 32-px-aligned windows
    of the pool (aligned, so the cell grid sits where it does in a real decode), Adam
    with a cosine schedule; resumable checkpoints and a JSONL log with validation gains
    per rung on held-out photos. ``--init`` starts from an earlier filter, widened to
@@ -90,6 +91,31 @@ def build_pool(
     return torch.cat(targets), torch.cat(decoded), torch.cat(flags)
 
 
+@torch.inference_mode()
+def _taught(
+    model: CodecModel, decoded: torch.Tensor, flags: torch.Tensor, options: FilterTrainOptions, log
+) -> torch.Tensor:
+    """The model's own post-filter on every pool image (N, R, 3, S, S) uint8: the targets
+    of a distilled filter, computed once and kept in the work folder."""
+    assert model.postfilter is not None, "distilling needs a model with a post-filter"
+    path = options.work / "taught.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    t0 = time.perf_counter()
+    taught = torch.empty_like(decoded)
+    for i in range(decoded.shape[0]):
+        taught[i] = to_uint8(model.postfilter(from_uint8(decoded[i]), flags[i]))
+    write_atomically(path, lambda tmp: torch.save(taught, tmp))
+    log(
+        {
+            "event": "taught",
+            "images": decoded.shape[0] * decoded.shape[1],
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
+    return taught
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = (a.double() - b.double()).pow(2).mean().item()
     return 10 * math.log10(255**2 / mse)
@@ -123,7 +149,10 @@ def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
         print(json.dumps(entry), flush=True)
 
     rungs = options.rungs or spread_rungs(model)
-    targets, decoded, flags = build_pool(model, options, rungs, log)
+    if options.distill:  # the teacher's output depends on the walk alone, not on the detail step
+        rungs = list(dict.fromkeys(codec.Rung(r.layers, r.lam) for r in rungs))
+    photos, decoded, flags = build_pool(model, options, rungs, log)
+    targets = _taught(model, decoded, flags, options, log) if options.distill else photos
     val_targets_f = center_crops(options.val, options.pool_crop, options.val_images)
     val_decoded, val_flags = degrade(model, val_targets_f, rungs)
     val_targets = to_uint8(val_targets_f)
@@ -170,7 +199,12 @@ def train(options: FilterTrainOptions, model: CodecModel) -> PostFilter:
         x = torch.stack(
             [decoded[p, q, :, t : t + w, s : s + w] for p, q, t, s in zip(pick, rung, top, left, strict=True)]
         )
-        y = torch.stack([targets[p, :, t : t + w, s : s + w] for p, t, s in zip(pick, top, left, strict=True)])
+        y = torch.stack(
+            [
+                (targets[p, q] if options.distill else targets[p])[:, t : t + w, s : s + w]
+                for p, q, t, s in zip(pick, rung, top, left, strict=True)
+            ]
+        )
         f, q = w // SCALE, SCALE
         side = torch.stack(
             [

@@ -25,9 +25,12 @@ _ALPHA = {"RGBA": "RGB", "RGBa": "RGB", "LA": "L", "La": "L", "PA": "RGB"}
 ImageSource = Image.Image | str | os.PathLike | bytes
 
 
-def open_image(source: ImageSource, max_pixels: int) -> Image.Image:
+def open_image(source: ImageSource, max_pixels: int, unit: int = 1) -> Image.Image:
     """A loaded, upright Pillow image from a path, encoded bytes or an Image; the first
     frame of a multi-frame file, with the file's frame count in ``info["n_frames"]``.
+    Its size padded to multiples of ``unit`` (the model's: the codec's work and memory
+    grow with padded pixels) must be within ``max_pixels``, checked from the header alone,
+    before any pixel is decoded: a 68-byte PNG may claim 16x6,000,000 px.
     A file that cannot be opened raises OSError (an I/O error, not bad input)."""
     named = not isinstance(source, Image.Image | bytes)
     name = str(source) if named else "image"
@@ -43,9 +46,7 @@ def open_image(source: ImageSource, max_pixels: int) -> Image.Image:
                     image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
                 finally:
                     Image.MAX_IMAGE_PIXELS = bomb_limit
-            if image.width * image.height > max_pixels:
-                msg = f"{name}: {image.width}x{image.height} is over the limit of {max_pixels:,} pixels"
-                raise InputError(msg)
+            _check_size(name, image.width, image.height, unit, max_pixels)
             upright = ImageOps.exif_transpose(image)
             upright.load()
             upright.info["n_frames"] = getattr(image, "n_frames", 1)
@@ -62,6 +63,17 @@ def open_image(source: ImageSource, max_pixels: int) -> Image.Image:
     finally:
         if image is not None and image is not source:
             image.close()
+
+
+def _check_size(name: str, width: int, height: int, unit: int, max_pixels: int) -> None:
+    """An InputError if the image, or once padded to multiples of ``unit``, is over ``max_pixels``."""
+    padded = -(-width // unit) * unit * (-(-height // unit) * unit)
+    if width * height > max_pixels:
+        msg = f"{name}: {width}x{height} is over the limit of {max_pixels:,} pixels"
+        raise InputError(msg)
+    if padded > max_pixels:  # worded as codec.check_padded_pixels words it
+        msg = f"{name}: a {width}x{height} image pads to {padded:,} pixels, over the limit of {max_pixels:,}"
+        raise InputError(msg)
 
 
 def _opaque(alpha: np.ndarray, mode: str) -> None:

@@ -16,6 +16,7 @@ QUALITIES = range(1, 9)
 
 
 MAX_DETAIL_STEP = 255  # the .ddn header stores the detail step in one byte
+MAX_LAMBDA = 1e12  # far past 1e7, where every cell already takes its cheapest symbol; rate · λ stays finite
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,15 @@ def validated(rungs: object, layer_count: int) -> tuple[Rung, ...]:
     """Rungs (Rung objects or [layers, λ] pairs) checked against a model of ``layer_count`` layers."""
     try:
         parsed = tuple(r if isinstance(r, Rung) else _from_list(r) for r in rungs)  # type: ignore[union-attr]
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, OverflowError, RecursionError) as exc:
         msg = f"the model's ladder is unreadable ({exc})"
         raise ModelError(msg) from exc
     ok = len(parsed) == len(QUALITIES) and all(
-        1 <= r.layers <= layer_count and r.lam >= 0 and 0 <= r.detail <= MAX_DETAIL_STEP for r in parsed
+        1 <= r.layers <= layer_count and 0 <= r.lam <= MAX_LAMBDA and 0 <= r.detail <= MAX_DETAIL_STEP for r in parsed
     )
     if not ok:
         msg = (
-            f"the model's ladder needs {len(QUALITIES)} rungs of (1..{layer_count} layers, λ >= 0"
+            f"the model's ladder needs {len(QUALITIES)} rungs of (1..{layer_count} layers, λ 0..{MAX_LAMBDA:g}"
             f"[, detail step 0..{MAX_DETAIL_STEP}])"
         )
         raise ModelError(msg)
@@ -64,6 +65,9 @@ def _from_list(values: list) -> Rung:
     if len(values) == 3 and detail != values[2]:
         msg = f"a detail step is a whole number, got {values[2]!r}"
         raise ValueError(msg)
+    if int(values[0]) != values[0]:
+        msg = f"a rung's layer count is a whole number, got {values[0]!r}"
+        raise ValueError(msg)
     return Rung(int(values[0]), float(values[1]), detail)
 
 
@@ -74,6 +78,6 @@ def to_json(rungs: tuple[Rung, ...]) -> str:
 def from_json(text: str, layer_count: int) -> tuple[Rung, ...]:
     try:
         return validated(json.loads(text), layer_count)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         msg = f"the model's ladder is unreadable ({exc})"
         raise ModelError(msg) from exc

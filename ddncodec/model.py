@@ -84,6 +84,10 @@ class DDNConfig:
         if self.unit > MAX_CELL:
             msg = f"the cells' least common multiple is {self.unit} px, over {MAX_CELL}"
             raise ValueError(msg)
+        dropout = self.chain_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout <= 1:
+            msg = f"chain_dropout must be a probability, got {dropout!r}"
+            raise ValueError(msg)
 
     @property
     def unit(self) -> int:

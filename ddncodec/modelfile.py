@@ -11,23 +11,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ddncodec import container
+from ddncodec import container, detail, reading
 from ddncodec.atomic import write_atomically
+from ddncodec.context import CONTEXTS
 from ddncodec.errors import ModelError
-from ddncodec.ladder import Rung, from_json, validated
+from ddncodec.ladder import QUALITIES, Rung, from_json, validated
 from ddncodec.ladder import to_json as ladder_json
 from ddncodec.model import DDN, DDNConfig
 from ddncodec.postfilter import FilterConfig, PostFilter
-from ddncodec.priors import Priors
+from ddncodec.priors import MAX_SETS, Priors
 
 FORMAT = "ddncodec-model-2"
 _FORMAT_1 = "ddncodec-model-1"  # read as well: one prior table per layer, no post-filter
@@ -76,10 +79,12 @@ def weights_of(network: DDN) -> dict[str, torch.Tensor]:
 
 def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
     """Rebuild a network from its config and weights, refusing missing, extra or mis-shaped
-    tensors. The shapes are checked on a meta-device network first, so a config that claims
-    a huge network allocates nothing unless its file really carries those weights."""
+    tensors. It is built on the meta device and checked there, so a config that claims a
+    huge network allocates nothing unless its file really carries those weights, and no
+    time goes into a random initialisation the weights then overwrite."""
     with torch.device("meta"):
-        shapes = {name: tuple(p.shape) for name, p in DDN(config).named_parameters()}
+        network = DDN(config)
+    shapes = {name: tuple(p.shape) for name, p in network.named_parameters()}
     missing = sorted(set(shapes) - set(weights))
     extra = sorted(set(weights) - set(shapes))
     if missing or extra:
@@ -89,10 +94,14 @@ def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
         if tuple(weights[name].shape) != shape:
             msg = f"model tensor {name} has shape {tuple(weights[name].shape)}, config needs {shape}"
             raise ModelError(msg)
-    network = DDN(config)
-    with torch.no_grad():
-        for name, param in network.named_parameters():
-            param.copy_(weights[name].to(param.dtype))
+    # Module.to_empty would cost a second of imports at start-up; the tensors are swapped in instead.
+    for name, param in list(network.named_parameters()):
+        owner, _, leaf = name.rpartition(".")
+        weight = weights[name].to(param.dtype, copy=True).contiguous()
+        setattr(network.get_submodule(owner), leaf, torch.nn.Parameter(weight, requires_grad=param.requires_grad))
+    for name, buffer in list(network.named_buffers()):  # Split-and-Prune's counters: training state, zero as built
+        owner, _, leaf = name.rpartition(".")
+        network.get_submodule(owner).register_buffer(leaf, torch.zeros(buffer.shape, dtype=buffer.dtype))
     return network.eval()
 
 
@@ -174,9 +183,11 @@ class CodecModel:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A path as given, or a shipped model name looked up in $DDNCODEC_MODELS then models/."""
+    """A path as given, or a shipped model name looked up in $DDNCODEC_MODELS then models/.
+    A path that exists must be a regular file: a FIFO would block the read forever."""
     path = Path(name_or_path)
     if path.suffix == SUFFIX or path.exists():
+        _require_regular(path)
         return path
     dirs = [Path(d) for d in os.environ.get("DDNCODEC_MODELS", "").split(os.pathsep) if d] + [MODELS_DIR]
     for folder in dirs:
@@ -187,37 +198,51 @@ def resolve(name_or_path: str | Path) -> Path:
     raise ModelError(msg)
 
 
+def _require_regular(path: Path) -> None:
+    """A ModelError for a model path that is a FIFO, a device, a folder or a symlink loop,
+    found by stat before anything opens it; a missing file is left to ``load`` to name."""
+    try:
+        kind = reading.special(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        msg = f"{path}: not a readable model file ({exc.strerror})"
+        raise ModelError(msg) from exc
+    if kind is not None:
+        msg = f"{path}: not a readable model file ({kind}, not a regular file)"
+        raise ModelError(msg)
+
+
+_UNREADABLE = (OSError, SafetensorError, ValueError, RuntimeError, MemoryError)  # a damaged file, a failed mmap
+_MAX_REASON = 200  # characters of an exception's text quoted in a ModelError
+_MAX_BPP = 1000.0  # a validation rate above this is no rate (raw 8-bit RGB is 24 bpp)
+_INTEGERS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)  # dtypes a prior table may have
+
+
+def _reason(why: object) -> str:
+    """An exception's (or a value's) text on one short line: a hostile file's values must
+    not flood the terminal."""
+    text = " ".join(str(why).split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
 def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
+    """The model at a path or of a shipped name (``resolve``). A model file is input too:
+    every metadata field is validated, and every tensor's name and shape checked against
+    the config before the tensor is read, so a hostile file ends in one ModelError (exit 2),
+    never in a traceback, a hang or an allocation its config does not justify."""
     path = resolve(name_or_path)
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-    except (OSError, SafetensorError, ValueError) as exc:
-        msg = f"{path}: not a readable model file ({exc})"
+            config, card = _config_and_card(path, meta)
+            configs = {key: _filter_config(path, key, meta, config) for key in _FILTERS}
+            tensors = _read_tensors(f, config, configs)
+    except _UNREADABLE as exc:
+        msg = f"{path}: not a readable model file ({_reason(exc)})"
         raise ModelError(msg) from exc
-    if meta.get("format") not in (FORMAT, _FORMAT_1):
-        msg = f"{path}: not a ddncodec model (format {meta.get('format')!r})"
-        raise ModelError(msg)
-    try:
-        config = DDNConfig.from_json(meta["config"])
-        card = json.loads(meta.get("card", "{}"))
-    except (KeyError, TypeError, ValueError) as exc:
-        msg = f"{path}: model config is unreadable ({exc})"
-        raise ModelError(msg) from exc
-    tables = []
-    for i in range(len(config.layers)):
-        table = tensors.pop(f"priors.{i}", None)
-        if table is None:
-            msg = f"{path}: prior table {i} is missing"
-            raise ModelError(msg)
-        tables.append(table.numpy())
-    try:
-        priors = Priors(tables)
-    except ValueError as exc:
-        msg = f"{path}: {exc}"
-        raise ModelError(msg) from exc
-    filters = {key: _load_filter(path, key, meta, tensors) for key in _FILTERS}
+    priors = _priors(path, config, tensors)
+    filters = {key: _load_filter(path, key, configs[key], tensors) for key in _FILTERS}
     stored = meta["ladder"] if "ladder" in meta else card.pop("ladder", None)  # format 1 kept it on the card
     rungs = None
     try:
@@ -226,24 +251,149 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
         elif stored is not None:
             rungs = validated(stored, len(config.layers))
     except ModelError as exc:
-        msg = f"{path}: {exc}"
+        msg = f"{path}: {_reason(exc)}"
         raise ModelError(msg) from exc
+    _check_ladder_on_val(path, card)
     return CodecModel(build(config, tensors), priors, card, filters["postfilter"], rungs, filters["detailfilter"])
 
 
-def _load_filter(path: Path, key: str, meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> PostFilter | None:
+def _config_and_card(path: Path, meta: dict[str, str]) -> tuple[DDNConfig, dict]:
+    """The network config and the card (a JSON object), from metadata of a known format.
+    A nesting deep enough to exhaust the JSON parser's recursion is refused like any
+    other unreadable text."""
+    if meta.get("format") not in (FORMAT, _FORMAT_1):
+        msg = f"{path}: not a ddncodec model (format {_reason(repr(meta.get('format')))})"
+        raise ModelError(msg)
+    try:
+        config = DDNConfig.from_json(meta["config"])
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        msg = f"{path}: model config is unreadable ({_reason(exc)})"
+        raise ModelError(msg) from exc
+    try:
+        card = json.loads(meta.get("card", "{}"))
+    except (ValueError, RecursionError) as exc:
+        msg = f"{path}: model card is unreadable ({_reason(exc)})"
+        raise ModelError(msg) from exc
+    if not isinstance(card, dict):
+        msg = f"{path}: model card must be a JSON object, not {type(card).__name__}"
+        raise ModelError(msg)
+    return config, card
+
+
+def _filter_config(path: Path, key: str, meta: dict[str, str], config: DDNConfig) -> FilterConfig | None:
+    """The config of the filter stored under ``key``, if any, checked against the model:
+    the post-filter reads the refined cells of the first layers, so its cell sizes must be
+    theirs, and runs without a quantiser step; the detail filter reads the detail layer's
+    blocks (``detail.BLOCK``) or none."""
+    if key not in meta:
+        return None
+    name = _FILTERS[key]
+    try:
+        filter_config = FilterConfig.from_json(meta[key])
+    except (TypeError, ValueError, RecursionError) as exc:
+        msg = f"{path}: {name} is unreadable ({_reason(exc)})"
+        raise ModelError(msg) from exc
+    cells = filter_config.cells
+    if key == "postfilter":
+        layer_cells = tuple(spec.cell for spec in config.layers)
+        if cells != layer_cells[: len(cells)] or filter_config.step:
+            msg = (
+                f"{path}: {name} does not fit the model: its cells {list(cells)} must be the first "
+                f"layers' cell sizes (of {list(layer_cells)}), and it takes no quantiser step"
+            )
+            raise ModelError(msg)
+    elif cells not in ((), (detail.BLOCK,)):
+        msg = f"{path}: {name} does not fit the model: its cells {list(cells)} must be [] or [{detail.BLOCK}]"
+        raise ModelError(msg)
+    return filter_config
+
+
+def _read_tensors(f: safe_open, config: DDNConfig, configs: dict[str, FilterConfig | None]) -> dict[str, torch.Tensor]:
+    """Every tensor of the file: read if the config expects its name and shape, else a
+    meta-device stand-in of its shape (nothing is read, so an unknown 4 GB tensor costs
+    nothing) that ``build``, ``_build_filter`` or ``_priors`` then refuses by name."""
+    with torch.device("meta"):
+        expected = {name: tuple(p.shape) for name, p in DDN(config).named_parameters()}
+        for key, filter_config in configs.items():
+            if filter_config is not None:
+                net = PostFilter(filter_config)
+                expected |= {f"{key}.{name}": tuple(p.shape) for name, p in net.named_parameters()}
+    # The most entries each prior table can have (Priors and CodecModel check its shape once read).
+    table_sizes = {f"priors.{i}": MAX_SETS * CONTEXTS * spec.k for i, spec in enumerate(config.layers)}
+    tensors = {}
+    for name in f.keys():  # noqa: SIM118 (safe_open has no iterator)
+        shape = tuple(f.get_slice(name).get_shape())
+        wanted = expected.get(name) == shape or math.prod(shape) <= table_sizes.get(name, -1)
+        tensors[name] = f.get_tensor(name) if wanted else torch.empty(shape, device="meta")
+    return tensors
+
+
+def _priors(path: Path, config: DDNConfig, tensors: dict[str, torch.Tensor]) -> Priors:
+    """The prior tables (taken out of ``tensors``): integers, whose shapes and values ``Priors`` checks."""
+    tables = []
+    for i, spec in enumerate(config.layers):
+        table = tensors.pop(f"priors.{i}", None)
+        if table is None:
+            msg = f"{path}: prior table {i} is missing"
+            raise ModelError(msg)
+        if table.is_meta:  # not read (``_read_tensors``)
+            msg = f"{path}: prior table {i} of shape {tuple(table.shape)} is larger than ({MAX_SETS}, {CONTEXTS}, {spec.k})"
+            raise ModelError(msg)
+        if table.dtype not in _INTEGERS:
+            msg = f"{path}: prior table {i} must be integers, not {table.dtype}"
+            raise ModelError(msg)
+        tables.append(table.numpy())
+    try:
+        return Priors(tables)
+    except ValueError as exc:
+        msg = f"{path}: {exc}"
+        raise ModelError(msg) from exc
+
+
+def _finite(value: object) -> bool:
+    """A JSON number within float range (an int past it is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else abs(value) <= sys.float_info.max
+
+
+def _check_ladder_on_val(path: Path, card: dict) -> None:
+    """The card's validation rates (``tune``), if it has them, which ``--bpp`` starts from:
+    one {bpp, psnr} per quality, bpp in (0, _MAX_BPP], psnr finite."""
+    if "ladder_on_val" not in card:
+        return
+    points = card["ladder_on_val"]
+    ok = (
+        isinstance(points, list)
+        and len(points) == len(QUALITIES)
+        and all(
+            isinstance(p, dict) and _finite(p.get("bpp")) and _finite(p.get("psnr")) and 0 < p["bpp"] <= _MAX_BPP
+            for p in points
+        )
+    )
+    if not ok:
+        msg = (
+            f"{path}: the card's ladder_on_val needs {len(QUALITIES)} entries "
+            f"{{bpp: 0 < bpp <= {_MAX_BPP:g}, psnr: a finite number}}, one per quality"
+        )
+        raise ModelError(msg)
+
+
+def _load_filter(
+    path: Path, key: str, filter_config: FilterConfig | None, tensors: dict[str, torch.Tensor]
+) -> PostFilter | None:
     """The filter stored under ``key`` (its tensors are taken out of ``tensors``), or None."""
     prefix = f"{key}."
     weights = {n[len(prefix) :]: tensors.pop(n) for n in list(tensors) if n.startswith(prefix)}
     name = _FILTERS[key]
-    if key not in meta:
+    if filter_config is None:
         if weights:
             msg = f"{path}: {name} weights without a {name} config"
             raise ModelError(msg)
         return None
     try:
-        return _build_filter(FilterConfig.from_json(meta[key]), weights)
-    except (TypeError, ValueError, ModelError) as exc:
+        return _build_filter(filter_config, weights)
+    except ModelError as exc:
         msg = f"{path}: {name} is unreadable ({exc})"
         raise ModelError(msg) from exc
 

@@ -60,6 +60,7 @@ class FilterTrainOptions:
     rungs: list[Rung] | None = None  # the rungs the pool is decoded at [default: spread_rungs]
     init: Path | None = None  # a post-filter checkpoint to start from (fine-tuning)
     side_inputs: bool = True  # the filter also reads where cells were refined and where cell borders lie
+    distill: bool = False  # learn the model's own post-filter's output (a cheaper filter for its gain)
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,34 @@ import numpy as np
 
 from ddncodec.context import CONTEXTS, INIT_TOTAL
 
+MAX_SETS = 256  # a .ddn header names its table set in one byte
+MAX_CONTEXT_TOTAL = 1 << 40
+"""The most a context's initial counts may sum to: the float64 odds are then ratios of
+integers far below 2**53, and no sum over contexts, sets or adapted counts nears int64's
+end (a hostile 2**61 per count wrapped a table's sum to 0: NaN odds)."""
+
+
+def _table(i: int, values: np.ndarray) -> np.ndarray:
+    """One layer's table as (sets, CONTEXTS, K) int64, or a ValueError: whole numbers
+    (integer or integral float arrays), positive, each context summing to at most MAX_CONTEXT_TOTAL."""
+    t = np.asarray(values)
+    if t.ndim == 1:  # one table for every set and context
+        t = np.broadcast_to(t, (1, CONTEXTS, t.size))
+    whole = t.dtype.kind in "iu" or (t.dtype.kind == "f" and bool(np.isfinite(t).all()) and (t == np.floor(t)).all())
+    shaped = t.ndim == 3 and 1 <= t.shape[0] <= MAX_SETS and t.shape[1] == CONTEXTS and t.shape[2] >= 2
+    if not (whole and shaped) or (t <= 0).any() or (t > MAX_CONTEXT_TOTAL).any():
+        msg = f"prior table {i} must be positive integers of shape (sets <= {MAX_SETS}, {CONTEXTS}, K >= 2)"
+        raise ValueError(msg)
+    t = t.astype(np.int64)  # exact: every value is at most MAX_CONTEXT_TOTAL
+    if (t.sum(2) > MAX_CONTEXT_TOTAL).any():
+        msg = f"prior table {i} has a context whose counts sum past {MAX_CONTEXT_TOTAL:,} (2**40)"
+        raise ValueError(msg)
+    return np.ascontiguousarray(t)
+
 
 class Priors:
     def __init__(self, tables: Iterable[np.ndarray]) -> None:
-        self.tables = []
-        for i, t in enumerate(tables):
-            t = np.asarray(t, dtype=np.int64)
-            if t.ndim == 1:  # one table for every set and context
-                t = np.broadcast_to(t, (1, CONTEXTS, t.size))
-            if t.ndim != 3 or t.shape[1] != CONTEXTS or t.shape[2] < 2 or (t <= 0).any():
-                msg = f"prior table {i} must be positive integers of shape (sets, {CONTEXTS}, K >= 2)"
-                raise ValueError(msg)
-            self.tables.append(np.ascontiguousarray(t))
+        self.tables = [_table(i, t) for i, t in enumerate(tables)]
         if len({t.shape[0] for t in self.tables}) > 1:
             msg = "prior tables disagree on the number of table sets"
             raise ValueError(msg)

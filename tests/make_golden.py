@@ -44,6 +44,8 @@ CASES = {
     "gray_q5": (5, True, 0),
     "detail_q8": (8, False, 12),
     "filtered_detail_q8": (8, False, DETAIL_STEP),
+    "rows_detail_q8": (8, False, 12),  # version 5: the detail stream row by row, class by class
+    "filtered_rows_detail_q8": (8, False, DETAIL_STEP),
 }
 
 
@@ -88,10 +90,9 @@ def maps_digest(data: bytes, model: CodecModel) -> str:
 
 def detail_digest(data: bytes) -> str | None:
     """SHA-256 of a file's detail levels (integers only: exact everywhere), None if it has none."""
-    parsed = container.unpack(data)
-    if parsed.detail is None:
+    levels = codec.read_levels(container.unpack(data))
+    if levels is None:
         return None
-    levels = detail.decode(parsed.detail, parsed.header.height, parsed.header.width)
     return hashlib.sha256(np.ascontiguousarray(levels, dtype="<i8").tobytes()).hexdigest()
 
 
@@ -111,7 +112,12 @@ def main() -> None:
     facts = {
         "model": load(MODEL).fingerprint.hex()[:16],
         "filtered_model": load(FILTERED_MODEL).fingerprint.hex()[:16],
-        "format_versions": [container.VERSION, container.DETAIL_VERSION, container.FILTERED_DETAIL_VERSION],
+        "format_versions": [
+            container.VERSION,
+            container.DETAIL_VERSION,
+            container.FILTERED_DETAIL_VERSION,
+            container.ROWS_DETAIL_VERSION,
+        ],
         "files": {},
     }
     for name, (quality, gray, step) in CASES.items():

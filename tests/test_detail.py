@@ -105,7 +105,7 @@ def test_a_detail_rung_refines_the_same_walk_and_its_file_decodes_exactly(
     base = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0))
     fine = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 6))
     coarse = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 40))
-    assert base.data[3] == container.VERSION and fine.data[3] == container.DETAIL_VERSION
+    assert base.data[3] == container.VERSION and fine.data[3] == container.ROWS_DETAIL_VERSION
     # More bits, more PSNR: the tiny model's 3 layers reach about 22 dB, a step of 6 about 40.
     assert base.bpp < coarse.bpp < fine.bpp
     assert base.psnr + 1 < coarse.psnr < fine.psnr
@@ -169,7 +169,7 @@ def make(
 def test_the_container_carries_the_detail_stream_after_the_layers() -> None:
     data = make()
     parsed = container.unpack(data)
-    assert data[3] == 3
+    assert data[3] == container.ROWS_DETAIL_VERSION
     assert parsed.header.detail_step == 20 and parsed.detail == b"\x55" * 300 and parsed.complete
     # Cut after the last layer: a valid prefix without the detail; cut inside it: refused.
     layers_only = container.unpack(data[: -300 - 4])
@@ -198,6 +198,8 @@ def test_detail_headers_that_do_not_hold_together_are_refused() -> None:
         container.unpack(_reheadered(plain, version=3, mode_byte=0))
     with pytest.raises(CorruptError, match="version 4 file without a detail stream"):
         container.unpack(_reheadered(plain, version=4, mode_byte=0))
+    with pytest.raises(CorruptError, match="version 5 file without a detail stream"):
+        container.unpack(_reheadered(plain, version=5, mode_byte=0x20))
 
 
 def _reheadered(data: bytes, version: int, mode_byte: int) -> bytes:

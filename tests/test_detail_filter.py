@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,9 @@ def test_the_encoder_runs_the_filter_where_it_helps_and_the_decoder_follows(
     original = pixels_of(kodak_crop)
     plain = codec.encode_pixels(original, "RGB", tiny_model, RUNG)
     smooth = codec.encode_pixels(original, "RGB", filtered_model, RUNG)
-    assert plain.data[3] == container.DETAIL_VERSION and smooth.data[3] == container.FILTERED_DETAIL_VERSION
+    assert plain.data[3] == smooth.data[3] == container.ROWS_DETAIL_VERSION
+    assert not container.unpack(plain.data).header.detail_filtered
+    assert container.unpack(smooth.data).header.detail_filtered
     assert len(smooth.data) == len(plain.data)  # the filter costs no byte
     assert smooth.psnr > plain.psnr + 0.2
     pixels, _ = codec.decode_pixels(smooth.data, filtered_model)
@@ -119,11 +122,15 @@ def test_a_model_file_keeps_its_detail_filter_and_info_shows_it(
     assert "detail filter on" in CliRunner().invoke(main, ["info", str(ddn)]).stdout
 
 
-def test_version_4_headers_carry_the_flag_and_only_with_a_detail_stream() -> None:
+@pytest.mark.parametrize(("legacy", "version"), [(True, 4), (False, 5)])
+def test_headers_carry_the_detail_filter_flag_and_only_with_a_detail_stream(legacy: bool, version: int) -> None:
+    """Version 4 is the flag itself; version 5 sets a bit of the mode byte."""
     fingerprint = bytes.fromhex("0badf00d")
-    header = Header(fingerprint, 64, 48, "RGB", 0, (3,), False, 20, 5, True)
+    header = Header(fingerprint, 64, 48, "RGB", 0, (3,), False, 20, 5, True, legacy)
     data = container.pack(header, [b"abc"], b"12345")
-    assert data[3] == container.FILTERED_DETAIL_VERSION
+    assert data[3] == version
     assert container.unpack(data).header == header
+    unfiltered = container.unpack(container.pack(replace(header, detail_filtered=False), [b"abc"], b"12345"))
+    assert unfiltered.header.detail_filtered is False and unfiltered.header.legacy_detail is legacy
     with pytest.raises(ValueError, match="without a detail stream"):
         container.pack(Header(fingerprint, 64, 48, "RGB", 0, (3,), False, 0, 0, True), [b"abc"])

@@ -19,7 +19,12 @@ FACTS = json.loads((GOLDEN / "golden.json").read_text())
 
 def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: CodecModel) -> None:
     assert tiny_model.fingerprint.hex()[:16] == FACTS["model"], "the test model changed: refresh the golden files"
-    assert FACTS["format_versions"] == [container.VERSION, container.DETAIL_VERSION, container.FILTERED_DETAIL_VERSION]
+    assert FACTS["format_versions"] == [
+        container.VERSION,
+        container.DETAIL_VERSION,
+        container.FILTERED_DETAIL_VERSION,
+        container.ROWS_DETAIL_VERSION,
+    ]
     filtered = load(model_for("filtered"))
     assert filtered.fingerprint.hex()[:16] == FACTS["filtered_model"]
     assert filtered.core_fingerprint == tiny_model.fingerprint  # the same test model, plus a detail filter

@@ -116,14 +116,15 @@ def test_decode_runs_the_side_input_filter_exactly_as_the_encoder_did(
     pixels = np.asarray(Image.open(kodak_crop).convert("RGB"))
     seen: list[torch.Tensor] = []
     hook = loaded.postfilter.register_forward_pre_hook(lambda _m, args: seen.append(args[1]))
-    plain = codec.encode_pixels(pixels, "RGB", loaded, codec.Rung(3, 300.0))
+    with codec.workers(1):  # the hook sees the tiles in order
+        plain = codec.encode_pixels(pixels, "RGB", loaded, codec.Rung(3, 300.0))
     assert not container.unpack(plain.data).header.filtered
     encoder_flags = list(seen)
     # The random filter hurts, so the encoder leaves it off; force it on in the header.
     parsed = container.unpack(plain.data)
     forced = container.pack(replace(parsed.header, filtered=True), parsed.streams)
     seen.clear()
-    decoded, _ = codec.decode_pixels(forced, loaded)
+    decoded, _ = codec.decode_pixels(forced, loaded, threads=1)
     hook.remove()
     assert len(seen) == len(encoder_flags) == 12  # 4x3 tiles of 64 px
     assert all(torch.equal(a, b) for a, b in zip(seen, encoder_flags, strict=True))

@@ -101,6 +101,7 @@ def train(**kwargs) -> None:
     show_default=True,
     help="Also read where cells were refined and where cell borders lie (from the index maps).",
 )
+@click.option("--distill", is_flag=True, help="Learn MODEL's own post-filter's output: a cheaper filter for its gain.")
 @FORCE
 def train_filter(
     model: str,
@@ -115,6 +116,7 @@ def train_filter(
     lr: float,
     init: Path | None,
     side_inputs: bool,
+    distill: bool,
     force: bool,
 ) -> None:
     """Train MODEL's post-filter on its own decoded output (resumable: run again with the same --work)."""
@@ -135,6 +137,7 @@ def train_filter(
         lr=lr,
         init=init,
         side_inputs=side_inputs,
+        distill=distill,
     )
     attach(codec_model, train(options, codec_model), options).save(output)
 
