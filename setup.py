@@ -27,6 +27,8 @@ setup(
         "bench": ["matplotlib>=3.7", "pytorch-msssim>=1.0", "pillow-jxl-plugin>=1.3", "scipy>=1.10"],
         # setuptools: tests/test_package.py builds a wheel without build isolation
         "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "setuptools>=70.1"],
+        # ddncodec.batch's engine "ray" (--engine ray): plain Ray actors, no Ray Data needed
+        "ray": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["ddncodec = ddncodec.cli:main"]},
 )

@@ -16,6 +16,7 @@ prefix of the file still decodes to the coarser image.
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import threading
@@ -361,23 +362,32 @@ Maps = list[list[np.ndarray]]
 
 @dataclass
 class _Walked:
-    """The generator walked over every tile: the unfiltered 8-bit image, the index maps,
+    """The generator walked over every tile: the 8-bit image, the index maps,
     and per tile what the model's post-filter reads (the padded tile and its
     ``refined_flags``; none if the walk was not kept for the filter)."""
 
-    plain: np.ndarray  # (H, W, 3) uint8
+    image: np.ndarray  # (H, W, 3) uint8: the walk's image, once ``_decoded`` chose, the one the decoder makes
     maps: Maps
     tiles: list[tuple[Tile, torch.Tensor, torch.Tensor]]
+    filtered: bool = False  # whether ``image`` is the post-filtered one (``_decoded``'s choice)
+
+
+class Filtering(enum.Enum):
+    """What a walk does about the model's post-filter."""
+
+    NONE = 0  # the plain image only
+    LATER = 1  # keep each tile's pixels and flags for ``_filtered`` (the encoder decides by PSNR)
+    NOW = 2  # filter each tile as it is walked, into the image (the decoder: no tile kept)
 
 
 def _walk(
-    model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser], for_filter: bool
+    model: CodecModel, tiles: list[Tile], layers: int, chooser_for: Callable[[int], Chooser], filtering: Filtering
 ) -> _Walked:
     """Walk the generator over each tile with the chooser ``chooser_for(tile index)``,
-    keeping what the post-filter reads if ``for_filter``; tiles run on the workers."""
+    on the workers, doing ``filtering``."""
     height = max(t.top + t.height for t in tiles)
     width = max(t.left + t.width for t in tiles)
-    plain = np.empty((height, width, 3), dtype=np.uint8)
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
 
     def walk_tile(i: int) -> tuple[list[np.ndarray], tuple[Tile, torch.Tensor, torch.Tensor] | None]:
         t, image, chosen = tiles[i], None, []
@@ -385,36 +395,44 @@ def _walk(
             image = x
             chosen.append(idx)
         pixels = to_uint8(image)
-        _paste(plain, t, pixels)
-        flags = refined_flags(chosen, model.postfilter.config.cells, t.padded) if for_filter else None
-        return [idx[0].numpy().astype(np.int64) for idx in chosen], None if flags is None else (t, pixels, flags)
+        maps = [idx[0].numpy().astype(np.int64) for idx in chosen]
+        if filtering is Filtering.NONE:
+            _paste(canvas, t, pixels)
+            return maps, None
+        kept = (t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded))
+        if filtering is Filtering.NOW:
+            _filter_tile(model, canvas, kept)
+            return maps, None
+        _paste(canvas, t, pixels)
+        return maps, kept
 
     with workers():
         walked = _map(walk_tile, range(len(tiles)))
     maps: Maps = [[grids[layer] for grids, _ in walked] for layer in range(layers)]
-    return _Walked(plain, maps, [kept for _, kept in walked if kept is not None])
+    return _Walked(canvas, maps, [kept for _, kept in walked if kept is not None])
+
+
+def _filter_tile(model: CodecModel, canvas: np.ndarray, kept: tuple[Tile, torch.Tensor, torch.Tensor]) -> None:
+    """A walked tile (its padded pixels and refined flags) through the post-filter, onto ``canvas``."""
+    assert model.postfilter is not None
+    t, pixels, flags = kept
+    _paste(canvas, t, to_uint8(model.postfilter(from_uint8(pixels), flags)))
 
 
 def _filtered(model: CodecModel, walked: _Walked) -> np.ndarray:
     """The walked image with the model's post-filter run on each padded tile."""
-    assert model.postfilter is not None
-    net = model.postfilter
-    smooth = np.empty_like(walked.plain)
-
-    def filter_tile(kept: tuple[Tile, torch.Tensor, torch.Tensor]) -> None:
-        t, pixels, flags = kept
-        _paste(smooth, t, to_uint8(net(from_uint8(pixels), flags)))
-
+    smooth = np.empty_like(walked.image)
     with workers():
-        _map(filter_tile, walked.tiles)
+        _map(lambda kept: _filter_tile(model, smooth, kept), walked.tiles)
     return smooth
 
 
-def _expect(model: CodecModel, width: int, height: int, filtered: bool, detail_filtered: bool) -> None:
-    """Tell ``progress`` how many tiles and strips the running encode or decode will report."""
+def _expect(model: CodecModel, width: int, height: int, tile_passes: int, detail_filtered: bool) -> None:
+    """Tell ``progress`` how many tiles and strips the running encode or decode will report:
+    each tile ``tile_passes`` times, each piece of the detail filter once if it runs."""
     tiles = len(plan(width, height, model.config.unit))
-    strips = -(-(-(-height // detail.BLOCK) * detail.BLOCK) // DETAIL_STRIP)
-    _workers.total = tiles * (1 + filtered) + strips * detail_filtered
+    pieces = math.prod(-(-(-(-n // detail.BLOCK) * detail.BLOCK) // DETAIL_STRIP) for n in (width, height))
+    _workers.total = tiles * tile_passes + pieces * detail_filtered
 
 
 def _paste(canvas: np.ndarray, t: Tile, tile_pixels: torch.Tensor) -> None:
@@ -518,7 +536,7 @@ class _Coded:
     ) -> bytes:
         """The file, with the detail stream ``details`` of quantiser ``step`` if one is given
         (decoded through the detail filter if ``detail_filtered``)."""
-        height, width = self.walked.plain.shape[:2]
+        height, width = self.walked.image.shape[:2]
         lengths = tuple(len(s) for s in self.streams)
         fingerprint = model.file_fingerprint(detail_filtered)
         header = container.Header(
@@ -542,7 +560,8 @@ def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None 
             return rate_aware(target, model, rung.lam * LOOKAHEAD_LAMBDA, tables, lookahead=rung.layers)
         return rate_aware(target, model, rung.lam, tables)
 
-    walked = _walk(model, tiles, rung.layers, chooser_for, model.postfilter is not None)
+    filtering = Filtering.NONE if model.postfilter is None else Filtering.LATER
+    walked = _walk(model, tiles, rung.layers, chooser_for, filtering)
     maps = walked.maps
     streams = [
         entropy.encode(
@@ -558,11 +577,14 @@ def _code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None 
 def _decoded(coded: _Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> tuple[np.ndarray, bool]:
     """What the decoder makes of a coded walk, and whether it runs the post-filter: the
     encoder's choice per file (it rarely hurts, but at the top rungs it can)."""
-    plain = coded.walked.plain
-    if model.postfilter is None:
-        return plain, False
-    smooth = _filtered(model, coded.walked)
-    return (smooth, True) if psnr(smooth, pixels, mode) > psnr(plain, pixels, mode) else (plain, False)
+    walked = coded.walked
+    if model.postfilter is None or not walked.tiles:  # no filter, or already decided (``image`` is the choice)
+        return walked.image, walked.filtered
+    smooth = _filtered(model, walked)
+    if psnr(smooth, pixels, mode) > psnr(walked.image, pixels, mode):
+        walked.image, walked.filtered = smooth, True
+    walked.tiles = []  # the filter's inputs: no longer needed, and as large as the image
+    return walked.image, walked.filtered
 
 
 def _with_detail(
@@ -582,34 +604,35 @@ def _with_detail(
     return detail.encode(levels), image, filtered
 
 
-DETAIL_STRIP = 512  # rows the detail filter runs on at once, so its memory is bounded on any image
-DETAIL_MARGIN = 64  # rows of context on each side of a strip: more than the filter's reach (10 convs 3×3 at 4 px)
+DETAIL_STRIP = 512  # rows and columns the detail filter runs on at once, so its memory is bounded on any image
+DETAIL_MARGIN = 64  # px of context on each side of a piece: more than the filter's reach (10 convs 3×3 at 4 px)
 
 
 def _detail_filtered(model: CodecModel, pixels: np.ndarray, levels: np.ndarray, step: int) -> np.ndarray:
     """(H, W, 3) uint8 ``pixels``, a decode with its detail layer of ``levels`` at ``step``,
     through the model's detail filter, which also reads which 8×8 blocks that layer coded.
-    Strip by strip (every bound a multiple of the block), each with DETAIL_MARGIN rows
-    of context, so the output is the whole image's."""
+    Piece by piece of DETAIL_STRIP² px (every bound a multiple of the block), each with
+    DETAIL_MARGIN px of context around it, so the output is the whole image's."""
     net = model.detailfilter
     assert net is not None
     height, width = pixels.shape[:2]
     padded = imageio.pad(pixels, detail.BLOCK)
     coded = torch.from_numpy(detail.coded_blocks(levels))[None]  # (1, block rows, block cols)
     out = np.empty_like(padded)
-    rows = padded.shape[0]
+    rows, cols = padded.shape[:2]
 
-    def filter_strip(top: int) -> None:
-        start, stop = max(0, top - DETAIL_MARGIN), min(rows, top + DETAIL_STRIP + DETAIL_MARGIN)
-        x = to_tensor(padded[start:stop][None])
-        blocks = coded[:, start // detail.BLOCK : stop // detail.BLOCK]
-        flags = refined_flags([blocks], net.config.cells, (stop - start, padded.shape[1]))
-        strip = to_uint8(net(x, flags, step))[0].permute(1, 2, 0).numpy()
-        end = min(rows, top + DETAIL_STRIP)
-        out[top:end] = strip[top - start : end - start]
+    def filter_piece(corner: tuple[int, int]) -> None:
+        (top, left), b = corner, detail.BLOCK
+        r0, r1 = max(0, top - DETAIL_MARGIN), min(rows, top + DETAIL_STRIP + DETAIL_MARGIN)
+        c0, c1 = max(0, left - DETAIL_MARGIN), min(cols, left + DETAIL_STRIP + DETAIL_MARGIN)
+        x = to_tensor(padded[r0:r1, c0:c1][None])
+        flags = refined_flags([coded[:, r0 // b : r1 // b, c0 // b : c1 // b]], net.config.cells, (r1 - r0, c1 - c0))
+        piece = to_uint8(net(x, flags, step))[0].permute(1, 2, 0).numpy()
+        bottom, right = min(rows, top + DETAIL_STRIP), min(cols, left + DETAIL_STRIP)
+        out[top:bottom, left:right] = piece[top - r0 : bottom - r0, left - c0 : right - c0]
 
     with workers():
-        _map(filter_strip, range(0, rows, DETAIL_STRIP))
+        _map(filter_piece, [(t, c) for t in range(0, rows, DETAIL_STRIP) for c in range(0, cols, DETAIL_STRIP)])
     return out[:height, :width]
 
 
@@ -867,6 +890,8 @@ def encode(
         raise OptionError(msg)
     opened = imageio.open_image(image, max_pixels, model.config.unit)
     pixels, mode = imageio.to_pixels(opened)
+    frames = opened.info.get("n_frames", 1)
+    del opened  # the pixels are all the encoder reads of it: not a second copy of the photo in memory
     if quality is None and layers is not None:
         rung = Rung(layers, 0.0)
     else:
@@ -877,9 +902,9 @@ def encode(
             encoded = _search_bpp(pixels, mode, model, bpp, layers or count, effort)
         else:
             detail_filtered = bool(rung.detail) and model.detailfilter is not None
-            _expect(model, pixels.shape[1], pixels.shape[0], model.postfilter is not None, detail_filtered)
+            _expect(model, pixels.shape[1], pixels.shape[0], 1 + (model.postfilter is not None), detail_filtered)
             encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
-    encoded.frames = opened.info.get("n_frames", 1)
+    encoded.frames = frames
     return encoded
 
 
@@ -982,11 +1007,10 @@ def decode_pixels(
         return lambda layer, _options: torch.from_numpy(maps[layer][i])[None]
 
     with workers(threads, progress):
-        _expect(model, header.width, header.height, header.filtered, levels is not None and header.detail_filtered)
-        walked = _walk(model, tiles, count, chooser_for, header.filtered)
-        pixels = _filtered(model, walked) if header.filtered else walked.plain
+        _expect(model, header.width, header.height, 1, levels is not None and header.detail_filtered)
+        pixels = _walk(model, tiles, count, chooser_for, Filtering.NOW if header.filtered else Filtering.NONE).image
         if levels is not None:
-            pixels = detail.apply(pixels, levels, header.detail_step)
+            detail.apply(pixels, levels, header.detail_step, out=pixels)
             if header.detail_filtered:
                 pixels = _detail_filtered(model, pixels, levels, header.detail_step)
     return pixels, header.mode

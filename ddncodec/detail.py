@@ -46,7 +46,7 @@ PAYLOAD_BITS = 13
 STEP = 32  # count added per coded level
 RATE_WEIGHT = 0.1  # optimise's price of a bit in squared steps (high-rate theory: 2 ln 2 / 12 ~ 0.12)
 NEIGHBOURHOOD = 4  # classes of the neighbours' magnitudes: none, 1, 2-3, 4 or more
-BAND_ROWS = 32  # block rows (256 px) the transforms and the quantiser work on at once
+BAND_ROWS = 8  # block rows (64 px) the transforms and the quantiser work on at once
 LEVEL = np.int16  # levels fit: |DC| <= 8 * 255 * sqrt(3) < 2**12, escapes carry 13 bits
 
 
@@ -105,15 +105,15 @@ def _bands(rows: int) -> Iterator[slice]:
     return (slice(top, min(top + BAND_ROWS, rows)) for top in range(0, rows, BAND_ROWS))
 
 
-def apply(pixels: np.ndarray, levels: np.ndarray, step: int) -> np.ndarray:
-    """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added, rounded to 8 bits."""
-    out = np.empty_like(pixels)
+def apply(pixels: np.ndarray, levels: np.ndarray, step: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added, rounded to 8
+    bits, into ``out`` if given (``pixels`` itself, say: a decoder keeps no second image)."""
+    out = np.empty_like(pixels) if out is None else out
     height = pixels.shape[0]
     for band in _bands(levels.shape[1]):
         top, bottom = band.start * BLOCK, min(band.stop * BLOCK, height)
-        rows = pixels[top:bottom]
         detail = inverse(levels[:, band].astype(np.float64) * step, bottom - top, pixels.shape[1])
-        out[top:bottom] = np.clip(np.round(rows + detail), 0, 255)
+        out[top:bottom] = np.clip(np.round(pixels[top:bottom] + detail), 0, 255)
     return out
 
 
@@ -309,22 +309,24 @@ def _run(levels: np.ndarray, layout: Layout, code: Callable[[_Step, Groups], np.
 
 
 def encode(levels: np.ndarray) -> bytes:
-    """(3, rows, cols, 64) integer levels -> the detail stream (``Layout.ROWS``). A step's
-    classes read only steps already taken, so the complete levels serve as the coder's state."""
-    work = levels.astype(LEVEL)  # a copy _run may write into
-    steps: list[tuple[np.ndarray, np.ndarray]] = []
+    """(3, rows, cols, 64) integer levels -> the detail stream (``Layout.ROWS``), written
+    as it is coded. A step's classes read only steps already taken, so the complete levels
+    serve as the coder's state (they are written back unchanged)."""
+    work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
+    writer = entropy.Writer()
 
-    def record(step: _Step, groups: Groups) -> np.ndarray:
+    def write(step: _Step, groups: Groups) -> np.ndarray:
         values = work[step.channel, step.row, step.cols].ravel()
         symbols = _symbols(values)
-        steps.extend((odds, symbols[at]) for at, odds in groups)
+        for at, odds in groups:
+            writer.write(odds, symbols[at])
         escaped = values[symbols == ESCAPE]
         if escaped.size:
-            steps.append((_UNIFORM, _payload(escaped)))
+            writer.write(_UNIFORM, _payload(escaped))
         return values
 
-    _run(work, Layout.ROWS, record)
-    return entropy.encode_steps(steps)
+    _run(work, Layout.ROWS, write)
+    return writer.finish()
 
 
 def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ROWS) -> np.ndarray:

@@ -112,15 +112,33 @@ def encode(grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarr
     return encode_steps([_coding_order(grids, parents, initial)])
 
 
-def encode_steps(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
-    """A stream of the symbols (N,) of each step under its probabilities (N, K), or (K,) for
-    all N, in the order a ``Decoder`` will be asked for them (K may differ from step to step)."""
-    encoder = constriction.stream.queue.RangeEncoder()
-    for probabilities, symbols in steps:
-        encoder.encode(symbols.astype(np.int32), *_model(probabilities))
-    data = encoder.get_compressed().astype(">u4").tobytes()
-    if len(data) > TRIM_BYTES:
-        return data
+class Writer:
+    """A stream written step by step: ``write`` the symbols (N,) of each step under their
+    probabilities (N, K), or (K,) for all N, in the order a ``Decoder`` will be asked for
+    them (K may differ from step to step); ``finish`` returns the bytes. The steps are kept
+    for the trim only while the stream is short (TRIM_BYTES), so a long one costs no memory
+    beyond the coder's."""
+
+    def __init__(self) -> None:
+        self.encoder = constriction.stream.queue.RangeEncoder()
+        self.steps: list[tuple[np.ndarray, np.ndarray]] | None = []
+
+    def write(self, probabilities: np.ndarray, symbols: np.ndarray) -> None:
+        symbols = symbols.astype(np.int32)
+        self.encoder.encode(symbols, *_model(probabilities))
+        if self.steps is not None:
+            self.steps.append((probabilities, symbols))
+            if self.encoder.num_bits() > 8 * TRIM_BYTES:
+                self.steps = None
+
+    def finish(self) -> bytes:
+        data = self.encoder.get_compressed().astype(">u4").tobytes()
+        return data if self.steps is None else _trimmed(data, self.steps)
+
+
+def _trimmed(data: bytes, steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """``data`` without the longest tail it still decodes to the same symbols without
+    (verified, so always safe)."""
 
     def decodes(candidate: bytes) -> bool:
         try:
@@ -132,7 +150,6 @@ def encode_steps(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
     if not decodes(data):
         msg = "internal error: a stream does not decode to its own symbols"
         raise RuntimeError(msg)
-    # Drop the longest tail that still decodes to the same symbols (verified, so always safe).
     low, high = max(len(data) - _MAX_TRIM, 0), len(data)  # `high` always decodes
     while low < high:
         mid = (low + high) // 2
@@ -141,6 +158,14 @@ def encode_steps(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
         else:
             low = mid + 1
     return data[:high]
+
+
+def encode_steps(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """A stream of ``steps`` (probabilities, symbols), as ``Writer`` writes them."""
+    writer = Writer()
+    for probabilities, symbols in steps:
+        writer.write(probabilities, symbols)
+    return writer.finish()
 
 
 def decode(

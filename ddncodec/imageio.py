@@ -137,6 +137,9 @@ def from_pixels(pixels: np.ndarray, mode: str) -> Image.Image:
 
 
 def pad(pixels: np.ndarray, unit: int) -> np.ndarray:
-    """Edge-replicate (H, W, C) up to multiples of ``unit``: no hard edge for the model to code."""
+    """Edge-replicate (H, W, C) up to multiples of ``unit``: no hard edge for the model to code.
+    An image that needs no padding is returned as is, not copied: callers only read it."""
     height, width = pixels.shape[:2]
+    if not (height % unit or width % unit):
+        return pixels
     return np.pad(pixels, ((0, -height % unit), (0, -width % unit), (0, 0)), mode="edge")

@@ -88,11 +88,11 @@ def test_files_that_do_not_run_it_are_the_core_models_byte_for_byte(
     assert np.array_equal(codec.decode_pixels(old.data, filtered_model)[0], old.pixels)
 
 
-def test_the_filter_runs_in_strips_as_on_the_whole_image(
+def test_the_filter_runs_in_pieces_as_on_the_whole_image(
     filtered_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DETAIL_MARGIN rows of context reach past the filter's field of view: 24-row strips of a
-    192-row image give the single pass's pixels."""
+    """DETAIL_MARGIN px of context reach past the filter's field of view: 24x24 pieces of a
+    192x256 image give the single pass's pixels."""
     original = pixels_of(kodak_crop)
     base = codec.encode_pixels(original, "RGB", filtered_model, Rung(RUNG.layers, RUNG.lam)).pixels
     levels = detail.residual_levels(original, base, STEP)
@@ -101,10 +101,10 @@ def test_the_filter_runs_in_strips_as_on_the_whole_image(
     with torch.inference_mode():
         whole = to_uint8(net(to_tensor(decoded[None]), detail_flags(levels, net, decoded.shape[:2]), STEP))
     monkeypatch.setattr(codec, "DETAIL_STRIP", 24)
-    strips = codec._detail_filtered(filtered_model, decoded, levels, STEP)
-    difference = np.abs(strips.astype(int) - whole[0].permute(1, 2, 0).numpy())
+    pieces = codec._detail_filtered(filtered_model, decoded, levels, STEP)
+    difference = np.abs(pieces.astype(int) - whole[0].permute(1, 2, 0).numpy())
     assert difference.max() <= 1 and (difference == 0).mean() > 0.999
-    assert not np.array_equal(strips, decoded)
+    assert not np.array_equal(pieces, decoded)
 
 
 def test_a_model_file_keeps_its_detail_filter_and_info_shows_it(

@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from ddncodec import batch, reading
 from ddncodec.atomic import write_atomically
-from ddncodec.cli import FORCE, exit_code, main, message, refuse_existing
+from ddncodec.cli import FORCE, main, refuse_existing
 from ddncodec.container import DEFAULT_MAX_PIXELS
-from ddncodec.errors import DDNError, InputError
+from ddncodec.errors import DDNError
 
 
 def _name(path: Path) -> str:
     return "stdin" if str(path) == "-" else str(path)
 
 
-def _read_input(path: Path) -> bytes | Path:
-    """Stdin's bytes for ``-``, else the path (read by whoever understands it)."""
-    return sys.stdin.buffer.read() if str(path) == "-" else path
+def _read_input(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes | Path:
+    """Stdin's bytes for ``-`` (no more than an input of ``max_pixels`` takes: stdin may
+    never end), else the path (read by whoever understands it), once known to be a
+    regular file: a FIFO would block, a device never end (``reading``; exit 1)."""
+    if str(path) == "-":
+        return reading.read_at_most(sys.stdin.buffer, reading.limit(max_pixels), "stdin")
+    reading.require_regular(path)
+    return path
 
 
-def _read_file(path: Path) -> bytes:
-    """A .ddn input's bytes (an unreadable file is an I/O error, exit 1)."""
-    source = _read_input(path)
-    return source if isinstance(source, bytes) else source.read_bytes()
+def _read_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """A .ddn input's bytes, bounded as ``_read_input``'s (an unreadable file is an I/O error, exit 1)."""
+    source = _read_input(path, max_pixels)
+    return source if isinstance(source, bytes) else reading.read_regular(source, reading.limit(max_pixels))
 
 
 def _is_folder(output: str) -> bool:
@@ -43,7 +49,9 @@ def _outputs(
     never stops half-way on a name clash. The rules, as cwebp/cjxl users expect: a folder
     (see ``_is_folder``) takes ``stem + suffix`` per input; several inputs need one (a
     new name without a suffix is created as one); a file name must pass ``fits`` and
-    its folder must exist; ``-`` is stdout for one input, never a terminal."""
+    its folder must exist; ``-`` is stdout for one input, never a terminal; an existing
+    target that is not a regular file (a FIFO, ``/dev/stdout``, a device) is refused
+    (exit 1): a FIFO without a reader would block forever, and ``-`` is the way to stdout."""
     if output == "-":
         if len(inputs) > 1:
             msg = "-o -: stdout takes a single input"
@@ -80,7 +88,10 @@ def _outputs(
         if str(source) != "-" and os.path.realpath(target) == os.path.realpath(source):  # never raises on a loop
             msg = f"{target}: refusing to overwrite the input"
             raise click.UsageError(msg)
-    if not folder and (path.is_file() or not path.exists()):  # a FIFO or /dev/null takes any bytes
+    for target in targets:
+        with contextlib.suppress(FileNotFoundError):  # a new name, or a dangling symlink (refused below)
+            reading.require_regular(target)
+    if not folder:
         fits(path)
     for target in targets:
         refuse_existing(target, force)
@@ -98,64 +109,62 @@ def _write(target: Path | None, data: bytes, force: bool) -> None:
     write_atomically(target, lambda tmp: tmp.write_bytes(data), overwrite=force)
 
 
-Work = Callable[[int, Callable[[str], None]], None]
-Outcome = tuple[list[str], tuple[int, str] | None]  # summary lines; the error's exit code and message
-_batch_work: Work | None = None  # the running batch's work, inherited by forked workers
+def _code(
+    settings: batch.Settings,
+    inputs: tuple[Path, ...],
+    output: str,
+    fits: Callable[[Path], object],
+    model: str,
+    force: bool,
+    quiet: bool,
+    jobs: int,
+    engine: str,
+    address: str | None,
+    workers: int | None,
+) -> None:
+    """Run a command's files: folders, ``@lists`` and ``--engine ray`` as a tree (layout,
+    manifest, resume: ``batch.code_tree``), plain files by the output rules above; in
+    both a failed input is one line and the others are written, then the command exits
+    with the worst failure's code."""
+    from ddncodec import codec
 
-
-def _attempt(work: Work, i: int) -> Outcome:
-    """Run ``work`` on input ``i``: its summary lines and its error, if any."""
-    lines: list[str] = []
-    try:
-        work(i, lines.append)
-    except (DDNError, OSError) as exc:
-        return lines, (exit_code(exc), message(exc))
-    return lines, None
-
-
-def _in_worker(i: int) -> Outcome:
-    assert _batch_work is not None  # set before the pool forks
-    return _attempt(_batch_work, i)
-
-
-def _results(count: int, work: Work, jobs: int) -> Iterator[Outcome]:
-    """Each input's outcome, in input order: in this process, or in ``jobs`` forked
-    workers (each codes on one torch thread, so the bytes are the same either way)."""
-    global _batch_work
-    if jobs < 2 or count < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        yield from (_attempt(work, i) for i in range(count))
-        return
-    _batch_work = work
-    try:
-        with multiprocessing.get_context("fork").Pool(min(jobs, count)) as pool:
-            yield from pool.imap(_in_worker, range(count))
-    finally:
-        _batch_work = None
-
-
-def _each(inputs: tuple[Path, ...], quiet: bool, work: Work, jobs: int = 1) -> None:
-    """Run ``work(i, say)`` per input (``jobs`` at a time) with a progress bar on a
-    terminal. A failed input is reported on one line naming it and skipped, the others'
-    outputs are kept; the command then exits with the worst failure's code."""
-    from tqdm import tqdm
-
-    shown = not quiet and len(inputs) > 1 and sys.stderr.isatty()
-    bar = tqdm(total=len(inputs), disable=not shown, unit="file", file=sys.stderr, leave=False)
-    codes = []
-    with bar:
-        for path, (lines, error) in zip(inputs, _results(len(inputs), work, jobs), strict=True):
-            for line in [] if quiet else lines:
-                bar.write(line, file=sys.stderr)
-            if error is not None:
-                code, text = error
-                named = text if text.startswith(_name(path)) else f"{_name(path)}: {text}"
-                codes.append(code)
-                bar.write(f"ddncodec: error: {named}", file=sys.stderr)
-            bar.update(1)
-    if codes:
-        if len(inputs) > 1:
-            click.echo(f"ddncodec: {len(codes)} of {len(inputs)} inputs failed", err=True)
-        sys.exit(max(codes))
+    if engine == "local" and (address is not None or workers is not None):
+        msg = "--address and --workers are for --engine ray (locally, --jobs)"
+        raise click.UsageError(msg)
+    if engine == "ray" or any(str(p).startswith("@") or p.is_dir() for p in inputs):
+        if output == "-" or (Path(output).suffix and not _is_folder(output)):
+            msg = f"-o {output}: a batch of folders, lists or --engine ray writes into a folder (DIR/)"
+            raise click.UsageError(msg)
+        summary = batch.code_tree(
+            settings,
+            inputs,
+            output,
+            model=model,
+            engine=engine,
+            workers=workers if engine == "ray" else jobs,
+            address=address,
+            force=force,
+            quiet=quiet,
+        )
+    else:
+        targets = _outputs(inputs, output, settings.suffix, fits, force)
+        items = [
+            batch.Item(
+                _read_input(path, settings.max_pixels) if str(path) == "-" else path,  # a file is read by its worker
+                _name(path),
+                _shown(target),
+                _image_format(target) if settings.command == "decode" else "PNG",
+            )
+            for path, target in zip(inputs, targets, strict=True)
+        ]
+        coder = batch.Coder(settings, codec.load_model(model))
+        summary = batch.run(
+            coder, items, lambda i, coded: _write(targets[i], coded.data, force), workers=jobs, quiet=quiet
+        )
+        if summary.failed and len(inputs) > 1:
+            click.echo(f"ddncodec: {len(summary.failed)} of {len(inputs)} inputs failed", err=True)
+    if summary.failed:
+        sys.exit(summary.exit_code)
 
 
 def _shown(path: Path | None) -> str:
@@ -172,7 +181,8 @@ _max_pixels = click.option(
 
 
 def _file_batch(output_help: str) -> Callable[[Callable], Callable]:
-    """The options encode and decode share: inputs, -o, --model, --force, --quiet, --max-pixels."""
+    """The options encode and decode share: inputs, -o, --model, --force, --quiet, --jobs,
+    --max-pixels, and the batch engine's --engine, --address, --workers."""
     options = [
         click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True)),
         click.option("-o", "--output", required=True, type=click.Path(allow_dash=True), help=output_help),
@@ -188,6 +198,21 @@ def _file_batch(output_help: str) -> Callable[[Callable], Callable]:
             help="Files coded at once, each in its own process on one thread.",
         ),
         _max_pixels,
+        click.option(
+            "--engine",
+            type=click.Choice(batch.ENGINES),
+            default="local",
+            show_default=True,
+            help="ray: code on a Ray cluster (pip install 'ddncodec[ray]'); folders, @lists and ray run as a resumable batch.",
+        ),
+        click.option(
+            "--address", help="The Ray cluster to join, HOST:PORT or auto (default: start a Ray on this machine)."
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            help="Ray workers, one model and one thread each (default: one per CPU of the cluster).",
+        ),
     ]
 
     def apply(command: Callable) -> Callable:
@@ -229,41 +254,21 @@ def encode(
     quiet: bool,
     jobs: int,
     max_pixels: int,
+    engine: str,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Compress images (PNG, JPEG, WebP, BMP, TIFF, ...; - for stdin) to .ddn files."""
     if quality is not None and bpp is not None:
         msg = "--quality and --bpp exclude each other"
         raise click.UsageError(msg)
-    from ddncodec import codec
-
-    targets = _outputs(inputs, output, ".ddn", _ddn_name, force)
-    codec_model = codec.load_model(model)
-
-    def work(i: int, say: Callable[[str], None]) -> None:
-        source = _read_input(inputs[i])
-        result = codec.encode(
-            source, codec_model, quality, bpp=bpp, layers=layers, effort=effort, max_pixels=max_pixels
-        )
-        _write(targets[i], result.data, force)
-        say(
-            f"{_name(inputs[i])} {result.width}x{result.height} -> {_shown(targets[i])}: {len(result.data):,} B, "
-            f"{result.bpp:.4f} bpp, {result.psnr:.2f} dB ({result.rung.layers} layers, λ {result.rung.lam:g}"
-            f"{f', detail step {result.rung.detail}' if result.rung.detail else ''})"
-        )
-        if result.frames > 1:
-            say(f"{_name(inputs[i])}: coded frame 1 of {result.frames} (a .ddn file holds one still image)")
-        if bpp is not None and not codec.reached(result, bpp):
-            say(
-                f"{_name(inputs[i])}: --bpp {bpp:g} is out of reach for this image; the closest is {result.bpp:.4f} bpp"
-            )
-
-    _each(inputs, quiet, work, jobs)
+    settings = batch.Settings("encode", quality, bpp, layers, effort, max_pixels)
+    _code(settings, inputs, output, _ddn_name, model, force, quiet, jobs, engine, address, workers)
 
 
 def _image_format(path: Path | None) -> str:
-    """The Pillow format a decoded image is written in: from the suffix; PNG for stdout,
-    a FIFO or a device."""
-    if path is None or (path.exists() and not path.is_file()):
+    """The Pillow format a decoded image is written in: from the suffix; PNG for stdout."""
+    if path is None:
         return "PNG"
     from PIL import Image
 
@@ -289,31 +294,13 @@ def decode(
     quiet: bool,
     jobs: int,
     max_pixels: int,
+    engine: str,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Decompress .ddn files (- for stdin) to images, fully or progressively (--layers)."""
-    import io
-
-    from ddncodec import codec, container, imageio
-
-    targets = _outputs(inputs, output, ".png", _image_format, force)
-    formats = [_image_format(target) for target in targets]
-    codec_model = codec.load_model(model)
-
-    def work(i: int, say: Callable[[str], None]) -> None:
-        data = _read_file(inputs[i])
-        header, _ = container.parse_header(data, max_pixels)
-        imageio.check_fits(header.width, header.height, formats[i])
-        image = codec.decode(data, codec_model, layers, max_pixels=max_pixels)
-        buffer = io.BytesIO()
-        try:
-            image.save(buffer, format=formats[i])
-        except Exception as exc:  # a writer's own limits or bugs: one line, and the batch goes on
-            msg = f"cannot write {formats[i]} ({type(exc).__name__}: {exc})"
-            raise InputError(msg) from exc
-        _write(targets[i], buffer.getvalue(), force)
-        say(f"{_name(inputs[i])} -> {_shown(targets[i])}: {image.width}x{image.height} {image.mode}")
-
-    _each(inputs, quiet, work, jobs)
+    settings = batch.Settings("decode", layers=layers, max_pixels=max_pixels)
+    _code(settings, inputs, output, _image_format, model, force, quiet, jobs, engine, address, workers)
 
 
 @main.command()
@@ -328,7 +315,7 @@ def info(file: Path, as_json: bool) -> None:
     try:
         parsed = container.unpack(_read_file(file))
     except DDNError as exc:
-        msg = f"{_name(file)}: {exc}"
+        msg = str(exc) if str(exc).startswith(_name(file)) else f"{_name(file)}: {exc}"
         raise type(exc)(msg) from exc
     header = parsed.header
     layer_bytes = [len(s) for s in parsed.streams]
