@@ -32,6 +32,7 @@ from ddncodec.container import DEFAULT_MAX_PIXELS
 from ddncodec.errors import DDNError, InputError, OptionError
 
 if TYPE_CHECKING:
+    from ddncodec.codec import Progress
     from ddncodec.modelfile import CodecModel
 
 ENGINES = ("local", "ray")
@@ -48,6 +49,7 @@ class Settings:
     layers: int | None = None
     effort: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS
+    threads: int | None = None  # per file (None: every core of the worker's machine); never changes a byte
 
     @property
     def suffix(self) -> str:
@@ -96,13 +98,15 @@ class Coder:
         self.settings = settings
         self.model = model
 
-    def __call__(self, item: Item) -> Coded:
+    def __call__(self, item: Item, progress: Progress | None = None) -> Coded:
+        """Code one file, reporting its tiles to ``progress``."""
         start = time.perf_counter()
-        coded = self._encode(item) if self.settings.command == "encode" else self._decode(item)
+        code = self._encode if self.settings.command == "encode" else self._decode
+        coded = code(item, progress)
         coded.seconds = time.perf_counter() - start
         return coded
 
-    def _encode(self, item: Item) -> Coded:
+    def _encode(self, item: Item, progress: Progress | None) -> Coded:
         from ddncodec import codec
 
         s = self.settings
@@ -114,6 +118,8 @@ class Coder:
             layers=s.layers,
             effort=s.effort,
             max_pixels=s.max_pixels,
+            threads=s.threads,
+            progress=progress,
         )
         lines = [
             f"{item.name} {result.width}x{result.height} -> {item.target}: {len(result.data):,} B, "
@@ -128,14 +134,14 @@ class Coder:
             )
         return Coded(result.data, lines, result.bpp, result.psnr)
 
-    def _decode(self, item: Item) -> Coded:
+    def _decode(self, item: Item, progress: Progress | None) -> Coded:
         from ddncodec import codec, container, imageio
 
         s = self.settings
         data = read(item.source, s.max_pixels)
         header, _ = container.parse_header(data, s.max_pixels)
         imageio.check_fits(header.width, header.height, item.fmt)
-        image = codec.decode(data, self.model, s.layers, max_pixels=s.max_pixels)
+        image = codec.decode(data, self.model, s.layers, max_pixels=s.max_pixels, threads=s.threads, progress=progress)
         buffer = io.BytesIO()
         try:
             image.save(buffer, format=item.fmt)
@@ -159,12 +165,33 @@ def _failure(exc: BaseException) -> Failure:
     return exit_code(exc), message(exc)
 
 
-def _attempt(coder: Coder, item: Item) -> Outcome:
+def _attempt(coder: Coder, item: Item, progress: Progress | None = None) -> Outcome:
     """The coded file, or the failure it caused."""
     try:
-        return coder(item)
+        return coder(item, progress)
     except (DDNError, OSError) as exc:
         return _failure(exc)
+
+
+class _TileBar:
+    """A photo's own progress bar on stderr (tiles and pieces done, time left), shown once
+    the photo has taken two seconds: small images never flash one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(desc=self.name, unit="tile", delay=2, file=sys.stderr, leave=False)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---------------------------------------------------------------- engines
@@ -178,16 +205,25 @@ def _in_worker(i: int) -> tuple[int, Outcome]:
     return i, _attempt(coder, items[i])
 
 
-def _local(coder: Coder, items: list[Item], jobs: int) -> Iterator[tuple[int, Outcome]]:
-    """Each item's outcome, in input order: in this process, or in ``jobs`` forked workers
-    that inherit the loaded model (each codes on one torch thread, so the bytes are the same
-    either way)."""
+def _local(coder: Coder, items: list[Item], jobs: int, shown: bool) -> Iterator[tuple[int, Outcome]]:
+    """Each item's outcome, in input order: in this process (on every core unless the
+    settings say otherwise, each photo with its own progress bar if ``shown``), or in
+    ``jobs`` forked workers that inherit the loaded model and share the cores (the bytes
+    are the same either way)."""
     global _pool_job
     if jobs < 2 or len(items) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        yield from ((i, _attempt(coder, item)) for i, item in enumerate(items))
+        for i, item in enumerate(items):
+            bar = _TileBar(item.name) if shown else None
+            try:
+                yield i, _attempt(coder, item, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
         return
-    _pool_job = coder, items
-    pool = multiprocessing.get_context("fork").Pool(min(jobs, len(items)))
+    workers = min(jobs, len(items))
+    threads = coder.settings.threads or max(1, (os.cpu_count() or 1) // workers)
+    _pool_job = Coder(replace(coder.settings, threads=threads), coder.model), items
+    pool = multiprocessing.get_context("fork").Pool(workers)
     try:
         yield from pool.imap(_in_worker, range(len(items)))
     except BaseException:  # an error, or the batch given up (GeneratorExit)
@@ -258,8 +294,10 @@ def _ray(coder: Coder, items: list[Item], workers: int | None, address: str | No
         worker = ray.remote(num_cpus=1)(_Worker)
         model = ray.put(coder.model)
 
+        settings = replace(coder.settings, threads=coder.settings.threads or 1)  # one core per actor
+
         def spawn() -> Any:
-            return worker.remote(coder.settings, model)
+            return worker.remote(settings, model)
 
         actors += [spawn() for _ in range(min(workers, len(items)))]
         yield from _dispatch(ray, actors, spawn, items, coder.settings.max_pixels)
@@ -364,11 +402,12 @@ def run(
         raise OptionError(msg)
     summary = Summary(total=len(items) + skipped, skipped=skipped)
     start = time.perf_counter()
+    shown = not quiet and sys.stderr.isatty()
     if engine == "ray":
         results = _ray(coder, items, workers, address)
     else:
-        results = _local(coder, items, workers or os.cpu_count() or 1)
-    shown = not quiet and summary.total > 1 and sys.stderr.isatty()
+        results = _local(coder, items, workers or os.cpu_count() or 1, shown)
+    shown = shown and summary.total > 1
     bar = tqdm(total=summary.total, initial=skipped, disable=not shown, unit="file", file=sys.stderr, leave=False)
     done_bytes = 0
     with bar, contextlib.closing(results):

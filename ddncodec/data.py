@@ -41,7 +41,9 @@ def load_rgb(path: Path) -> np.ndarray:
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-0.5, 0.5] (gray = 0), the model's range."""
-    return torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2) / 255 - 0.5  # a copy: the input may be read-only
+    return (
+        torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2) / 255 - 0.5
+    )  # a copy: the input may be read-only
 
 
 class CropSampler:

@@ -182,7 +182,7 @@ _max_pixels = click.option(
 
 def _file_batch(output_help: str) -> Callable[[Callable], Callable]:
     """The options encode and decode share: inputs, -o, --model, --force, --quiet, --jobs,
-    --max-pixels, and the batch engine's --engine, --address, --workers."""
+    --threads, --max-pixels, and the batch engine's --engine, --address, --workers."""
     options = [
         click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True)),
         click.option("-o", "--output", required=True, type=click.Path(allow_dash=True), help=output_help),
@@ -196,6 +196,13 @@ def _file_batch(output_help: str) -> Callable[[Callable], Callable]:
             show_default="the core count",
             type=click.IntRange(min=1),
             help="Files coded at once, each in its own process on one thread.",
+        ),
+        click.option(
+            "-t",
+            "--threads",
+            type=click.IntRange(min=1),
+            help="Cores one file is coded on (tiles and strips in parallel; the same bytes on any count) "
+            "[default: all cores, shared out among --jobs; 1 per Ray worker].",
         ),
         _max_pixels,
         click.option(
@@ -253,6 +260,7 @@ def encode(
     force: bool,
     quiet: bool,
     jobs: int,
+    threads: int | None,
     max_pixels: int,
     engine: str,
     address: str | None,
@@ -262,7 +270,7 @@ def encode(
     if quality is not None and bpp is not None:
         msg = "--quality and --bpp exclude each other"
         raise click.UsageError(msg)
-    settings = batch.Settings("encode", quality, bpp, layers, effort, max_pixels)
+    settings = batch.Settings("encode", quality, bpp, layers, effort, max_pixels, threads)
     _code(settings, inputs, output, _ddn_name, model, force, quiet, jobs, engine, address, workers)
 
 
@@ -293,13 +301,14 @@ def decode(
     force: bool,
     quiet: bool,
     jobs: int,
+    threads: int | None,
     max_pixels: int,
     engine: str,
     address: str | None,
     workers: int | None,
 ) -> None:
     """Decompress .ddn files (- for stdin) to images, fully or progressively (--layers)."""
-    settings = batch.Settings("decode", layers=layers, max_pixels=max_pixels)
+    settings = batch.Settings("decode", layers=layers, max_pixels=max_pixels, threads=threads)
     _code(settings, inputs, output, _image_format, model, force, quiet, jobs, engine, address, workers)
 
 
