@@ -39,7 +39,7 @@ from ddncodec.errors import FormatError, InputError, OptionError
 from ddncodec.ladder import MAX_DETAIL_STEP, QUALITIES, Rung
 from ddncodec.ladder import fallback as fallback_ladder
 from ddncodec.model import Candidates, Chooser, DDNConfig
-from ddncodec.modelfile import CodecModel, load, resolve
+from ddncodec.modelfile import CodecModel, load, named_models, resolve
 from ddncodec.postfilter import from_uint8, refined_flags, to_uint8
 
 TILE = 1024  # px: the largest tile side; part of the format
@@ -67,6 +67,7 @@ R = TypeVar("R")
 
 
 _loaded: dict[tuple[Path, int, int], CodecModel] = {}
+MODELS_KEPT = 2
 
 
 def load_model(spec: ModelSpec = "default") -> CodecModel:
@@ -80,9 +81,43 @@ def load_model(spec: ModelSpec = "default") -> CodecModel:
         return load(path)  # raises the ModelError that names the missing file
     key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _loaded:
-        _loaded.clear()  # one model version per process is the common case; don't pile them up
-        _loaded[key] = load(path)
+        if len(_loaded) >= MODELS_KEPT:  # a new default beside the one before it is the common case
+            del _loaded[next(iter(_loaded))]
+        with _torch_threads(1):  # hundreds of small tensor ops: on a busy machine, threads only wait on each other
+            _loaded[key] = load(path)
     return _loaded[key]
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch on ``count`` threads, then the caller's setting again."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _model_for(header: container.Header, spec: ModelSpec) -> CodecModel:
+    """The model a file needs: ``spec`` if the file carries its fingerprint; else, if
+    ``spec`` is a named model (the default, say), the named model that made the file, so
+    the files of an earlier default still decode after a new one ships."""
+    model = load_model(spec)
+    if header.fingerprint == model.file_fingerprint(header.detail_filtered):
+        return model
+    named = named_models()
+    if model.origin in named:
+        for path in named:
+            other = load_model(path)
+            if header.fingerprint == other.file_fingerprint(header.detail_filtered):
+                return other
+    expected = model.file_fingerprint(header.detail_filtered)
+    msg = (
+        f"this .ddn file was made with another model (fingerprint {header.fingerprint.hex()}); "
+        f"the model in use is {expected.hex()}; decode it with the model that made it"
+    )
+    raise FormatError(msg)
 
 
 # ---------------------------------------------------------------- rate control
@@ -325,18 +360,15 @@ def workers(threads: int | None = None, progress: Progress | None = None) -> Ite
     if count < 1:
         msg = f"threads must be at least 1, got {count}"
         raise OptionError(msg)
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     _workers.active, _workers.progress, _workers.done, _workers.total = True, progress, 0, None
     _workers.pool = ThreadPoolExecutor(count, thread_name_prefix="ddncodec") if count > 1 else None
     try:
-        with torch.inference_mode():
+        with _torch_threads(1), torch.inference_mode():
             yield
     finally:
         pool, _workers.pool, _workers.active, _workers.progress = _workers.pool, None, False, None
         if pool is not None:
             pool.shutdown()
-        torch.set_num_threads(torch_threads)
 
 
 def _map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
@@ -975,14 +1007,7 @@ def decode_pixels(
     """As ``decode``, returning (H, W, 3) uint8 pixels and the mode."""
     parsed = container.unpack(bytes(data), max_pixels)
     header = parsed.header
-    model = load_model("default" if model is None else model)
-    expected = model.file_fingerprint(header.detail_filtered)
-    if header.fingerprint != expected:
-        msg = (
-            f"this .ddn file was made with another model (fingerprint {header.fingerprint.hex()}); "
-            f"the model in use is {expected.hex()}; decode it with the model that made it"
-        )
-        raise FormatError(msg)
+    model = _model_for(header, "default" if model is None else model)
     if header.layers > len(model.config.layers):
         msg = f"corrupt .ddn header: {header.layers} layers, the model has {len(model.config.layers)}"
         raise FormatError(msg)

@@ -198,9 +198,12 @@ def _magnitudes(levels: np.ndarray) -> np.ndarray:
     return np.minimum(np.abs(levels), 3).astype(np.int8)
 
 
+_NEIGHBOURHOOD_OF = np.digitize(np.arange(5 * 3 + 1), [1, 2, 4])  # by the sum of up to 5 magnitudes of at most 3
+
+
 def _class_of(tone: int, total: np.ndarray) -> np.ndarray:
     """Classes from a tone (0 luma, 1 chroma) and the neighbours' summed magnitudes (..., 64)."""
-    return (tone * BANDS + _BAND) * NEIGHBOURHOOD + np.digitize(total, [1, 2, 4])
+    return (tone * BANDS + _BAND) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[total]
 
 
 def _classes(levels: np.ndarray, above: np.ndarray | None) -> np.ndarray:
@@ -275,34 +278,39 @@ def _from_payload(symbols: np.ndarray) -> np.ndarray:
     return np.where(word >> PAYLOAD_BITS, -magnitude, magnitude)
 
 
-Groups = list[tuple[np.ndarray, np.ndarray]]
-"""One step's symbols as coded: (positions in the step's raster order, odds), the odds one
-row (N, SYMBOLS) per position or one (SYMBOLS,) for all of them."""
+@dataclass
+class _Coding:
+    """How a step's symbols meet the coder: its raster positions in coding order, and
+    the odds, one row (SYMBOLS,) per run of ``sizes`` symbols, or, without ``sizes``,
+    one row per symbol."""
+
+    order: np.ndarray
+    odds: np.ndarray
+    sizes: np.ndarray | None = None
 
 
-def _groups(classes: np.ndarray, counts: np.ndarray, layout: Layout) -> Groups:
-    """How a step's symbols meet the coder: class by class under ``Layout.ROWS``, each
-    symbol with odds of its own under ``Layout.CHANNELS``."""
+def _coding(classes: np.ndarray, counts: np.ndarray, layout: Layout) -> _Coding:
+    """Class by class under ``Layout.ROWS`` (a run per class present, in class order),
+    each symbol with odds of its own under ``Layout.CHANNELS``."""
     flat = classes.ravel()
     if layout is Layout.CHANNELS:
-        return [(np.arange(flat.size), entropy.probabilities(counts[flat]))]
-    order = np.argsort(flat, kind="stable")
-    present, starts = np.unique(flat[order], return_index=True)
-    ends = [*starts[1:], flat.size]
-    odds = entropy.probabilities(counts[present])
-    return [(order[s:e], p) for s, e, p in zip(starts, ends, odds, strict=True)]
+        return _Coding(np.arange(flat.size), entropy.probabilities(counts[flat]))
+    sizes = np.bincount(flat, minlength=CLASSES)
+    present = np.flatnonzero(sizes)
+    order = np.argsort(flat.astype(np.uint8), kind="stable")  # a radix sort on bytes
+    return _Coding(order, entropy.probabilities(counts[present]), sizes[present])
 
 
 _UNIFORM = np.full(PAYLOAD, 1 / PAYLOAD)
 
 
-def _run(levels: np.ndarray, layout: Layout, code: Callable[[_Step, Groups], np.ndarray]) -> None:
-    """The adaptive model over a layer's steps. ``code(step, groups)`` returns the step's
+def _run(levels: np.ndarray, layout: Layout, code: Callable[[_Step, _Coding], np.ndarray]) -> None:
+    """The adaptive model over a layer's steps. ``code(step, coding)`` returns the step's
     levels in raster order (the encoder reads them, the decoder decodes them); they are
     written into ``levels`` and counted."""
     counts = np.tile(_INITIAL, (CLASSES, 1))
     for step in _steps(levels, layout):
-        values = code(step, _groups(step.classes, counts, layout))
+        values = code(step, _coding(step.classes, counts, layout))
         levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
         tally = np.bincount(step.classes.ravel() * SYMBOLS + _symbols(values), minlength=CLASSES * SYMBOLS)
         adapt(counts, tally.reshape(CLASSES, SYMBOLS), STEP)
@@ -315,11 +323,11 @@ def encode(levels: np.ndarray) -> bytes:
     work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
     writer = entropy.Writer()
 
-    def write(step: _Step, groups: Groups) -> np.ndarray:
+    def write(step: _Step, coding: _Coding) -> np.ndarray:
         values = work[step.channel, step.row, step.cols].ravel()
         symbols = _symbols(values)
-        for at, odds in groups:
-            writer.write(odds, symbols[at])
+        assert coding.sizes is not None  # the encoder writes Layout.ROWS
+        writer.runs(coding.odds, coding.sizes, symbols[coding.order])
         escaped = values[symbols == ESCAPE]
         if escaped.size:
             writer.write(_UNIFORM, _payload(escaped))
@@ -335,10 +343,10 @@ def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ROWS) -
     levels = np.zeros((3, rows, cols, BLOCK * BLOCK), dtype=LEVEL)
     decoder = entropy.Decoder(data, "detail stream")
 
-    def read(step: _Step, groups: Groups) -> np.ndarray:
-        symbols = np.empty(step.classes.size, dtype=np.int64)
-        for at, odds in groups:
-            symbols[at] = decoder(odds, at.size)
+    def read(_step: _Step, coding: _Coding) -> np.ndarray:
+        symbols = np.empty(coding.order.size, dtype=np.int64)
+        runs = coding.sizes is not None
+        symbols[coding.order] = decoder.runs(coding.odds, coding.sizes) if runs else decoder(coding.odds)
         values = symbols - LARGEST
         escaped = symbols == ESCAPE
         if escaped.any():

@@ -76,17 +76,30 @@ class Decoder:
 
     def __call__(self, probabilities: np.ndarray, amount: int = 0) -> np.ndarray:
         """The next symbols: one per row of odds (N, K), or ``amount`` of them under odds (K,)."""
+        symbols = self._decode(probabilities, amount)
+        self._charge(_bits(probabilities, symbols))
+        return symbols
+
+    def runs(self, odds: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """The next ``sizes.sum()`` symbols, ``sizes[g]`` of them under odds ``odds[g]`` (G, K)
+        one run after the other; their code length is charged once for all the runs."""
+        symbols = np.concatenate([self._decode(p, int(n)) for p, n in zip(odds, sizes, strict=True)])
+        self._charge(float(-np.log2(odds)[np.repeat(np.arange(len(sizes)), sizes), symbols].sum()))
+        return symbols
+
+    def _decode(self, probabilities: np.ndarray, amount: int) -> np.ndarray:
         try:
             model = _model(probabilities)
-            symbols = self.coder.decode(*model, *([amount] if probabilities.ndim == 1 else [])).astype(np.int64)
+            return self.coder.decode(*model, *([amount] if probabilities.ndim == 1 else [])).astype(np.int64)
         except (AssertionError, ValueError) as exc:
             msg = f"corrupt {self.what} ({exc})"
             raise FormatError(msg) from exc
-        self.spent += _bits(probabilities, symbols)
+
+    def _charge(self, bits: float) -> None:
+        self.spent += bits
         if self.spent > self.budget:
             msg = f"corrupt {self.what}: it decodes to more information than its {self.size} bytes hold"
             raise FormatError(msg)
-        return symbols
 
 
 def _coding_order(
@@ -130,6 +143,11 @@ class Writer:
             self.steps.append((probabilities, symbols))
             if self.encoder.num_bits() > 8 * TRIM_BYTES:
                 self.steps = None
+
+    def runs(self, odds: np.ndarray, sizes: np.ndarray, symbols: np.ndarray) -> None:
+        """``symbols`` in runs of ``sizes[g]`` under odds ``odds[g]`` (G, K): ``Decoder.runs``'s input."""
+        for p, part in zip(odds, np.split(symbols, np.cumsum(sizes)[:-1]), strict=True):
+            self.write(p, part)
 
     def finish(self) -> bytes:
         data = self.encoder.get_compressed().astype(">u4").tobytes()

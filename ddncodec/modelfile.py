@@ -117,6 +117,7 @@ class CodecModel:
     detailfilter: PostFilter | None = None  # runs after the detail layer, where the encoder chose it
     fingerprint: bytes = b""
     core_fingerprint: bytes = b""  # the fingerprint without the detail filter
+    origin: Path | None = field(default=None, compare=False)  # the file it was loaded from, if any
 
     def __post_init__(self) -> None:
         self.network.eval()
@@ -189,13 +190,24 @@ def resolve(name_or_path: str | Path) -> Path:
     if path.suffix == SUFFIX or path.exists():
         _require_regular(path)
         return path
-    dirs = [Path(d) for d in os.environ.get("DDNCODEC_MODELS", "").split(os.pathsep) if d] + [MODELS_DIR]
+    dirs = model_dirs()
     for folder in dirs:
         candidate = folder / f"{name_or_path}{SUFFIX}"
         if candidate.is_file():
             return candidate
     msg = f"model {name_or_path!r} not found (looked in {', '.join(str(d) for d in dirs)})"
     raise ModelError(msg)
+
+
+def model_dirs() -> list[Path]:
+    """Where named models are looked up, in order: $DDNCODEC_MODELS, then the shipped ones."""
+    return [Path(d) for d in os.environ.get("DDNCODEC_MODELS", "").split(os.pathsep) if d] + [MODELS_DIR]
+
+
+def named_models() -> list[Path]:
+    """Every model file the names resolve to, in lookup order."""
+    found = (p for folder in model_dirs() if folder.is_dir() for p in sorted(folder.glob(f"*{SUFFIX}")))
+    return [p.resolve() for p in found if p.is_file()]
 
 
 def _require_regular(path: Path) -> None:
@@ -254,7 +266,10 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
         msg = f"{path}: {_reason(exc)}"
         raise ModelError(msg) from exc
     _check_ladder_on_val(path, card)
-    return CodecModel(build(config, tensors), priors, card, filters["postfilter"], rungs, filters["detailfilter"])
+    network = build(config, tensors)
+    return CodecModel(
+        network, priors, card, filters["postfilter"], rungs, filters["detailfilter"], origin=path.resolve()
+    )
 
 
 def _config_and_card(path: Path, meta: dict[str, str]) -> tuple[DDNConfig, dict]:

@@ -598,3 +598,25 @@ def test_shipped_model_end_to_end(kodak_crop: Path) -> None:
     assert image.size == (256, 192)
     assert data.startswith(b"DDN")
     assert codec.psnr(np.asarray(image), pixels_of(kodak_crop), "RGB") > 18
+
+
+def test_a_named_model_decodes_the_files_of_the_named_model_that_made_them(
+    tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a new default ships, files of the one before still decode by name; a model
+    given by path decodes only its own files."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    tiny_model.save(folder / "old.safetensors")
+    network = copy.deepcopy(tiny_model.network)
+    with torch.no_grad():
+        network.layers[0].embed.bias += 1 / 64  # another model: another fingerprint
+    newer = tiny_model.replace(network=network)
+    for path in (folder / "new.safetensors", tmp_path / "elsewhere.safetensors"):
+        newer.save(path)
+    monkeypatch.setenv("DDNCODEC_MODELS", str(folder))
+    old_file = codec.encode(kodak_crop, "old", 8)
+    assert codec.load_model("new").fingerprint != codec.load_model("old").fingerprint
+    assert np.array_equal(codec.decode_pixels(old_file.data, "new")[0], old_file.pixels)
+    with pytest.raises(FormatError, match="made with another model"):
+        codec.decode_pixels(old_file.data, tmp_path / "elsewhere.safetensors")

@@ -74,22 +74,25 @@ PILLOW_FORMATS = {
 
 
 class DDNCodec:
-    """ddncodec through its public API only, with the model loaded once."""
+    """ddncodec through its public API only, with the model loaded once, on as many
+    threads as the worker gives torch (the bench's --threads)."""
 
     name = "ddncodec"
 
     def __init__(self, model: str, effort: int = 1) -> None:
+        import torch
+
         import ddncodec
 
-        self.api = ddncodec
-        self.model = ddncodec.load_model(model)
+        self.codec = ddncodec.Codec(model, threads=torch.get_num_threads())
+        self.model = self.codec.model
         self.effort = effort
 
     def encode(self, image: Image.Image, quality: int | None) -> bytes:
-        return self.api.encode(image, quality, model=self.model, effort=self.effort)
+        return self.codec.encode(image, quality, effort=self.effort)
 
     def decode(self, data: bytes) -> Image.Image:
-        return self.api.decode(data, model=self.model)
+        return self.codec.decode(data)
 
     def info(self) -> dict:
         return {
