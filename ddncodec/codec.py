@@ -371,8 +371,9 @@ def workers(threads: int | None = None, progress: Progress | None = None) -> Ite
             pool.shutdown()
 
 
-def _map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """``work`` over ``items``, results in order, on the running workers if there are several."""
+def _map(work: Callable[[T], R], items: Sequence[T], counted: bool = True) -> list[R]:
+    """``work`` over ``items``, results in order, on the running workers if there are
+    several; each item one step of ``progress`` if ``counted``."""
 
     def run(item: T) -> R:
         with torch.inference_mode():  # a thread-local mode: each worker enters it
@@ -382,9 +383,10 @@ def _map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
     results = []
     for result in (map if pool is None or len(items) < 2 else pool.map)(run, items):
         results.append(result)
-        _workers.done += 1
-        if progress is not None:
-            progress(_workers.done, _workers.total)
+        if counted:
+            _workers.done += 1
+            if progress is not None:
+                progress(_workers.done, _workers.total)
     return results
 
 
@@ -457,6 +459,11 @@ def _filtered(model: CodecModel, walked: _Walked) -> np.ndarray:
     with workers():
         _map(lambda kept: _filter_tile(model, smooth, kept), walked.tiles)
     return smooth
+
+
+def _bands(work: Callable[[T], R], bands: list[T]) -> list[R]:
+    """The detail layer's bands on the workers (not steps of ``progress``: they are quick)."""
+    return _map(work, bands, counted=False)
 
 
 def _expect(model: CodecModel, width: int, height: int, tile_passes: int, detail_filtered: bool) -> None:
@@ -625,10 +632,10 @@ def _with_detail(
     """The detail stream at ``step`` for a decoded DDN image, the image it decodes to, and
     whether that runs the model's detail filter (the encoder's choice: where it helps).
     A gray image's chroma is left alone: the decoder returns the mean of the channels."""
-    levels = detail.residual_levels(pixels, decoded, step)
+    levels = detail.residual_levels(pixels, decoded, step, run=_bands)
     if mode == "L":
         levels[1:] = 0
-    image, filtered = detail.apply(decoded, levels, step), False
+    image, filtered = detail.apply(decoded, levels, step, run=_bands), False
     if model.detailfilter is not None:
         smooth = _detail_filtered(model, image, levels, step)
         if psnr(smooth, pixels, mode) > psnr(image, pixels, mode):
@@ -1035,7 +1042,7 @@ def decode_pixels(
         _expect(model, header.width, header.height, 1, levels is not None and header.detail_filtered)
         pixels = _walk(model, tiles, count, chooser_for, Filtering.NOW if header.filtered else Filtering.NONE).image
         if levels is not None:
-            detail.apply(pixels, levels, header.detail_step, out=pixels)
+            detail.apply(pixels, levels, header.detail_step, out=pixels, run=_bands)
             if header.detail_filtered:
                 pixels = _detail_filtered(model, pixels, levels, header.detail_step)
     return pixels, header.mode

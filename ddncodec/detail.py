@@ -28,8 +28,9 @@ time, so their float working set does not grow with the image.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -105,15 +106,27 @@ def _bands(rows: int) -> Iterator[slice]:
     return (slice(top, min(top + BAND_ROWS, rows)) for top in range(0, rows, BAND_ROWS))
 
 
-def apply(pixels: np.ndarray, levels: np.ndarray, step: int, out: np.ndarray | None = None) -> np.ndarray:
+Runner = Callable[[Callable[[Any], Any], Sequence], Iterable]
+"""Runs a function over a list of bands or band numbers, giving the results in order
+(``map`` by default; the codec passes its workers')."""
+
+
+def apply(
+    pixels: np.ndarray, levels: np.ndarray, step: int, out: np.ndarray | None = None, run: Runner = map
+) -> np.ndarray:
     """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added, rounded to 8
-    bits, into ``out`` if given (``pixels`` itself, say: a decoder keeps no second image)."""
+    bits, into ``out`` if given (``pixels`` itself, say: a decoder keeps no second image),
+    band by band through ``run``."""
     out = np.empty_like(pixels) if out is None else out
     height = pixels.shape[0]
-    for band in _bands(levels.shape[1]):
+
+    def add(band: slice) -> None:
         top, bottom = band.start * BLOCK, min(band.stop * BLOCK, height)
         detail = inverse(levels[:, band].astype(np.float64) * step, bottom - top, pixels.shape[1])
         out[top:bottom] = np.clip(np.round(pixels[top:bottom] + detail), 0, 255)
+
+    for _ in run(add, list(_bands(levels.shape[1]))):
+        pass
     return out
 
 
@@ -123,29 +136,35 @@ def coded_blocks(levels: np.ndarray) -> np.ndarray:
     return (levels != 0).any(axis=(0, 3))
 
 
-def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int) -> np.ndarray:
+def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runner = map) -> np.ndarray:
     """What the encoder codes: the levels of ``image`` minus ``decoded`` (both (H, W, 3) uint8),
-    dead-zone quantised and then rate-distortion optimised (``optimise``), band by band."""
+    dead-zone quantised and then rate-distortion optimised (``optimise``), band by band
+    through ``run``: the bands are independent once the class statistics are counted."""
     height, width = image.shape[:2]
     rows, cols = blocks(height, width)
+    bands = list(_bands(rows))
+    levels = np.empty((3, rows, cols, BLOCK**2), dtype=LEVEL)
 
     def coefficients(band: slice) -> np.ndarray:
         top, bottom = band.start * BLOCK, band.stop * BLOCK
         return forward(image[top:bottom].astype(np.float64) - decoded[top:bottom])
 
-    levels = np.empty((3, rows, cols, BLOCK**2), dtype=LEVEL)
-    tally = np.zeros((CLASSES, SYMBOLS), dtype=np.int64)
-    above = None
-    for band in _bands(rows):
+    def quantised(band: slice) -> None:
         levels[:, band] = quantise(coefficients(band), step)
-        tally += _tally(levels[:, band], _classes(levels[:, band], above))
-        above = levels[:, band.stop - 1]
+
+    for _ in run(quantised, bands):
+        pass
+    # The dead-zone levels' classes read the block row above each band: kept before it changes.
+    above = [None] + [levels[:, band.stop - 1].copy() for band in bands[:-1]]
+    tally = sum(run(lambda i: _tally(levels[:, bands[i]], _classes(levels[:, bands[i]], above[i])), range(len(bands))))
     bits = _code_lengths(tally)
-    above = None
-    for band in _bands(rows):
-        plain = levels[:, band].copy()  # the dead-zone levels, which the classes are taken from
-        levels[:, band] = optimise(coefficients(band), plain, step, bits, _classes(plain, above))
-        above = plain[:, -1]
+
+    def optimised(i: int) -> None:
+        plain = levels[:, bands[i]].copy()
+        levels[:, bands[i]] = optimise(coefficients(bands[i]), plain, step, bits, _classes(plain, above[i]))
+
+    for _ in run(optimised, range(len(bands))):
+        pass
     return levels
 
 
