@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from test_cli_codec import one_error_line
 
 from ddncodec import codec, container, reading
 from ddncodec.atomic import OutputError, write_atomically
@@ -263,16 +264,6 @@ def finished(*args: str | Path, within: float = 10.0, fifos: tuple[Path, ...] = 
     return results[0]
 
 
-def one_line(result: Result, code: int) -> str:
-    """The only stderr line of a failed command, checked to be an error line and no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ddncodec: error: ")
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
 @pytest.fixture()
 def ddn_file(tmp_path: Path, tiny_model: CodecModel) -> Path:
     path = tmp_path / "in.ddn"
@@ -293,7 +284,7 @@ def test_an_input_that_is_a_fifo_or_a_device_is_refused_at_once(
     out = tmp_path / ("o.ddn" if command == "encode" else "o.png")
     args = [command, source] if command == "info" else [command, source, "-o", out, "--model", tiny_model_path]
     start = time.perf_counter()
-    line = one_line(finished(*args, fifos=(source,) if kind == "FIFO" else ()), 1)
+    line = one_error_line(finished(*args, fifos=(source,) if kind == "FIFO" else ()), 1)
     assert line == f"ddncodec: error: {source}: not a regular file but a {kind} (use - for stdin or stdout)"
     assert time.perf_counter() - start < 2
     assert not out.exists()
@@ -308,7 +299,7 @@ def test_an_output_fifo_is_refused_instead_of_blocking(
     os.mkfifo(fifo)
     source = kodak_crop if command == "encode" else ddn_file
     result = finished(command, source, "-o", fifo, "--model", tiny_model_path, *force, fifos=(fifo,))
-    assert "not a regular file but a FIFO" in one_line(result, 1)
+    assert "not a regular file but a FIFO" in one_error_line(result, 1)
     assert fifo.is_fifo()
 
 
@@ -321,7 +312,7 @@ def test_an_output_fifo_inside_an_output_folder_is_refused(
     result = finished(
         "encode", kodak_crop, "-o", out, "--model", tiny_model_path, "--force", fifos=(out / f"{kodak_crop.stem}.ddn",)
     )
-    assert "not a regular file but a FIFO" in one_line(result, 1)
+    assert "not a regular file but a FIFO" in one_error_line(result, 1)
 
 
 @contextlib.contextmanager
@@ -345,7 +336,7 @@ def test_dev_stdout_into_a_pipe_and_devices_are_refused_with_a_pointer_to_dash(
     with stdout_into_a_pipe():
         result = finished("decode", ddn_file, "-o", output, "--force", "--model", tiny_model_path)
     kind = "FIFO" if output == "/dev/stdout" else "device"
-    line = one_line(result, 1)
+    line = one_error_line(result, 1)
     assert line.endswith(f"not a regular file but a {kind} (use - for stdin or stdout)")
 
 
@@ -362,7 +353,7 @@ def test_a_model_path_that_is_a_fifo_or_a_symlink_loop_is_a_model_error(
         (tmp_path / "other").symlink_to(model)
     out = tmp_path / "o.ddn"
     result = finished("encode", kodak_crop, "-o", out, "--model", model, fifos=(model,) if kind == "FIFO" else ())
-    line = one_line(result, 2)
+    line = one_error_line(result, 2)
     assert (
         "a FIFO, not a regular file" if kind == "FIFO" else "not found" if name == "m" else "symbolic links"
     ) in line
@@ -493,7 +484,7 @@ def test_a_hostile_model_file_is_one_line_and_exit_2(
     model = hostile_model(tmp_path / "bad.safetensors", edit)
     out = tmp_path / "o.ddn"
     start = time.perf_counter()
-    line = one_line(run("encode", kodak_crop, "-o", out, "--model", model, "--bpp", "0.5"), 2)
+    line = one_error_line(run("encode", kodak_crop, "-o", out, "--model", model, "--bpp", "0.5"), 2)
     assert time.perf_counter() - start < 2
     assert re.search(message, line), line
     assert len(line) < 500
@@ -528,7 +519,7 @@ def test_an_extra_4_gb_sparse_tensor_is_refused_by_name_without_reading_it(tmp_p
         f.truncate(8 + len(text) + len(data) + (4 << 30))  # a hole: no disk, no page read
     out = tmp_path / "o.ddn"
     start = time.perf_counter()
-    line = one_line(run("encode", TINY.parent / "kodak" / "kodim23_crop.png", "-o", out, "--model", path), 2)
+    line = one_error_line(run("encode", TINY.parent / "kodak" / "kodim23_crop.png", "-o", out, "--model", path), 2)
     assert time.perf_counter() - start < 2
     assert "unexpected ['junk']" in line
     assert not out.exists()
@@ -556,7 +547,7 @@ def test_filter_cells_must_fit_the_network(
     if fits:
         assert result.exit_code == 0, result.output
     else:
-        assert "does not fit the model" in one_line(result, 2)
+        assert "does not fit the model" in one_error_line(result, 2)
         assert not (tmp_path / "o.ddn").exists()
 
 
