@@ -99,7 +99,7 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _model_for(header: container.Header, spec: ModelSpec) -> CodecModel:
+def model_for(header: container.Header, spec: ModelSpec) -> CodecModel:
     """The model a file needs: ``spec`` if the file carries its fingerprint; else, if
     ``spec`` is a named model (the default, say), the named model that made the file, so
     the files of an earlier default still decode after a new one ships."""
@@ -1014,7 +1014,7 @@ def decode_pixels(
     """As ``decode``, returning (H, W, 3) uint8 pixels and the mode."""
     parsed = container.unpack(bytes(data), max_pixels)
     header = parsed.header
-    model = _model_for(header, "default" if model is None else model)
+    model = model_for(header, "default" if model is None else model)
     if header.layers > len(model.config.layers):
         msg = f"corrupt .ddn header: {header.layers} layers, the model has {len(model.config.layers)}"
         raise FormatError(msg)

@@ -1,6 +1,7 @@
 """The ``ddncodec`` command line: the group, its shared options and the one error rule
-here; the codec's own commands (encode, decode, info) in ``coding``, the research tools
-(train, train-filter, tune, bench, sample, guide, tree) in ``research``.
+here; the codec's own commands (encode, decode, info) in ``coding``, the photo-library
+commands (similar, index) in ``library``, the research tools (train, train-filter, tune,
+bench, sample, guide, tree) in ``research``.
 
 Exit codes (``exit_code``, the one rule): 0 ok, 1 usage, option or I/O error, 2 bad or
 corrupt input; every failure is one line on stderr naming the file, never a traceback."""
@@ -81,6 +82,6 @@ def main() -> None:
     """ddncodec: a learned image codec built on Discrete Distribution Networks."""
 
 
-from ddncodec.cli import coding, research  # noqa: E402  (registers the commands on main)
+from ddncodec.cli import coding, library, research  # noqa: E402  (registers the commands on main)
 
-__all__ = ["coding", "exit_code", "main", "research"]
+__all__ = ["coding", "exit_code", "library", "main", "research"]
