@@ -5,10 +5,11 @@ setup(
     version="0.1.0",
     description="A learned image codec built on Discrete Distribution Networks",
     packages=find_packages(include=["ddncodec", "ddncodec.*"]),
-    # The shipped model travels inside the package (ddncodec/models links to the top-level
-    # models/ in a checkout), and so do the published curves bench draws against.
+    # The shipped models travel inside the package (ddncodec/models links to the top-level
+    # models/ in a checkout): the default, and version 9 for the files it made; so do the
+    # published curves bench draws against.
     package_data={
-        "ddncodec": ["models/default.safetensors", "models/default.md"],
+        "ddncodec": ["models/default.safetensors", "models/default.md", "models/v9.safetensors", "models/v9.md"],
         "ddncodec.bench": ["published/kodak/*.json", "published/kodak/README.md"],
     },
     license="MIT",

@@ -600,6 +600,20 @@ def test_shipped_model_end_to_end(kodak_crop: Path) -> None:
     assert codec.psnr(np.asarray(image), pixels_of(kodak_crop), "RGB") > 18
 
 
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in models/")
+@pytest.mark.parametrize(("name", "psnr"), [("v9_q1.ddn", 22.74), ("v9_q5.ddn", 31.83)])
+def test_the_default_model_decodes_files_of_version_9(kodak_crop: Path, name: str, psnr: float) -> None:
+    """Files made by the version-9 default (its post-filter; at q5 its detail filter too) still
+    decode by name: the shipped version-9 model carries their fingerprints (the PSNR is what
+    that encoder reported)."""
+    import ddncodec
+
+    data = (Path(__file__).parent / "data" / name).read_bytes()
+    assert container.unpack(data).header.fingerprint != codec.load_model("default").fingerprint[:4]
+    decoded = np.asarray(ddncodec.decode(data))
+    assert codec.psnr(decoded, pixels_of(kodak_crop), "RGB") == pytest.approx(psnr, abs=0.05)
+
+
 def test_a_named_model_decodes_the_files_of_the_named_model_that_made_them(
     tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

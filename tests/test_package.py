@@ -38,6 +38,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     (wheel,) = work.glob("ddncodec-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ddncodec/models/default.safetensors" in names
+    assert "ddncodec/models/v9.safetensors" in names  # the files of the default before still decode
     assert "ddncodec/bench/published/kodak/bmshj2018-factorized.json" in names
 
     venv = work / "venv"
