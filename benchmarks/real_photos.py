@@ -9,6 +9,9 @@
   wall seconds (start-up included) and the peak resident memory of that process (``wait4``).
 - Threads: the same encode and decode of a ``--threads-size`` mosaic with ``--threads 1`` and
   ``--threads 2``, the speed-ups, and whether bytes and pixels agree.
+- A flat gray image of ``--flat-size`` (default 9984x9984: padded, just under the default pixel limit): the few bytes
+  it codes to are what a crafted all-"keep" file is, so its decode is the most work a file within
+  the limit can ask for.
 
 Run it on an idle machine; every number is printed and written to the report.
 """
@@ -100,7 +103,21 @@ def threads(photo: Path, work: Path) -> dict[str, object]:
     }
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, float]], threaded: dict[str, object], mp: float) -> str:
+def flat(size: tuple[int, int], work: Path) -> dict[str, float]:
+    """Bytes, and encode and decode seconds and peak MB, of a flat gray image of ``size``."""
+    png, ddn, out = work / "flat.png", work / "flat.ddn", work / "flat.out.png"
+    Image.new("RGB", size, (128, 128, 128)).save(png)
+    encode = run("encode", str(png), "-o", str(ddn), "-f", "--quiet")
+    decode = run("decode", str(ddn), "-o", str(out), "-f", "--quiet")
+    row = {"bytes": ddn.stat().st_size, "encode_s": encode[0], "encode_mb": encode[1]}
+    row |= {"decode_s": decode[0], "decode_mb": decode[1]}
+    print(f"flat {size[0]}x{size[1]}: {row}", flush=True)
+    return row
+
+
+def report(
+    args: argparse.Namespace, rows: list[dict[str, float]], threaded: dict[str, object], mp: float, plain: dict
+) -> str:
     seconds = threaded["seconds"]
     lines = [
         "# ddncodec on photo-sized images",
@@ -129,6 +146,11 @@ def report(args: argparse.Namespace, rows: list[dict[str, float]], threaded: dic
         ),
         "",
         f"Bytes identical: **{threaded['bytes_identical']}**; pixels identical: **{threaded['pixels_identical']}**.",
+        "",
+        f"## A flat {args.flat_size} image (default quality): the most a file within the pixel limit asks",
+        "",
+        f"{plain['bytes']:,} bytes. Encode {plain['encode_s']:.1f} s, {plain['encode_mb']:.0f} MB peak; "
+        f"decode {plain['decode_s']:.1f} s, {plain['decode_mb']:.0f} MB peak.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -144,6 +166,7 @@ def main() -> None:
     parser.add_argument("--size", default="6000x4000")
     parser.add_argument("--threads-size", default="4000x3000")
     parser.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
+    parser.add_argument("--flat-size", default="9984x9984")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real_photos.md"))
     args = parser.parse_args()
     if not list_images([args.photos]):
@@ -156,7 +179,8 @@ def main() -> None:
         mosaic(args.photos, _size(args.threads_size), work / "threads.png")
         rows = qualities(work / "photo.png", work, [int(q) for q in args.qualities.split(",")], mp)
         threaded = threads(work / "threads.png", work)
-    text = report(args, rows, threaded, mp)
+        plain = flat(_size(args.flat_size), work)
+    text = report(args, rows, threaded, mp, plain)
     args.out.write_text(text)
     print(text)
 
