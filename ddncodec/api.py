@@ -84,6 +84,11 @@ class Codec:
         """The image in a .ddn file's bytes or at its path (only its first ``layers`` layers if given)."""
         from ddncodec import codec
 
-        if not isinstance(data, bytes | bytearray | memoryview):
-            data = reading.read_regular(Path(data), reading.limit(self.max_pixels))
-        return codec.decode(bytes(data), self.model, layers, max_pixels=self.max_pixels, threads=self.threads)
+        source = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else Path(data)
+        return codec.decode(
+            reading.input_bytes(source, self.max_pixels),
+            self.model,
+            layers,
+            max_pixels=self.max_pixels,
+            threads=self.threads,
+        )

@@ -114,7 +114,7 @@ class Coder:
 
         s = self.settings
         result = codec.encode(
-            read(item.source, s.max_pixels),
+            reading.input_bytes(item.source, s.max_pixels),
             self.model,
             s.quality,
             bpp=s.bpp,
@@ -141,7 +141,7 @@ class Coder:
         from ddncodec import codec, container, imageio
 
         s = self.settings
-        data = read(item.source, s.max_pixels)
+        data = reading.input_bytes(item.source, s.max_pixels)
         header, _ = container.parse_header(data, s.max_pixels)
         imageio.check_fits(header.width, header.height, item.fmt)
         image = codec.decode(data, self.model, s.layers, max_pixels=s.max_pixels, threads=s.threads, progress=progress)
@@ -153,12 +153,6 @@ class Coder:
             raise InputError(msg) from exc
         lines = [f"{item.name} -> {item.target}: {image.width}x{image.height} {image.mode}"]
         return Coded(buffer.getvalue(), lines, 8 * len(data) / (header.width * header.height), None)
-
-
-def read(source: Path | bytes, max_pixels: int) -> bytes:
-    """A file's bytes, read only if it is a regular file and no larger than an input
-    within ``max_pixels`` can be (``reading``: a FIFO would block, a device never end)."""
-    return source if isinstance(source, bytes) else reading.read_regular(source, reading.limit(max_pixels))
 
 
 def _failure(exc: BaseException) -> Failure:
@@ -330,7 +324,7 @@ def _dispatch(
         while free and queue:
             i = queue.popleft()
             try:
-                shipped = replace(items[i], source=read(items[i].source, max_pixels))
+                shipped = replace(items[i], source=reading.input_bytes(items[i].source, max_pixels))
             except (DDNError, OSError) as exc:
                 yield i, _failure(exc)
                 continue

@@ -35,7 +35,7 @@ from PIL import Image
 from ddncodec import container, detail, entropy, imageio
 from ddncodec.context import code_lengths, parent_grid, parent_positions, static_lengths
 from ddncodec.data import to_tensor
-from ddncodec.errors import FormatError, InputError, OptionError
+from ddncodec.errors import FormatError, OptionError
 from ddncodec.ladder import MAX_DETAIL_STEP, QUALITIES, Rung
 from ddncodec.ladder import fallback as fallback_ladder
 from ddncodec.model import Candidates, Chooser, DDNConfig
@@ -304,15 +304,6 @@ def _spans(length: int, unit: int) -> list[tuple[int, int]]:
     return [(start, min(step, length - start)) for start in range(0, length, step)]
 
 
-def _padded_length(length: int, unit: int) -> int:
-    """Σ of ``_spans(length, unit)`` each padded to ``unit``, without listing the spans
-    (a hostile header may claim 10⁸ px a side)."""
-    parts = -(-length // TILE)
-    step = unit * -(-length // (parts * unit))
-    whole, rest = divmod(length, step)
-    return whole * step + -(-rest // unit) * unit
-
-
 def plan(width: int, height: int, unit: int) -> list[Tile]:
     """The tiles of an image, in raster order (the order of their symbols in every stream)."""
     return [Tile(t, left, h, w, unit) for t, h in _spans(height, unit) for left, w in _spans(width, unit)]
@@ -430,10 +421,11 @@ def _walk(
             chosen.append(idx)
         pixels = to_uint8(image)
         maps = [idx[0].numpy().astype(np.int64) for idx in chosen]
-        if filtering is Filtering.NONE:
-            _paste(canvas, t, pixels)
-            return maps, None
-        kept = (t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded))
+        kept = (
+            None
+            if filtering is Filtering.NONE
+            else (t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded))
+        )
         if filtering is Filtering.NOW:
             _filter_tile(model, canvas, kept)
             return maps, None
@@ -470,7 +462,7 @@ def _expect(model: CodecModel, width: int, height: int, tile_passes: int, detail
     """Tell ``progress`` how many tiles and strips the running encode or decode will report:
     each tile ``tile_passes`` times, each piece of the detail filter once if it runs."""
     tiles = len(plan(width, height, model.config.unit))
-    pieces = math.prod(-(-(-(-n // detail.BLOCK) * detail.BLOCK) // DETAIL_STRIP) for n in (width, height))
+    pieces = math.prod(-(-n // DETAIL_STRIP) for n in (width, height))  # DETAIL_STRIP is whole blocks
     _workers.total = tiles * tile_passes + pieces * detail_filtered
 
 
@@ -490,15 +482,6 @@ def layer_parents(config: DDNConfig, maps: Maps, layer: int, shapes: list[tuple[
         parent_grid(p, specs[layer - 1].cell if layer else 0, specs[layer].cell, shape)
         for p, shape in zip(previous, shapes, strict=True)
     ]
-
-
-def check_padded_pixels(width: int, height: int, unit: int, max_pixels: int) -> None:
-    """Refuse an image whose padded tiles exceed the pixel limit: work grows with padded
-    pixels, and a 200000×1 image pads to 32 rows."""
-    padded = _padded_length(width, unit) * _padded_length(height, unit)
-    if padded > max_pixels:
-        msg = f"a {width}x{height} image pads to {padded:,} pixels, over the limit of {max_pixels:,}"
-        raise InputError(msg)
 
 
 # ---------------------------------------------------------------- encode
@@ -643,7 +626,9 @@ def _with_detail(
     return detail.encode(levels), image, filtered
 
 
-DETAIL_STRIP = 512  # rows and columns the detail filter runs on at once, so its memory is bounded on any image
+DETAIL_STRIP = (
+    512  # rows and columns (whole 8 px blocks) the detail filter runs on at once: bounded memory on any image
+)
 DETAIL_MARGIN = 64  # px of context on each side of a piece: more than the filter's reach (10 convs 3×3 at 4 px)
 
 
@@ -1023,7 +1008,7 @@ def decode_pixels(
         msg = f"layers must be 1..{present} for this file, got {layers}"
         raise OptionError(msg)
     count = present if layers is None else layers
-    check_padded_pixels(header.width, header.height, model.config.unit, max_pixels)
+    imageio.check_padded(header.width, header.height, model.config.unit, max_pixels)
     if header.filtered and model.postfilter is None:
         msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
         raise FormatError(msg)

@@ -28,7 +28,7 @@ time, so their float working set does not grow with the image.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +106,18 @@ def _bands(rows: int) -> Iterator[slice]:
     return (slice(top, min(top + BAND_ROWS, rows)) for top in range(0, rows, BAND_ROWS))
 
 
-Runner = Callable[[Callable[[Any], Any], Sequence], Iterable]
-"""Runs a function over a list of bands or band numbers, giving the results in order
-(``map`` by default; the codec passes its workers')."""
+Runner = Callable[[Callable[[Any], Any], Sequence], list]
+"""Runs a function over a list of bands or band numbers and returns the results in order
+(``in_turn`` by default; the codec passes its workers')."""
+
+
+def in_turn(work: Callable[[Any], Any], items: Sequence) -> list:
+    """``work`` over ``items`` one after the other: a ``Runner``."""
+    return [work(item) for item in items]
 
 
 def apply(
-    pixels: np.ndarray, levels: np.ndarray, step: int, out: np.ndarray | None = None, run: Runner = map
+    pixels: np.ndarray, levels: np.ndarray, step: int, out: np.ndarray | None = None, run: Runner = in_turn
 ) -> np.ndarray:
     """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added, rounded to 8
     bits, into ``out`` if given (``pixels`` itself, say: a decoder keeps no second image),
@@ -125,8 +130,7 @@ def apply(
         detail = inverse(levels[:, band].astype(np.float64) * step, bottom - top, pixels.shape[1])
         out[top:bottom] = np.clip(np.round(pixels[top:bottom] + detail), 0, 255)
 
-    for _ in run(add, list(_bands(levels.shape[1]))):
-        pass
+    run(add, list(_bands(levels.shape[1])))
     return out
 
 
@@ -136,7 +140,7 @@ def coded_blocks(levels: np.ndarray) -> np.ndarray:
     return (levels != 0).any(axis=(0, 3))
 
 
-def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runner = map) -> np.ndarray:
+def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runner = in_turn) -> np.ndarray:
     """What the encoder codes: the levels of ``image`` minus ``decoded`` (both (H, W, 3) uint8),
     dead-zone quantised and then rate-distortion optimised (``optimise``), band by band
     through ``run``: the bands are independent once the class statistics are counted."""
@@ -152,19 +156,20 @@ def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runn
     def quantised(band: slice) -> None:
         levels[:, band] = quantise(coefficients(band), step)
 
-    for _ in run(quantised, bands):
-        pass
+    run(quantised, bands)
     # The dead-zone levels' classes read the block row above each band: kept before it changes.
     above = [None] + [levels[:, band.stop - 1].copy() for band in bands[:-1]]
-    tally = sum(run(lambda i: _tally(levels[:, bands[i]], _classes(levels[:, bands[i]], above[i])), range(len(bands))))
-    bits = _code_lengths(tally)
+
+    def counted(i: int) -> np.ndarray:
+        return _tally(levels[:, bands[i]], _classes(levels[:, bands[i]], above[i]))
+
+    bits = _code_lengths(sum(run(counted, range(len(bands)))))
 
     def optimised(i: int) -> None:
         plain = levels[:, bands[i]].copy()
         levels[:, bands[i]] = optimise(coefficients(bands[i]), plain, step, bits, _classes(plain, above[i]))
 
-    for _ in run(optimised, range(len(bands))):
-        pass
+    run(optimised, range(len(bands)))
     return levels
 
 

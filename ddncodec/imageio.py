@@ -46,7 +46,10 @@ def open_image(source: ImageSource, max_pixels: int, unit: int = 1) -> Image.Ima
                     image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
                 finally:
                     Image.MAX_IMAGE_PIXELS = bomb_limit
-            _check_size(name, image.width, image.height, unit, max_pixels)
+            if image.width * image.height > max_pixels:
+                msg = f"{name}: {image.width}x{image.height} is over the limit of {max_pixels:,} pixels"
+                raise InputError(msg)
+            check_padded(image.width, image.height, unit, max_pixels, name)
             upright = ImageOps.exif_transpose(image)
             upright.load()
             upright.info["n_frames"] = getattr(image, "n_frames", 1)
@@ -65,14 +68,15 @@ def open_image(source: ImageSource, max_pixels: int, unit: int = 1) -> Image.Ima
             image.close()
 
 
-def _check_size(name: str, width: int, height: int, unit: int, max_pixels: int) -> None:
-    """An InputError if the image, or once padded to multiples of ``unit``, is over ``max_pixels``."""
+def check_padded(width: int, height: int, unit: int, max_pixels: int, name: str = "") -> None:
+    """An InputError if the image, padded to multiples of ``unit`` (the model's), is over
+    ``max_pixels``: the codec's work and memory grow with padded pixels, and a 200000×1
+    image pads to 32 rows. (Tiles are multiples of ``unit`` but the last, so the padded
+    tiles of an axis add up to the axis padded to ``unit``.)"""
     padded = -(-width // unit) * unit * (-(-height // unit) * unit)
-    if width * height > max_pixels:
-        msg = f"{name}: {width}x{height} is over the limit of {max_pixels:,} pixels"
-        raise InputError(msg)
-    if padded > max_pixels:  # worded as codec.check_padded_pixels words it
-        msg = f"{name}: a {width}x{height} image pads to {padded:,} pixels, over the limit of {max_pixels:,}"
+    if padded > max_pixels:
+        where = f"{name}: " if name else ""
+        msg = f"{where}a {width}x{height} image pads to {padded:,} pixels, over the limit of {max_pixels:,}"
         raise InputError(msg)
 
 

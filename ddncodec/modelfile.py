@@ -77,13 +77,16 @@ def weights_of(network: DDN) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().contiguous() for name, p in network.named_parameters()}
 
 
-def build(config: DDNConfig, weights: dict[str, torch.Tensor]) -> DDN:
-    """Rebuild a network from its config and weights, refusing missing, extra or mis-shaped
-    tensors. It is built on the meta device and checked there, so a config that claims a
-    huge network allocates nothing unless its file really carries those weights, and no
-    time goes into a random initialisation the weights then overwrite."""
+def skeleton(config: DDNConfig) -> DDN:
+    """The network of ``config`` on the meta device: its parameters' names and shapes, with
+    nothing allocated (a config that claims a huge network costs nothing unless its file
+    really carries those weights) and no random initialisation the weights would overwrite."""
     with torch.device("meta"):
-        network = DDN(config)
+        return DDN(config)
+
+
+def build(network: DDN, weights: dict[str, torch.Tensor]) -> DDN:
+    """A ``skeleton`` filled with ``weights``, refusing missing, extra or mis-shaped tensors."""
     shapes = {name: tuple(p.shape) for name, p in network.named_parameters()}
     missing = sorted(set(shapes) - set(weights))
     extra = sorted(set(weights) - set(shapes))
@@ -249,7 +252,8 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
             meta = f.metadata() or {}
             config, card = _config_and_card(path, meta)
             configs = {key: _filter_config(path, key, meta, config) for key in _FILTERS}
-            tensors = _read_tensors(f, config, configs)
+            network = skeleton(config)
+            tensors = _read_tensors(f, network, config, configs)
     except _UNREADABLE as exc:
         msg = f"{path}: not a readable model file ({_reason(exc)})"
         raise ModelError(msg) from exc
@@ -266,9 +270,14 @@ def load(name_or_path: str | Path = DEFAULT_MODEL) -> CodecModel:
         msg = f"{path}: {_reason(exc)}"
         raise ModelError(msg) from exc
     _check_ladder_on_val(path, card)
-    network = build(config, tensors)
     return CodecModel(
-        network, priors, card, filters["postfilter"], rungs, filters["detailfilter"], origin=path.resolve()
+        build(network, tensors),
+        priors,
+        card,
+        filters["postfilter"],
+        rungs,
+        filters["detailfilter"],
+        origin=path.resolve(),
     )
 
 
@@ -323,12 +332,15 @@ def _filter_config(path: Path, key: str, meta: dict[str, str], config: DDNConfig
     return filter_config
 
 
-def _read_tensors(f: safe_open, config: DDNConfig, configs: dict[str, FilterConfig | None]) -> dict[str, torch.Tensor]:
-    """Every tensor of the file: read if the config expects its name and shape, else a
-    meta-device stand-in of its shape (nothing is read, so an unknown 4 GB tensor costs
-    nothing) that ``build``, ``_build_filter`` or ``_priors`` then refuses by name."""
+def _read_tensors(
+    f: safe_open, network: DDN, config: DDNConfig, configs: dict[str, FilterConfig | None]
+) -> dict[str, torch.Tensor]:
+    """Every tensor of the file: read if the ``skeleton`` ``network`` or a filter expects its
+    name and shape, else a meta-device stand-in of its shape (nothing is read, so an unknown
+    4 GB tensor costs nothing) that ``build``, ``_build_filter`` or ``_priors`` then refuses
+    by name."""
+    expected = {name: tuple(p.shape) for name, p in network.named_parameters()}
     with torch.device("meta"):
-        expected = {name: tuple(p.shape) for name, p in DDN(config).named_parameters()}
         for key, filter_config in configs.items():
             if filter_config is not None:
                 net = PostFilter(filter_config)

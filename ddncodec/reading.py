@@ -61,6 +61,12 @@ def read_regular(path: Path, most: int) -> bytes:
         return read_at_most(file, most, str(path))
 
 
+def input_bytes(source: Path | bytes, max_pixels: int) -> bytes:
+    """An input's bytes: as given, or a regular file's, no more than an input of at most
+    ``max_pixels`` pixels takes (``limit``)."""
+    return source if isinstance(source, bytes) else read_regular(source, limit(max_pixels))
+
+
 def read_at_most(stream: BinaryIO, most: int, name: str) -> bytes:
     """All of ``stream`` (called ``name`` in errors); an InputError (exit 2) as soon as it
     passes ``most`` bytes, of which at most ``most`` + 1 are read."""

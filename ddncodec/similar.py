@@ -71,7 +71,7 @@ def coarse(prefix: bytes, model: ModelSpec) -> np.ndarray:
     parsed = container.unpack(prefix)
     header = parsed.header
     maker = codec.model_for(header, model)  # as the decoder picks it: a former default's files too
-    codec.check_padded_pixels(header.width, header.height, maker.config.unit, container.DEFAULT_MAX_PIXELS)
+    imageio.check_padded(header.width, header.height, maker.config.unit, container.DEFAULT_MAX_PIXELS)
     count = min(len(parsed.streams), len(maker.config.layers))
     maps = codec.read_maps(parsed, maker, count)
     canvas = np.empty((header.height, header.width, 3), dtype=np.uint8)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddncodec import codec, container, entropy
+from ddncodec import codec, container, entropy, imageio
 from ddncodec.codec import Rung
 from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError, InputError, ModelError
@@ -418,9 +418,9 @@ def test_padded_pixels_are_held_to_the_pixel_limit(tiny_model: CodecModel) -> No
     assert codec.decode(data, tiny_model, max_pixels=32_000).size == (2000, 1)
     with pytest.raises(InputError, match="pads to 32,000 pixels, over the limit of 31,999"):
         codec.decode(data, tiny_model, max_pixels=31_999)
-    codec.check_padded_pixels(200_000, 1, 32, 6_400_000)  # 196 tiles of 32 rows
+    imageio.check_padded(200_000, 1, 32, 6_400_000)  # 196 tiles of 32 rows
     with pytest.raises(InputError, match="pads to 6,400,000 pixels"):
-        codec.check_padded_pixels(200_000, 1, 32, 6_399_999)
+        imageio.check_padded(200_000, 1, 32, 6_399_999)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (1, 17), (17, 1), (33, 20)])

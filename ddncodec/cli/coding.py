@@ -33,8 +33,7 @@ def _read_input(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes | Pat
 
 def _read_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """A .ddn input's bytes, bounded as ``_read_input``'s (an unreadable file is an I/O error, exit 1)."""
-    source = _read_input(path, max_pixels)
-    return source if isinstance(source, bytes) else reading.read_regular(source, reading.limit(max_pixels))
+    return reading.input_bytes(_read_input(path, max_pixels), max_pixels)
 
 
 def _is_folder(output: str) -> bool:
