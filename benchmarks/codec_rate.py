@@ -25,8 +25,8 @@ def ideal_bits(data: bytes, model: codec.CodecModel) -> float:
     parsed = container.unpack(data)
     maps = codec.read_maps(parsed, model)
     total = 0.0
-    for layer, grids in enumerate(maps):
-        parents = codec.layer_parents(model.config, maps, layer, [g.shape for g in grids])
+    for layer, grids in enumerate(maps.grids):
+        parents = codec.layer_parents(model.config, maps.grids, layer, [g.shape for g in grids])
         total += entropy.ideal_bits(grids, parents, model.priors.initial(layer, parsed.header.table_set))
     return total
 

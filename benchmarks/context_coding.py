@@ -59,7 +59,7 @@ def main() -> None:
             encoded = codec.encode_pixels(pixels, "RGB", model, codec.ladder(model)[quality - 1])
             parsed = container.unpack(encoded.data)
             header = parsed.header
-            maps = codec.read_maps(parsed, model)
+            maps = codec.read_maps(parsed, model).grids
             per_rung = [model.priors.probabilities(layer, header.table_set) for layer in range(len(maps))]
             totals += (8 * sum(header.lengths), static_bits(maps, per_rung), static_bits(maps, pooled))
             pixels_total += header.width * header.height

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ddncodec import codec
+from ddncodec.codec import encoder
 from ddncodec.data import list_images
 
 TARGETS = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -72,14 +73,14 @@ def searches(images: list[Path], model: codec.CodecModel) -> list[dict[str, obje
     """Per image and target: seconds of the --bpp encode; of the q5 encode and of the fixed
     encode at the quality whose rate is nearest the target; walks; bpp reached."""
     walks: list[codec.Rung] = []
-    code = codec._code
+    code = encoder.code
 
-    def counted(*args: object, **kwargs: object) -> object:  # (pixels, model, rung, ...) as codec._code takes them
+    def counted(*args: object, **kwargs: object) -> object:  # (pixels, model, rung, ...) as encoder.code takes them
         walks.append(args[2])
         return code(*args, **kwargs)
 
     rows = []
-    codec._code = counted  # count the search's walks without changing what it does
+    encoder.code = counted  # count the search's walks without changing what it does
     try:
         for path in images:
             image = Image.open(path)
@@ -113,7 +114,7 @@ def searches(images: list[Path], model: codec.CodecModel) -> list[dict[str, obje
                     flush=True,
                 )
     finally:
-        codec._code = code
+        encoder.code = code
     return rows
 
 

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ddncodec.errors import InputError
+from ddncodec.tensors import to_tensor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif"}
 
@@ -37,13 +38,6 @@ def load_rgb(path: Path) -> np.ndarray:
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         msg = f"{path}: cannot read image ({exc})"
         raise InputError(msg) from exc
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-0.5, 0.5] (gray = 0), the model's range."""
-    return (
-        torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2) / 255 - 0.5
-    )  # a copy: the input may be read-only
 
 
 class CropSampler:

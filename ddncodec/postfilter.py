@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddncodec.tensors import from_uint8, to_uint8  # noqa: F401 (re-exported for callers not yet moved)
+
 SCALE = 4  # px per trunk position; images are padded to a multiple of the DDN unit (32) already
 PACKED = 3 * SCALE * SCALE  # pixel channels after the pixel-unshuffle by SCALE
 
@@ -175,12 +177,3 @@ class PostFilter(nn.Module):
             raise ValueError(msg)
         state |= {name: own[name] for name in new_blocks}
         self.load_state_dict(state)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-0.5, 0.5] floats -> rounded 8-bit levels, as the decoder outputs them."""
-    return ((x + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
-
-
-def from_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 255 - 0.5

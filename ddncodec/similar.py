@@ -63,29 +63,15 @@ def coarse(prefix: bytes, model: ModelSpec) -> np.ndarray:
     post-filter (it sharpens cell borders a thumbnail averages away, and costs 10x the walk).
     Torch and the model load here, on the first walk: a search of an index with an image
     query needs neither."""
-    import torch
-
     from ddncodec import codec
-    from ddncodec.postfilter import to_uint8
 
     parsed = container.unpack(prefix)
     header = parsed.header
     maker = codec.model_for(header, model)  # as the decoder picks it: a former default's files too
     imageio.check_padded(header.width, header.height, maker.config.unit, container.DEFAULT_MAX_PIXELS)
     count = min(len(parsed.streams), len(maker.config.layers))
-    maps = codec.read_maps(parsed, maker, count)
-    canvas = np.empty((header.height, header.width, 3), dtype=np.uint8)
     with codec.workers(1):
-        for i, tile in enumerate(codec.plan(header.width, header.height, maker.config.unit)):
-            steps = maker.network.walk(
-                (1, *tile.padded), lambda layer, _, i=i: torch.from_numpy(maps[layer][i])[None], count
-            )
-            *_, (_, image) = steps
-            pixels = to_uint8(image)[0].permute(1, 2, 0).numpy()
-            canvas[tile.top : tile.top + tile.height, tile.left : tile.left + tile.width] = pixels[
-                : tile.height, : tile.width
-            ]
-    return canvas
+        return codec.decode_maps(codec.read_maps(parsed, maker, count), maker)
 
 
 def thumbnail(pixels: np.ndarray) -> np.ndarray:

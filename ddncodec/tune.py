@@ -27,6 +27,7 @@ from ddncodec import codec, container
 from ddncodec.codec import Rung
 from ddncodec.context import CONTEXTS, count_contexts
 from ddncodec.data import CropSampler, list_images, load_rgb
+from ddncodec.ladder import QUALITIES
 from ddncodec.model import DDN, Chooser
 from ddncodec.modelfile import CodecModel
 from ddncodec.options import TuneOptions
@@ -43,7 +44,7 @@ def tally(
     counts = [np.zeros((CONTEXTS, s.k), dtype=np.int64) for s in specs]
     for start in range(0, crops.shape[0], batch):
         target = crops[start : start + batch]
-        maps: codec.Maps = []  # per layer, per crop: as the codec's per tile
+        maps: codec.Grids = []  # per layer, per crop: as the codec's per tile
         for layer, (idx, _) in enumerate(network.walk((target.shape[0], *target.shape[-2:]), choose(target))):
             maps.append(list(idx.numpy().astype(np.int64)))
             parents = codec.layer_parents(network.config, maps, layer, [g.shape for g in maps[layer]])
@@ -124,7 +125,7 @@ def gap_under(point: Point, vertices: list[Point]) -> float:
     return 0.0
 
 
-def pick_rungs(points: list[Point], count: int = len(codec.QUALITIES), span: float = 80.0) -> list[Rung]:
+def pick_rungs(points: list[Point], count: int = len(QUALITIES), span: float = 80.0) -> list[Rung]:
     """``count`` rungs of the front at rates spread evenly in log-bpp over its top
     ``span``-fold range (lower rates look too poor to offer; 32-fold lost the rates under
     0.05 bpp once the model grew to 18 layers, 64-fold once its top rung reached 3.7 bpp

@@ -82,7 +82,7 @@ def fit_detail_filter(model: CodecModel, original: np.ndarray, steps: int = 80) 
 def maps_digest(data: bytes, model: CodecModel) -> str:
     maps = codec.read_maps(container.unpack(data), model)
     digest = hashlib.sha256()
-    for layer in maps:
+    for layer in maps.grids:
         for tile in layer:
             digest.update(np.ascontiguousarray(tile, dtype="<i8").tobytes())
     return digest.hexdigest()

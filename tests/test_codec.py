@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 
 from ddncodec import codec, container, entropy, imageio
-from ddncodec.codec import Rung
+from ddncodec.codec import Rung, encoder, tiles
 from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError, InputError, ModelError
+from ddncodec.ladder import fallback as fallback_ladder
 from ddncodec.modelfile import CodecModel, load
 from ddncodec.postfilter import FilterConfig, PostFilter
 from ddncodec.priors import Priors
@@ -65,7 +66,7 @@ def layer_ends(data: bytes) -> list[int]:
 def test_tiles_and_prefixes(tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With 64 px tiles the 256x192 crop is 12 tiles: they decode to the encoder's
     reconstruction, and every layer prefix of the stream decodes."""
-    monkeypatch.setattr(codec, "TILE", 64)
+    monkeypatch.setattr(tiles, "TILE", 64)
     assert len(codec.plan(256, 192, tiny_model.config.unit)) == 12
     result = codec.encode(kodak_crop, tiny_model, layers=3)
     assert np.array_equal(codec.decode_pixels(result.data, tiny_model)[0], result.pixels)
@@ -140,20 +141,15 @@ def test_effort_2_looks_ahead_for_more_psnr_at_the_same_rate(tiny_model: CodecMo
         assert np.array_equal(replayed, ahead.pixels)
 
 
-def decode_maps(data: bytes, model: CodecModel) -> tuple[codec.Maps, float]:
-    """A file's index maps, decoded layer by layer as ``codec.decode_pixels`` does, and
-    their ideal code length −Σ log2 p under the adaptive model."""
-    parsed = container.unpack(data)
-    tiles = codec.plan(parsed.header.width, parsed.header.height, model.config.unit)
-    maps: codec.Maps = []
+def decode_maps(data: bytes, model: CodecModel) -> tuple[codec.Grids, float]:
+    """A file's index grids, as ``codec.decode_pixels`` reads them, and their ideal code
+    length −Σ log2 p under the adaptive model."""
+    maps = codec.read_maps(container.unpack(data), model)
     ideal = 0.0
-    for layer, stream in enumerate(parsed.streams):
-        shapes = [codec.cells(t, model, layer) for t in tiles]
-        parents = codec.layer_parents(model.config, maps, layer, shapes)
-        initial = model.priors.initial(layer, parsed.header.table_set)
-        maps.append(entropy.decode(stream, shapes, parents, initial))
-        ideal += entropy.ideal_bits(maps[-1], parents, initial)
-    return maps, ideal
+    for layer, grids in enumerate(maps.grids):
+        parents = codec.layer_parents(model.config, maps.grids, layer, [g.shape for g in grids])
+        ideal += entropy.ideal_bits(grids, parents, model.priors.initial(layer, maps.table_set))
+    return maps.grids, ideal
 
 
 def test_code_length_within_one_percent_of_ideal(tiny_model: CodecModel) -> None:
@@ -186,7 +182,7 @@ def test_decoding_the_index_maps_needs_the_integers_only(
 
     monkeypatch.setattr(entropy, "encode", encode)
     monkeypatch.setattr(entropy, "decode", decode)
-    monkeypatch.setattr(codec, "TILE", 64)  # 12 tiles: the counts carry over tile boundaries too
+    monkeypatch.setattr(tiles, "TILE", 64)  # 12 tiles: the counts carry over tile boundaries too
     result = codec.encode(kodak_crop, tiny_model, 5)
 
     network = copy.deepcopy(tiny_model.network)
@@ -234,9 +230,9 @@ def test_a_bpp_search_just_under_a_rung_raises_its_lambda_without_walking_the_ru
     card = {**tiny_model.card, "ladder_on_val": [{"bpp": two}] * 7 + [{"bpp": three}]}
     laddered = tiny_model.replace(ladder=[[2, 0.0]] * 7 + [[3, 0.0]], card=card)
     walked: list[int] = []
-    code = codec._code
+    code = encoder.code
     monkeypatch.setattr(
-        codec, "_code", lambda pixels, model, rung, *a: walked.append(rung.layers) or code(pixels, model, rung, *a)
+        encoder, "code", lambda pixels, model, rung, *a: walked.append(rung.layers) or code(pixels, model, rung, *a)
     )
     target = 0.9 * three
     result = codec.encode(kodak_crop, laddered, bpp=target)
@@ -250,8 +246,8 @@ def test_a_models_own_ladder_is_used(tiny_model: CodecModel, kodak_crop: Path, t
     assert laddered.ladder[-1] == Rung(2, 500.0)
     assert codec.encode(kodak_crop, laddered, 8).rung == Rung(2, 500.0)
     assert codec.encode(kodak_crop, laddered, 8, layers=3).rung == Rung(3, 500.0)
-    assert codec.ladder(tiny_model) == codec.fallback_ladder(3)
-    assert codec.fallback_ladder(13)[-1] == Rung(13, 0.0)
+    assert codec.ladder(tiny_model) == fallback_ladder(3)
+    assert fallback_ladder(13)[-1] == Rung(13, 0.0)
     # The ladder is for encoding only: files of the laddered model decode with the plain one.
     assert laddered.fingerprint == tiny_model.fingerprint
     data = codec.encode(kodak_crop, laddered, 8).data
@@ -351,7 +347,7 @@ def filtered_model(model: CodecModel) -> CodecModel:
 def test_a_post_filter_runs_on_every_decoded_tile_on_both_sides(
     tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(codec, "TILE", 64)
+    monkeypatch.setattr(tiles, "TILE", 64)
     model = filtered_model(tiny_model)
     assert model.fingerprint != tiny_model.fingerprint
     calls: list[tuple[int, ...]] = []

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ddncodec import codec, container, detail
 from ddncodec.cli import main
-from ddncodec.codec import Rung
+from ddncodec.codec import Rung, detail_filter
 from ddncodec.container import Header
 from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError
@@ -100,8 +100,8 @@ def test_the_filter_runs_in_pieces_as_on_the_whole_image(
     net = filtered_model.detailfilter
     with torch.inference_mode():
         whole = to_uint8(net(to_tensor(decoded[None]), detail_flags(levels, net, decoded.shape[:2]), STEP))
-    monkeypatch.setattr(codec, "DETAIL_STRIP", 24)
-    pieces = codec._detail_filtered(filtered_model, decoded, levels, STEP)
+    monkeypatch.setattr(detail_filter, "DETAIL_STRIP", 24)
+    pieces = detail_filter.detail_filtered(filtered_model, decoded, levels, STEP)
     difference = np.abs(pieces.astype(int) - whole[0].permute(1, 2, 0).numpy())
     assert difference.max() <= 1 and (difference == 0).mean() > 0.999
     assert not np.array_equal(pieces, decoded)

@@ -27,6 +27,7 @@ import ddncodec
 from ddncodec import codec, container
 from ddncodec.atomic import write_atomically
 from ddncodec.cli import main
+from ddncodec.codec import tiles
 from ddncodec.errors import FormatError, InputError, ModelError
 from ddncodec.modelfile import CodecModel, load
 from ddncodec.postfilter import FilterConfig, PostFilter
@@ -45,7 +46,7 @@ def photo() -> Image.Image:
 
 @pytest.fixture()
 def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "TILE", 32)
+    monkeypatch.setattr(tiles, "TILE", 32)
 
 
 def cli(*args: str | Path) -> tuple[int, str]:
@@ -380,6 +381,7 @@ else:
     modelfile.save_file = save_file
 
 from ddncodec.cli import main
+from ddncodec.codec import tiles
 main(sys.argv[3:], prog_name="ddncodec")
 """
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from ddncodec import codec, container, tune
+from ddncodec.codec import tiles
 from ddncodec.filtertrain import attach, degrade, train
 from ddncodec.modelfile import CodecModel, half_precision, load
 from ddncodec.options import FilterTrainOptions
@@ -107,7 +108,7 @@ def side_filtered(model: CodecModel) -> CodecModel:
 def test_decode_runs_the_side_input_filter_exactly_as_the_encoder_did(
     tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(codec, "TILE", 64)  # several tiles: the flags are per tile
+    monkeypatch.setattr(tiles, "TILE", 64)  # several tiles: the flags are per tile
     model = side_filtered(tiny_model)
     path = tmp_path / "side.safetensors"
     model.save(path)
@@ -131,7 +132,7 @@ def test_decode_runs_the_side_input_filter_exactly_as_the_encoder_did(
     assert any(f.any() for f in seen) and not all(f.all() for f in seen)
     assert not np.array_equal(decoded, plain.pixels)  # the filter ran on the decode
     # Without its flags the same filter gives other pixels: decode really reads them.
-    monkeypatch.setattr(codec, "refined_flags", lambda chosen, cells, size: refined_flags([], cells, size))
+    monkeypatch.setattr(tiles, "refined_flags", lambda chosen, cells, size: refined_flags([], cells, size))
     assert not np.array_equal(codec.decode_pixels(forced, loaded)[0], decoded)
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 import ddncodec
 from ddncodec import codec, container
+from ddncodec.codec import detail_filter, tiles
 from ddncodec.errors import InputError
 from ddncodec.modelfile import CodecModel, load
 
@@ -35,8 +36,8 @@ def photo() -> Image.Image:
 @pytest.fixture()
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
     """64 px tiles and 48 px detail-filter pieces: (tiles, pieces) of ``photo``."""
-    monkeypatch.setattr(codec, "TILE", 64)
-    monkeypatch.setattr(codec, "DETAIL_STRIP", 48)
+    monkeypatch.setattr(tiles, "TILE", 64)
+    monkeypatch.setattr(detail_filter, "DETAIL_STRIP", 48)
     return 4 * 3, 6 * 4
 
 

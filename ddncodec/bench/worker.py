@@ -27,9 +27,9 @@ from PIL import Image
 
 from ddncodec.bench import metrics
 from ddncodec.bench.codecs import Codec, CodecPlan
-from ddncodec.codec import psnr
 from ddncodec.data import load_rgb
 from ddncodec.errors import DDNError
+from ddncodec.metrics import psnr
 
 PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")

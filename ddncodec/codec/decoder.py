@@ -1,0 +1,107 @@
+"""Decoding: a file's streams -> index maps -> the walk replayed -> filters and detail -> pixels.
+
+The decoder replays the stored indices through the same generator: it never takes an
+argmin, so float drift cannot desynchronise it. Every stream is decoded before the
+network runs, so a corrupt file costs no network time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ddncodec import container, detail, imageio
+from ddncodec.codec import workers
+from ddncodec.codec.detail_filter import detail_filtered, expect_steps
+from ddncodec.codec.maps import IndexMaps, read_maps
+from ddncodec.codec.models import ModelSpec, model_for
+from ddncodec.codec.tiles import Filtering, walk
+from ddncodec.codec.workers import Progress
+from ddncodec.errors import FormatError, OptionError
+from ddncodec.model import Chooser
+from ddncodec.modelfile import CodecModel
+
+
+def read_levels(parsed: container.Container) -> np.ndarray | None:
+    """The detail levels of a parsed file, in its version's layout; None if it has none."""
+    if parsed.detail is None:
+        return None
+    header = parsed.header
+    layout = detail.Layout.CHANNELS if header.legacy_detail else detail.Layout.ROWS
+    return detail.decode(parsed.detail, header.height, header.width, layout)
+
+
+def decode_maps(maps: IndexMaps, model: CodecModel, post_filter: bool = False) -> np.ndarray:
+    """The (H, W, 3) uint8 image the generator walks to along ``maps``, through the
+    model's post-filter if ``post_filter``."""
+    tiles = maps.tiles(model)
+
+    def chooser_for(i: int) -> Chooser:
+        return lambda layer, _options: torch.from_numpy(maps.grids[layer][i])[None]
+
+    filtering = Filtering.NOW if post_filter else Filtering.NONE
+    return walk(model, tiles, maps.layers, chooser_for, filtering).image
+
+
+def _checked_model(header: container.Header, spec: ModelSpec) -> CodecModel:
+    """The model that made the file, once the header's claims about it hold."""
+    model = model_for(header, spec)
+    if header.layers > len(model.config.layers):
+        msg = f"corrupt .ddn header: {header.layers} layers, the model has {len(model.config.layers)}"
+        raise FormatError(msg)
+    if header.filtered and model.postfilter is None:
+        msg = "corrupt .ddn header: the post-filter flag is set, and the model has no post-filter"
+        raise FormatError(msg)
+    if header.detail_filtered and model.detailfilter is None:
+        msg = "corrupt .ddn header: the file runs the detail filter, and the model has none"
+        raise FormatError(msg)
+    return model
+
+
+def decode(
+    data: bytes,
+    model: ModelSpec | None = None,
+    layers: int | None = None,
+    *,
+    max_pixels: int = container.DEFAULT_MAX_PIXELS,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Image.Image:
+    """A .ddn file's bytes -> Pillow image (RGB or L), coarser if ``layers`` is given or
+    the file was cut at a layer boundary; tiles and strips on ``threads`` workers (None:
+    every core; the pixels are the same for any count)."""
+    return imageio.from_pixels(
+        *decode_pixels(data, model, layers, max_pixels=max_pixels, threads=threads, progress=progress)
+    )
+
+
+def decode_pixels(
+    data: bytes,
+    model: ModelSpec | None = None,
+    layers: int | None = None,
+    *,
+    max_pixels: int = container.DEFAULT_MAX_PIXELS,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, str]:
+    """As ``decode``, returning (H, W, 3) uint8 pixels and the mode."""
+    parsed = container.unpack(bytes(data), max_pixels)
+    header = parsed.header
+    model = _checked_model(header, "default" if model is None else model)
+    present = len(parsed.streams)
+    if layers is not None and not 1 <= layers <= present:
+        msg = f"layers must be 1..{present} for this file, got {layers}"
+        raise OptionError(msg)
+    count = present if layers is None else layers
+    imageio.check_padded(header.width, header.height, model.config.unit, max_pixels)
+    maps = read_maps(parsed, model, count)
+    levels = read_levels(parsed) if count == header.layers else None
+    with workers.workers(threads, progress):
+        expect_steps(model, header.width, header.height, 1, levels is not None and header.detail_filtered)
+        pixels = decode_maps(maps, model, header.filtered)
+        if levels is not None:
+            detail.apply(pixels, levels, header.detail_step, out=pixels, run=workers.bands)
+            if header.detail_filtered:
+                pixels = detail_filtered(model, pixels, levels, header.detail_step)
+    return pixels, header.mode

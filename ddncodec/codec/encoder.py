@@ -1,0 +1,187 @@
+"""The encoder chain at one rung: walk -> index maps -> streams, post-filter on or off, detail layer.
+
+``code`` walks the image and entropy-codes the index maps; ``finish`` decides the
+post-filter (by PSNR: it rarely hurts, but at the top rungs it can) and adds the rung's
+detail layer, whose own filter is decided the same way. The file's post-filter flag
+changes no other byte, so the rate searches (``rate``) code many walks and finish one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ddncodec import container, detail, imageio
+from ddncodec.codec import workers
+from ddncodec.codec.choosing import LOOKAHEAD_LAMBDA, rate_aware
+from ddncodec.codec.detail_filter import detail_filtered
+from ddncodec.codec.maps import IndexMaps, write_maps
+from ddncodec.codec.models import table_set
+from ddncodec.codec.tiles import Filtering, Walked, plan, post_filtered, walk
+from ddncodec.ladder import Rung
+from ddncodec.metrics import psnr
+from ddncodec.model import Chooser
+from ddncodec.modelfile import CodecModel
+from ddncodec.tensors import to_tensor
+
+
+@dataclass
+class Encoded:
+    """A .ddn file and what the encoder knows about it."""
+
+    data: bytes
+    pixels: np.ndarray  # (H, W, 3) uint8: the reconstruction, exactly what decode returns
+    mode: str
+    psnr: float  # of the reconstruction against the input, in the output mode
+    rung: Rung
+    frames: int = 1  # frames in the input file; only the first is coded
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the whole file, header and checksum included."""
+        return 8 * len(self.data) / (self.width * self.height)
+
+    def image(self) -> Image.Image:
+        return imageio.from_pixels(self.pixels, self.mode)
+
+
+@dataclass
+class Coded:
+    """One encoder walk at one rung, entropy-coded: all of the file but the post-filter
+    flag, which changes no other byte (so a rate search can leave the filter out)."""
+
+    rung: Rung
+    maps: IndexMaps
+    walked: Walked
+    streams: list[bytes]
+
+    def data(
+        self,
+        model: CodecModel,
+        mode: str,
+        filtered: bool,
+        details: bytes = b"",
+        step: int = 0,
+        detail_filtered: bool = False,
+    ) -> bytes:
+        """The file, with the detail stream ``details`` of quantiser ``step`` if one is given
+        (decoded through the detail filter if ``detail_filtered``)."""
+        lengths = tuple(len(s) for s in self.streams)
+        fingerprint = model.file_fingerprint(detail_filtered)
+        header = container.Header(
+            fingerprint,
+            self.maps.width,
+            self.maps.height,
+            mode,
+            self.maps.table_set,
+            lengths,
+            filtered,
+            step,
+            len(details),
+            detail_filtered,
+        )
+        return container.pack(header, self.streams, details)
+
+
+def _walk_rung(
+    pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None, effort: int, filtering: Filtering
+) -> tuple[IndexMaps, Walked]:
+    """Walk (H, W, 3) uint8 pixels at ``rung``, choosing with ``effort`` (``choosing.EFFORTS``)
+    for table set ``tables`` (default: the rung's own)."""
+    height, width = pixels.shape[:2]
+    unit = model.config.unit
+    tiles = plan(width, height, unit)
+    tables = table_set(model, rung) if tables is None else tables
+
+    def chooser_for(i: int) -> Chooser:
+        t = tiles[i]
+        target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
+        if effort > 1:
+            return rate_aware(target, model, rung.lam * LOOKAHEAD_LAMBDA, tables, lookahead=rung.layers)
+        return rate_aware(target, model, rung.lam, tables)
+
+    walked = walk(model, tiles, rung.layers, chooser_for, filtering)
+    return IndexMaps(width, height, tables, walked.grids), walked
+
+
+def encode_maps(
+    pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1
+) -> IndexMaps:
+    """The index maps the encoder chooses for (H, W, 3) uint8 pixels at ``rung``."""
+    with workers.workers():
+        return _walk_rung(pixels, model, rung, tables, effort, Filtering.NONE)[0]
+
+
+def code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1) -> Coded:
+    """Walk (H, W, 3) uint8 pixels at ``rung`` and entropy-code the index maps with table
+    set ``tables`` (default: the rung's own), choosing with ``effort``."""
+    filtering = Filtering.NONE if model.postfilter is None else Filtering.LATER
+    maps, walked = _walk_rung(pixels, model, rung, tables, effort, filtering)
+    return Coded(rung, maps, walked, write_maps(maps, model))
+
+
+def post_filter_choice(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> tuple[np.ndarray, bool]:
+    """What the decoder makes of a coded walk, and whether it runs the post-filter: the
+    encoder's choice per file (it rarely hurts, but at the top rungs it can)."""
+    walked = coded.walked
+    if model.postfilter is None or not walked.kept:  # no filter, or already decided (``image`` is the choice)
+        return walked.image, walked.filtered
+    smooth = post_filtered(model, walked)
+    if psnr(smooth, pixels, mode) > psnr(walked.image, pixels, mode):
+        walked.image, walked.filtered = smooth, True
+    walked.kept = []  # the filter's inputs: no longer needed, and as large as the image
+    return walked.image, walked.filtered
+
+
+def with_detail(
+    pixels: np.ndarray, mode: str, decoded: np.ndarray, step: int, model: CodecModel
+) -> tuple[bytes, np.ndarray, bool]:
+    """The detail stream at ``step`` for a decoded DDN image, the image it decodes to, and
+    whether that runs the model's detail filter (the encoder's choice: where it helps).
+    A gray image's chroma is left alone: the decoder returns the mean of the channels."""
+    levels = detail.residual_levels(pixels, decoded, step, run=workers.bands)
+    if mode == "L":
+        levels[1:] = 0
+    image, filtered = detail.apply(decoded, levels, step, run=workers.bands), False
+    if model.detailfilter is not None:
+        smooth = detail_filtered(model, image, levels, step)
+        if psnr(smooth, pixels, mode) > psnr(image, pixels, mode):
+            image, filtered = smooth, True
+    return detail.encode(levels), image, filtered
+
+
+def file(
+    coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel, decoded: np.ndarray, filtered: bool, step: int
+) -> Encoded:
+    """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
+    details, detail_on = b"", False
+    if step:
+        details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model)
+    data = coded.data(model, mode, filtered, details, step, detail_on)
+    rung = Rung(coded.rung.layers, coded.rung.lam, step)
+    return Encoded(data, decoded, mode, psnr(decoded, pixels, mode), rung)
+
+
+def finish(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:
+    """The file of a coded walk: post-filter on if it helps, then the rung's detail layer."""
+    decoded, filtered = post_filter_choice(coded, pixels, mode, model)
+    return file(coded, pixels, mode, model, decoded, filtered, coded.rung.detail)
+
+
+def encode_pixels(
+    pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1
+) -> Encoded:
+    """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode. ``tables``
+    overrides the rung's own entropy table set (``models.table_set``); ``effort`` is one of
+    ``choosing.EFFORTS``."""
+    return finish(code(pixels, model, rung, tables, effort), pixels, mode, model)

@@ -1,0 +1,104 @@
+"""The threads an encode or decode runs its tiles, strips and bands on, and its progress."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+import torch
+
+from ddncodec.errors import OptionError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Progress = Callable[[int, int | None], None]
+"""Called with the tiles and strips done so far and the count expected (None: unknown,
+as in a ``--bpp`` search) as each one finishes."""
+
+
+class _Workers(threading.local):
+    """The running encode or decode's workers, per calling thread (None: one at a time)."""
+
+    active = False
+    pool: ThreadPoolExecutor | None = None
+    progress: Progress | None = None
+    done = 0
+    total: int | None = None
+
+
+_workers = _Workers()
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch on ``count`` threads, then the caller's setting again."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def workers(threads: int | None = None, progress: Progress | None = None) -> Iterator[None]:
+    """Run the codec's tiles and strips on ``threads`` workers (None: every core), each
+    with torch on one thread, reporting each one done to ``progress``; then restore the
+    caller's torch setting. Nested calls run on the outer call's workers.
+
+    oneDNN picks convolution kernels, and with them the order of float sums, by thread
+    count and batch size; a last-bit difference can flip a pixel's 8-bit rounding. One
+    thread per op and one tile at a time make the bytes and pixels the same whatever the
+    worker count and the caller's thread count, and the decode equal to the encoder's
+    reconstruction."""
+    if _workers.active:
+        yield
+        return
+    count = (os.cpu_count() or 1) if threads is None else threads
+    if count < 1:
+        msg = f"threads must be at least 1, got {count}"
+        raise OptionError(msg)
+    _workers.active, _workers.progress, _workers.done, _workers.total = True, progress, 0, None
+    _workers.pool = ThreadPoolExecutor(count, thread_name_prefix="ddncodec") if count > 1 else None
+    try:
+        with torch_threads(1), torch.inference_mode():
+            yield
+    finally:
+        pool, _workers.pool, _workers.active, _workers.progress = _workers.pool, None, False, None
+        if pool is not None:
+            pool.shutdown()
+
+
+def expect(total: int) -> None:
+    """Tell ``progress`` how many tiles and strips the running encode or decode will report."""
+    _workers.total = total
+
+
+def each(work: Callable[[T], R], items: Iterable[T], counted: bool = True) -> list[R]:
+    """``work`` over ``items``, results in order, on the running workers if there are
+    several; each item one step of ``progress`` if ``counted``."""
+
+    def run(item: T) -> R:
+        with torch.inference_mode():  # a thread-local mode: each worker enters it
+            return work(item)
+
+    items = list(items)
+    pool, progress = _workers.pool, _workers.progress
+    results = []
+    for result in (map if pool is None or len(items) < 2 else pool.map)(run, items):
+        results.append(result)
+        if counted:
+            _workers.done += 1
+            if progress is not None:
+                progress(_workers.done, _workers.total)
+    return results
+
+
+def bands(work: Callable[[T], R], items: list[T]) -> list[R]:
+    """The detail layer's bands on the workers (not steps of ``progress``: they are quick)."""
+    return each(work, items, counted=False)
