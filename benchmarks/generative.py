@@ -7,7 +7,7 @@ For every image of the folder (PSNR-RGB on 8-bit output, mean of per-image value
   colorize  guided colorisation of the luminance vs the grayscale input itself
   inpaint   guided fill of a centred (W/4 x H/4) hole vs a blur fill (normalised Gaussian
             convolution of the known pixels), PSNR inside the hole only
-Every DDN output keeps its condition (see ``generate.guide_task``); "consistency" is the
+Every DDN output keeps its condition (see ``guided.guide_task``); "consistency" is the
 super-resolved image downsampled against its input. MS-SSIM is reported beside PSNR.
 ``--figure`` writes input / baseline / DDN / truth crops of the first image.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddncodec import generate
+from ddncodec import generate, guided
 from ddncodec.bench.metrics import ms_ssim
 from ddncodec.data import list_images, load_rgb
 from ddncodec.modelfile import load
@@ -50,7 +50,7 @@ def blur_fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     of the hole's shorter side, fixed in advance, not tuned)."""
     x = generate.from_image(Image.fromarray(image))
     hole_t = torch.from_numpy(hole).float()[None, None]
-    filled = generate.spread_into(x, 1 - hole_t, generate.hole_sigma(hole_t))
+    filled = guided.spread_into(x, 1 - hole_t, guided.hole_sigma(hole_t))
     return np.asarray(generate.to_image(torch.where(hole_t.bool(), filled, x)))
 
 
@@ -68,17 +68,17 @@ def measure(model, image: np.ndarray, scale: int, samples: int) -> tuple[dict[st
     out: dict[str, np.ndarray] = {"truth": truth}
 
     low = full.reduce(scale)
-    sr = np.asarray(generate.guide_task(model, "superres", low, scale=scale, samples=samples))
+    sr = np.asarray(guided.guide_task(model, "superres", low, scale=scale, samples=samples))
     bicubic = np.asarray(low.resize(full.size, Image.BICUBIC))
     row |= {"sr_ddn": psnr(sr, truth), "sr_bicubic": psnr(bicubic, truth)}
     row |= {"sr_ddn_ms": msssim(sr, truth), "sr_bicubic_ms": msssim(bicubic, truth)}
     row["sr_consistency"] = psnr(np.asarray(Image.fromarray(sr).reduce(scale)), np.asarray(low))
-    first = np.asarray(generate.guide_task(model, "superres", low, scale=scale, samples=samples, layers=1))
+    first = np.asarray(guided.guide_task(model, "superres", low, scale=scale, samples=samples, layers=1))
     row["sr_first_layer"] = psnr(first, truth)  # what the layers after the first add: the gap to sr_ddn
     out |= {"sr_input": np.asarray(low.resize(full.size, Image.NEAREST)), "sr_baseline": bicubic, "sr_ddn": sr}
 
     gray = full.convert("L")
-    color = np.asarray(generate.guide_task(model, "colorize", gray, samples=samples))
+    color = np.asarray(guided.guide_task(model, "colorize", gray, samples=samples))
     gray_rgb = np.asarray(gray.convert("RGB"))
     row |= {"col_ddn": psnr(color, truth), "col_gray": psnr(gray_rgb, truth)}
     row |= {"col_ddn_ms": msssim(color, truth), "col_gray_ms": msssim(gray_rgb, truth)}
@@ -86,7 +86,7 @@ def measure(model, image: np.ndarray, scale: int, samples: int) -> tuple[dict[st
 
     mask = centred_hole(width, height)
     hole = np.asarray(mask) >= 128
-    filled = np.asarray(generate.guide_task(model, "inpaint", full, mask, samples=samples))
+    filled = np.asarray(guided.guide_task(model, "inpaint", full, mask, samples=samples))
     blurred = blur_fill(truth, hole)
     row |= {"inp_ddn": psnr(filled, truth, hole), "inp_blur": psnr(blurred, truth, hole)}
     row |= {"inp_ddn_ms": msssim(filled, truth), "inp_blur_ms": msssim(blurred, truth)}
@@ -158,7 +158,7 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, model, s
         'shorter side / 4); PSNR inside the hole only. "SR consist." is the DDN output downsampled',
         'against its input; "SR layer 1 only" the same guided walk stopped after its first layer (then',
         "projected the same way): what the other layers add is the gap between it and the DDN column.",
-        f"Every guided choice also pays {generate.PRIOR_WEIGHT:g} per bit of its symbol under the model's priors.",
+        f"Every guided choice also pays {guided.PRIOR_WEIGHT:g} per bit of its symbol under the model's priors.",
         "",
         "| | " + " | ".join(heads) + " |",
         "|---|" + "---|" * len(heads),

@@ -18,10 +18,10 @@ from ddncodec.container import DEFAULT_MAX_PIXELS
 from ddncodec.errors import DDNError, FormatError, InputError, ModelError, OptionError
 
 if TYPE_CHECKING:
-    import numpy as np
     from PIL import Image
 
     from ddncodec.api import Codec
+    from ddncodec.imageio import ImageSource
     from ddncodec.modelfile import CodecModel
 
 try:
@@ -54,7 +54,7 @@ def __getattr__(name: str) -> object:
 
 
 def encode(
-    image: Image.Image | np.ndarray | str | os.PathLike | bytes,
+    image: ImageSource,
     quality: int | None = None,
     *,
     bpp: float | None = None,
@@ -77,7 +77,7 @@ def encode(
 
 
 def decode(
-    data: bytes | str | os.PathLike,
+    data: bytes | bytearray | memoryview | str | os.PathLike,
     *,
     layers: int | None = None,
     model: str | os.PathLike | CodecModel | None = None,

@@ -13,29 +13,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ddncodec import reading
+from ddncodec import imageio, reading
 from ddncodec.container import DEFAULT_MAX_PIXELS
-from ddncodec.errors import InputError
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from ddncodec.modelfile import CodecModel
-
-
-def from_array(array: np.ndarray) -> Image.Image:
-    """A uint8 array (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA as a Pillow image."""
-    from PIL import Image
-
-    modes = {2: "L", 3: "RGB", 4: "RGBA"}
-    channels = 2 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
-    mode = modes.get(channels)
-    if array.dtype != np.uint8 or mode is None or min(array.shape[:2], default=0) < 1:
-        msg = f"an image array must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4); got {array.dtype} {array.shape}"
-        raise InputError(msg)
-    return Image.fromarray(np.ascontiguousarray(array), mode)
 
 
 class Codec:
@@ -57,7 +41,7 @@ class Codec:
 
     def encode(
         self,
-        image: Image.Image | np.ndarray | str | os.PathLike | bytes,
+        image: imageio.ImageSource,
         quality: int | None = None,
         *,
         bpp: float | None = None,
@@ -67,9 +51,8 @@ class Codec:
         """The .ddn bytes of an image: a Pillow image, a uint8 array, a path or a file's bytes."""
         from ddncodec import codec
 
-        source = from_array(image) if isinstance(image, np.ndarray) else image
         encoded = codec.encode(
-            source,
+            image,
             self.model,
             quality,
             bpp=bpp,
@@ -80,11 +63,19 @@ class Codec:
         )
         return encoded.data
 
-    def decode(self, data: bytes | str | os.PathLike, *, layers: int | None = None) -> Image.Image:
+    def decode(
+        self, data: bytes | bytearray | memoryview | str | os.PathLike, *, layers: int | None = None
+    ) -> Image.Image:
         """The image in a .ddn file's bytes or at its path (only its first ``layers`` layers if given)."""
         from ddncodec import codec
 
-        source = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else Path(data)
+        if isinstance(data, bytes | bytearray | memoryview):
+            source: bytes | Path = bytes(data)
+        elif isinstance(data, str | os.PathLike):
+            source = Path(os.fsdecode(data))
+        else:
+            msg = f"a .ddn file must be given as its bytes or its path, not {imageio.describe(data)}"
+            raise TypeError(msg)
         return codec.decode(
             reading.input_bytes(source, self.max_pixels),
             self.model,

@@ -52,6 +52,9 @@ def remove_stale_temps(path: Path) -> None:
                     os.unlink(entry.path)
 
 
+_EXISTS = "already exists (use --force to overwrite)"
+
+
 class OutputError(OSError):
     """An output path that cannot be written as asked (exit code 1 at the CLI)."""
 
@@ -69,8 +72,9 @@ def target_of(path: Path) -> Path:
 
 def write_atomically(path: Path, write: Callable[[Path], object], overwrite: bool = True) -> None:
     """``write(tmp_path)`` then publish it at ``path`` (see the module docstring), after
-    removing what killed writers of ``path`` left behind."""
-    path = target_of(path)
+    removing what killed writers of ``path`` left behind. An OSError names ``path``, the
+    file the caller asked for, never the temporary file (``_about``)."""
+    asked, path = path, target_of(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -80,26 +84,41 @@ def write_atomically(path: Path, write: Callable[[Path], object], overwrite: boo
             msg = f"{path}: not a regular file, device or pipe; refusing to replace it"
             raise OutputError(msg)
         if not overwrite:
-            raise FileExistsError(errno.EEXIST, "already exists (use --force to overwrite)", str(path))
+            raise FileExistsError(errno.EEXIST, _EXISTS, str(path))
         tmp = Path(tempfile.mkstemp(prefix=".ddncodec-")[1])
-        try:
-            write(tmp)
-            with path.open("wb") as sink:  # a device or pipe: stream into it
-                sink.write(tmp.read_bytes())
-        finally:
-            tmp.unlink(missing_ok=True)
-        return
-    remove_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        publish = _stream_into
+    else:
+        remove_stale_temps(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        publish = os.replace if overwrite else _link
     try:
         write(tmp)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if the name appeared meanwhile: no silent loss
-            except FileExistsError as exc:
-                msg = f"{path}: already exists (use --force to overwrite)"
-                raise FileExistsError(errno.EEXIST, msg) from exc
+        publish(tmp, path)
+    except OSError as exc:
+        raise _about(exc, tmp, asked) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _stream_into(tmp: Path, path: Path) -> None:
+    """A device or pipe at ``path``: the written bytes streamed into it."""
+    with path.open("wb") as sink:
+        sink.write(tmp.read_bytes())
+
+
+def _link(tmp: Path, path: Path) -> None:
+    """``tmp`` published at ``path`` only if nothing is there yet: of two racing writers
+    without ``overwrite``, the second fails instead of silently replacing the first."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError as exc:
+        raise FileExistsError(errno.EEXIST, _EXISTS, str(path)) from exc
+
+
+def _about(exc: OSError, tmp: Path, path: Path) -> OSError:
+    """``exc`` naming ``path`` where it named the temporary file ``tmp`` (a read-only
+    folder: ``.x.png.tmp123: Read-only file system``) or no file at all (a full disk fails
+    a write(), which knows no name). An error about some other file stays as it is."""
+    if exc.filename not in (None, str(tmp)):
+        return exc
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))

@@ -9,41 +9,74 @@ transparency is refused with a clear error. Float images (F) are refused.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
+from collections.abc import Sized
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ddncodec.errors import InputError
+from ddncodec.errors import InputError, OptionError
 
 _GRAY_16 = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _ALPHA = {"RGBA": "RGB", "RGBa": "RGB", "LA": "L", "La": "L", "PA": "RGB"}
 
-ImageSource = Image.Image | str | os.PathLike | bytes
+ImageSource = Image.Image | np.ndarray | str | os.PathLike | bytes | bytearray | memoryview
+_BYTES = bytes | bytearray | memoryview
+
+
+def describe(value: object) -> str:
+    """A value in a few words for an error message: its type, and an array's shape and
+    dtype or a sequence's length, never its contents (which may run to megabytes)."""
+    kind = type(value).__qualname__
+    if type(value).__module__ != "builtins":
+        kind = f"{type(value).__module__.partition('.')[0]}.{kind}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{kind} of shape {tuple(value.shape)}, dtype {value.dtype}"
+    if isinstance(value, Sized):
+        return f"{kind} of length {len(value)}"
+    return kind
+
+
+def from_array(array: np.ndarray) -> Image.Image:
+    """A uint8 array (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA as a Pillow image."""
+    modes = {2: "L", 3: "RGB", 4: "RGBA"}
+    channels = 2 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
+    mode = modes.get(channels)
+    if array.dtype != np.uint8 or mode is None or min(array.shape[:2], default=0) < 1:
+        msg = f"an image array must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4); got {describe(array)}"
+        raise InputError(msg)
+    return Image.fromarray(np.ascontiguousarray(array), mode)
 
 
 def open_image(source: ImageSource, max_pixels: int, unit: int = 1) -> Image.Image:
-    """A loaded, upright Pillow image from a path, encoded bytes or an Image; the first
-    frame of a multi-frame file, with the file's frame count in ``info["n_frames"]``.
-    Its size padded to multiples of ``unit`` (the model's: the codec's work and memory
-    grow with padded pixels) must be within ``max_pixels``, checked from the header alone,
-    before any pixel is decoded: a 68-byte PNG may claim 16x6,000,000 px.
-    A file that cannot be opened raises OSError (an I/O error, not bad input)."""
-    named = not isinstance(source, Image.Image | bytes)
-    name = str(source) if named else "image"
+    """A loaded, upright Pillow image from a path, encoded bytes, a uint8 array or an
+    Image; the first frame of a multi-frame file, with the file's frame count in
+    ``info["n_frames"]``. Its size padded to multiples of ``unit`` (the model's: the
+    codec's work and memory grow with padded pixels) must be within ``max_pixels``,
+    checked from the header alone, before any pixel is decoded: a 68-byte PNG may claim
+    16x6,000,000 px. A file that cannot be opened raises OSError (an I/O error, not bad
+    input); anything else than these sources, a TypeError that describes it."""
+    if not isinstance(source, Image.Image | np.ndarray | str | os.PathLike | _BYTES):
+        msg = f"an image must be a Pillow image, a uint8 array, a path or a file's bytes, not {describe(source)}"
+        raise TypeError(msg)
+    named = isinstance(source, str | os.PathLike)
+    name = os.fsdecode(source) if named else "image"
     image = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings would add stderr lines; errors still raise
             if isinstance(source, Image.Image):
                 image = source
+            elif isinstance(source, np.ndarray):
+                image = from_array(source)
             else:
                 bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit applies, next line
                 try:
-                    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+                    image = Image.open(io.BytesIO(source) if isinstance(source, _BYTES) else Path(os.fsdecode(source)))
                 finally:
                     Image.MAX_IMAGE_PIXELS = bomb_limit
             if image.width * image.height > max_pixels:
@@ -118,6 +151,35 @@ def to_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
             msg = f"cannot convert a {mode} image to RGB ({exc})"
             raise InputError(msg) from exc
     return np.repeat(gray[:, :, None], 3, axis=2), "L"
+
+
+def output_format(path: Path) -> str:
+    """The Pillow format an output image path's suffix names, checked before any work: an
+    OptionError (exit 1) for a suffix Pillow does not know, a format it cannot write an
+    8-bit RGB image in (.xbm, .psd, ...), or .ddn (``ddncodec encode`` makes those)."""
+    suffix = path.suffix.lower()
+    if suffix == ".ddn":
+        msg = f"{path}: an image output, not a .ddn file (name it .png, .webp, ...; ddncodec encode makes .ddn files)"
+        raise OptionError(msg)
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None:
+        msg = f"{path}: unknown image file extension (use .png)"
+        raise OptionError(msg)
+    if not _writes_rgb(fmt):
+        msg = f"{path}: Pillow cannot write an RGB image as {fmt} (use .png)"
+        raise OptionError(msg)
+    return fmt
+
+
+@functools.cache
+def _writes_rgb(fmt: str) -> bool:
+    """Whether Pillow writes an 8-bit RGB image in ``fmt``: tried on one pixel, since many
+    formats it reads it cannot write (no writer, or one for other modes only)."""
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+    except Exception:  # a writer's refusal: KeyError (none), OSError, ValueError (the mode)
+        return False
+    return True
 
 
 # The largest side each output format can hold (Pillow's writers, or the format itself).

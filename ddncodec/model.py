@@ -48,6 +48,47 @@ class LayerSpec:
     out_stride: int  # px per residual sample before bilinear upsampling (1 = full resolution)
 
 
+def _check_layer_sizes(index: int, spec: LayerSpec) -> None:
+    """Integers that fit together: the trunk's stride divides the cell, the residual's divides the trunk's."""
+    integers = all(isinstance(v, int) and not isinstance(v, bool) for v in dataclasses.astuple(spec))
+    if not (
+        integers
+        and min(spec.cell, spec.stride, spec.out_stride, spec.channels) > 0
+        and spec.k >= 2
+        and spec.stride % spec.out_stride == 0
+        and spec.cell % spec.stride == 0
+        and spec.blocks >= 0
+    ):
+        msg = (
+            f"layer {index}: need integers, k >= 2, sizes > 0, stride % out_stride == 0, cell % stride == 0; got {spec}"
+        )
+        raise ValueError(msg)
+
+
+def _check_layer_limits(index: int, spec: LayerSpec) -> None:
+    """Sane maxima, checked before anything is built: a model file is input too."""
+    if spec.cell > MAX_CELL or spec.k > MAX_K or spec.channels > MAX_CHANNELS or spec.blocks > MAX_BLOCKS:
+        msg = f"layer {index}: over the limits (cell <= {MAX_CELL}, k <= {MAX_K}, channels <= {MAX_CHANNELS}, blocks <= {MAX_BLOCKS}); got {spec}"
+        raise ValueError(msg)
+
+
+def _check_layer_count(layers: tuple[LayerSpec, ...]) -> None:
+    """At least one layer, and no more than the header's layer byte can count."""
+    if not layers:
+        msg = "a DDN needs at least one layer"
+        raise ValueError(msg)
+    if len(layers) > MAX_LAYERS:
+        msg = f"a DDN has at most {MAX_LAYERS} layers, got {len(layers)}"
+        raise ValueError(msg)
+
+
+def _check_chain_dropout(dropout: object) -> None:
+    """A probability, given as a number: a bool or a string in a model file is refused, not coerced."""
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout <= 1:
+        msg = f"chain_dropout must be a probability, got {dropout!r}"
+        raise ValueError(msg)
+
+
 @dataclass(frozen=True)
 class DDNConfig:
     """Everything needed to rebuild the network; saved inside every model file."""
@@ -58,36 +99,14 @@ class DDNConfig:
     def __post_init__(self) -> None:
         layers = tuple(s if isinstance(s, LayerSpec) else LayerSpec(**s) for s in self.layers)
         object.__setattr__(self, "layers", layers)
-        if not layers:
-            msg = "a DDN needs at least one layer"
-            raise ValueError(msg)
-        if len(layers) > MAX_LAYERS:
-            msg = f"a DDN has at most {MAX_LAYERS} layers, got {len(layers)}"
-            raise ValueError(msg)
-        for i, s in enumerate(layers):
-            sizes = dataclasses.astuple(s)
-            ok = (
-                all(isinstance(v, int) and not isinstance(v, bool) for v in sizes)
-                and min(s.cell, s.stride, s.out_stride, s.channels) > 0
-                and s.k >= 2
-                and s.stride % s.out_stride == 0
-                and s.cell % s.stride == 0
-                and s.blocks >= 0
-            )
-            if not ok:
-                msg = f"layer {i}: need integers, k >= 2, sizes > 0, stride % out_stride == 0, cell % stride == 0; got {s}"
-                raise ValueError(msg)
-            # Sane maxima, checked before anything is built: a model file is input too.
-            if s.cell > MAX_CELL or s.k > MAX_K or s.channels > MAX_CHANNELS or s.blocks > MAX_BLOCKS:
-                msg = f"layer {i}: over the limits (cell <= {MAX_CELL}, k <= {MAX_K}, channels <= {MAX_CHANNELS}, blocks <= {MAX_BLOCKS}); got {s}"
-                raise ValueError(msg)
+        _check_layer_count(layers)
+        for index, spec in enumerate(layers):
+            _check_layer_sizes(index, spec)
+            _check_layer_limits(index, spec)
         if self.unit > MAX_CELL:
             msg = f"the cells' least common multiple is {self.unit} px, over {MAX_CELL}"
             raise ValueError(msg)
-        dropout = self.chain_dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout <= 1:
-            msg = f"chain_dropout must be a probability, got {dropout!r}"
-            raise ValueError(msg)
+        _check_chain_dropout(self.chain_dropout)
 
     @property
     def unit(self) -> int:

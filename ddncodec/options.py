@@ -57,10 +57,11 @@ class FilterTrainOptions:
     val_every: int = 250
     checkpoint_every: int = 250
     seed: int = 0
-    rungs: list[Rung] | None = None  # the rungs the pool is decoded at [default: spread_rungs]
-    init: Path | None = None  # a post-filter checkpoint to start from (fine-tuning)
+    rungs: list[Rung] | None = None  # the rungs the pool is decoded at [default: spread_rungs; detail: the ladder's]
+    init: Path | None = None  # a filter checkpoint to start from (fine-tuning)
     side_inputs: bool = True  # the filter also reads where cells were refined and where cell borders lie
     distill: bool = False  # learn the model's own post-filter's output (a cheaper filter for its gain)
+    detail: bool = False  # train the detail filter (after the detail layer) instead of the post-filter
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ddncodec.model import CONFIGS, DDN, Chooser, DDNConfig, nearest
 from ddncodec.modelfile import CodecModel, fingerprint, weights_of
 from ddncodec.modelfile import load as load_model_file
 from ddncodec.options import TrainOptions
-from ddncodec.postfilter import to_uint8
+from ddncodec.tensors import to_uint8
 from ddncodec.tune import count_priors
 
 
@@ -110,26 +110,83 @@ class StopRequest:
         signal.signal(signal.SIGINT, self._previous[signal.SIGINT] or signal.SIG_DFL)
 
 
+def _join_process_group() -> tuple[int, int]:
+    """(world size, this process's rank); under torchrun the gloo group is joined here."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return world, dist.get_rank() if world > 1 else 0
+
+
+def _device(name: str) -> torch.device:
+    """The training device, refused in one line when it is not there."""
+    if name == "cuda" and not torch.cuda.is_available():
+        msg = "--device cuda: no CUDA device is available"
+        raise InputError(msg)
+    return torch.device(name)
+
+
+def _check_resume(files: checkpoint.RunFiles, resume: bool) -> None:
+    """--resume needs the run's checkpoint, and a new run never overwrites one."""
+    if resume and not files.state.is_file():
+        msg = f"--resume: no checkpoint at {files.state}"
+        raise InputError(msg)
+    if not resume and files.state.exists():
+        msg = f"{files.state} exists: pass --resume to continue that run, or remove it to start over"
+        raise InputError(msg)
+
+
+def _pricing_model(path: Path | None, config: DDNConfig) -> CodecModel | None:
+    """The --rate-from model whose rungs price the training choice; it must have this run's layers."""
+    if path is None:
+        return None
+    pricing = load_model_file(path)
+    if pricing.config.layers != config.layers:
+        msg = f"--rate-from: {path} has other layers than this run's config"
+        raise InputError(msg)
+    return pricing
+
+
+def _grow(network: DDN, path: Path) -> None:
+    """Start from the layers of a smaller model: every tensor of its layers must fit
+    the same-named one here (the new config extends the old one by finer layers)."""
+    source = load_model_file(path).network
+    if len(source.layers) > len(network.layers):
+        msg = f"--grow-from: {path} has {len(source.layers)} layers, more than the new config's {len(network.layers)}"
+        raise InputError(msg)
+    for old, new in zip(source.layers, network.layers, strict=False):
+        if old.spec != new.spec:
+            msg = f"--grow-from: layer specs differ ({old.spec} vs {new.spec})"
+            raise InputError(msg)
+        new.load_state_dict(old.state_dict())  # buffers too: Split-and-Prune counters carry on
+    with torch.no_grad():
+        for new in network.layers[len(source.layers) :]:
+            # On the small residual left after the old layers, full-size random heads all lose
+            # to "keep" and would never be chosen, so never learn; small ones win about half the cells.
+            new.ddl.head.weight.mul_(0.1)
+
+
+def _starting_network(config: DDNConfig, opts: TrainOptions, device: torch.device, fresh: bool) -> DDN:
+    """The network a run starts from, the same on every rank: on a fresh run grown from
+    --grow-from, its layers below --train-from frozen."""
+    torch.manual_seed(opts.seed)
+    network = DDN(config).to(device).train()
+    if fresh and opts.grow_from is not None:
+        _grow(network, opts.grow_from)
+    for layer in network.layers[: opts.train_from]:
+        layer.requires_grad_(False)
+    return network
+
+
 class Trainer:
     """One training run, single- or multi-process."""
 
     def __init__(self, opts: TrainOptions) -> None:
         self.opts = opts
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo")
-        self.rank = dist.get_rank() if self.world > 1 else 0
+        self.world, self.rank = _join_process_group()
         self.files = checkpoint.RunFiles(opts.out)
-        if opts.device == "cuda" and not torch.cuda.is_available():
-            msg = "--device cuda: no CUDA device is available"
-            raise InputError(msg)
-        self.device = torch.device(opts.device)
-        if opts.resume and not self.files.state.is_file():
-            msg = f"--resume: no checkpoint at {self.files.state}"
-            raise InputError(msg)
-        if not opts.resume and self.files.state.exists():
-            msg = f"{self.files.state} exists: pass --resume to continue that run, or remove it to start over"
-            raise InputError(msg)
+        self.device = _device(opts.device)
+        _check_resume(self.files, opts.resume)
 
         self.sampler = CropSampler(opts.data, opts.crop, seed=opts.seed * 1000 + self.rank)
         self.val_crops = center_crops(opts.val, opts.val_crop, opts.val_images) if opts.val and self.rank == 0 else None
@@ -138,37 +195,11 @@ class Trainer:
         state = checkpoint.load(self.files) if opts.resume else None
         config = checkpoint.config(self.files, state) if state is not None else parse_config(opts.config)
         self.splits = [0] * len(config.layers)  # Split-and-Prune events per layer, over all invocations
-        torch.manual_seed(opts.seed)  # identical initial weights on every rank
-        self.network = DDN(config).to(self.device).train()
-        if state is None and opts.grow_from is not None:
-            self._grow(opts.grow_from)
-        for layer in self.network.layers[: opts.train_from]:
-            layer.requires_grad_(False)
+        self.network = _starting_network(config, opts, self.device, fresh=state is None)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=opts.lr)
-        self.pricing = load_model_file(opts.rate_from) if opts.rate_from is not None else None
-        if self.pricing is not None and self.pricing.config.layers != config.layers:
-            msg = f"--rate-from: {opts.rate_from} has other layers than this run's config"
-            raise InputError(msg)
+        self.pricing = _pricing_model(opts.rate_from, config)
         if state is not None:
             self._restore(state)
-
-    def _grow(self, path: Path) -> None:
-        """Start from the layers of a smaller model: every tensor of its layers must fit
-        the same-named one here (the new config extends the old one by finer layers)."""
-        source = load_model_file(path).network
-        if len(source.layers) > len(self.network.layers):
-            msg = f"--grow-from: {path} has {len(source.layers)} layers, more than the new config's {len(self.network.layers)}"
-            raise InputError(msg)
-        for old, new in zip(source.layers, self.network.layers, strict=False):
-            if old.spec != new.spec:
-                msg = f"--grow-from: layer specs differ ({old.spec} vs {new.spec})"
-                raise InputError(msg)
-            new.load_state_dict(old.state_dict())  # buffers too: Split-and-Prune counters carry on
-        with torch.no_grad():
-            for new in self.network.layers[len(source.layers) :]:
-                # On the small residual left after the old layers, full-size random heads all lose
-                # to "keep" and would never be chosen, so never learn; small ones win about half the cells.
-                new.ddl.head.weight.mul_(0.1)
 
     # ------------------------------------------------------------ state
 

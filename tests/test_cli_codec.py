@@ -202,6 +202,8 @@ def test_a_bad_file_in_a_batch_is_reported_and_the_rest_are_done(model_arg: str,
         ["encode", "IMG", "-o", "x.ddn", "--effort", "3"],
         ["encode", "IMG", "IMG", "-o", "-"],
         ["decode", "x.ddn", "-o", "x.unknown"],
+        ["decode", "x.ddn", "-o", "x.xbm"],  # Pillow reads XBM but writes it for mode 1 only
+        ["decode", "x.ddn", "-o", "x.psd"],  # Pillow has no PSD writer
         ["encode", "IMG"],
         ["encode", "IMG", "-o", "x.jpg"],  # the suffix must fit the command
         ["encode", "IMG", "-o", "noext"],
@@ -310,6 +312,28 @@ def test_the_command_runs_as_a_module_and_from_bin(launcher: list[str], kodak_cr
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "not a .ddn file" in done.stderr
+
+
+BIN = str(Path(__file__).parent.parent / "bin" / "ddncodec")
+SETUP = 'pip install torch==2.13.0 && pip install -e ".[test,bench,ray]"'
+WITHOUT_TORCH = f"import runpy, sys; sys.modules['torch'] = None; sys.argv[:] = sys.argv[1:]; runpy.run_path({BIN!r})"
+
+
+@pytest.mark.parametrize(
+    ("launch", "missing"),
+    [
+        (["-S", BIN, "--help"], "PIL"),  # no site-packages at all, as a bare system python3
+        (["-c", WITHOUT_TORCH, BIN, "encode", "IMG", "-o", "x.ddn"], "torch"),  # a package the command imports
+    ],
+)
+def test_bin_names_a_missing_package_and_the_set_up_in_one_line(
+    launch: list[str], missing: str, kodak_crop: Path, tmp_path: Path
+) -> None:
+    args = [str(kodak_crop) if a == "IMG" else a for a in launch]
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == f"ddncodec: error: {sys.executable} has no package {missing!r}; set up with: {SETUP}\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_states_the_default_quality() -> None:

@@ -5,6 +5,7 @@ their config; writes that a kill cannot half-do; the pixel limit and tiled encod
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import pickle
@@ -442,20 +443,45 @@ def test_only_a_dead_writers_temporary_file_of_the_same_target_is_removed(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.png", *names[1:]])
 
 
-def test_an_injected_write_failure_leaves_nothing_behind(
-    tiny_model_path: Path, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("call", "code", "names_the_temporary_file"),
+    [
+        ("write_bytes", errno.ENOSPC, False),  # a full disk: write() knows no file name
+        ("write_bytes", errno.EROFS, True),  # a read-only file system: creating the temporary file fails
+        ("replace", errno.ENOSPC, False),
+        ("replace", errno.EACCES, True),
+    ],
+)
+def test_a_failed_write_names_the_output_and_leaves_the_previous_file(
+    call: str,
+    code: int,
+    names_the_temporary_file: bool,
+    tiny_model_path: Path,
+    kodak_crop: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The one line names the input and the output, never ``.out.ddn.tmp<PID>``."""
     target = tmp_path / "out.ddn"
     target.write_bytes(b"previous")
 
-    def disk_full(*_args: object) -> None:
-        raise OSError(28, "No space left on device")
+    def fail(path: Path, *_args: object) -> None:
+        raise OSError(code, os.strerror(code), *([str(path)] if names_the_temporary_file else []))
 
-    monkeypatch.setattr(os, "replace", disk_full)
-    code, stderr = cli("encode", kodak_crop, "-o", target, "--force", "--model", tiny_model_path)
-    assert code == 1 and "No space left on device" in stderr and stderr.count("\n") == 1
+    monkeypatch.setattr(*(os, "replace") if call == "replace" else (Path, "write_bytes"), fail)
+    exit_code, stderr = cli("encode", kodak_crop, "-o", target, "--force", "--model", tiny_model_path)
+    assert (exit_code, stderr) == (1, f"ddncodec: error: {kodak_crop}: {target}: {os.strerror(code)}\n")
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ddn"]
+
+
+def test_a_writer_s_own_os_error_names_the_output(tmp_path: Path) -> None:
+    """Pillow refuses some modes with an OSError that names no file: the output is named."""
+    target = tmp_path / "out.xbm"
+    with pytest.raises(OSError) as raised:
+        write_atomically(target, lambda tmp: Image.new("RGB", (1, 1)).save(tmp, format="XBM"))
+    assert (raised.value.filename, raised.value.strerror) == (str(target), "cannot write mode RGB as XBM")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_kill_while_checkpointing_leaves_a_resumable_run_and_the_previous_model(tmp_path: Path) -> None:

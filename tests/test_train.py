@@ -292,3 +292,13 @@ def test_a_checkpoint_stores_float16_valued_weights_in_half_the_bytes(tmp_path: 
     restored = torch.nn.Linear(64, 64, bias=False)
     restored.load_state_dict({"weight": stored["frozen"]})
     assert restored.weight.dtype == torch.float32 and torch.equal(restored.weight.detach(), frozen)
+
+
+def test_no_research_command_spells_anything_q_which_is_the_encoders_quality() -> None:
+    research = ("train", "train-filter", "tune", "bench", "sample", "guide", "tree")
+    for name in research:
+        options = [opt for param in main.commands[name].params for opt in param.opts]
+        assert "-q" not in options, name
+    assert "--quiet" in [opt for param in main.commands["train"].params for opt in param.opts]
+    refused = CliRunner().invoke(main, ["train", "--data", str(BSDS), "--out", "m", "-q"])
+    assert refused.exit_code == 1 and "No such option '-q'" in refused.output

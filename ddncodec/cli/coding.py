@@ -52,12 +52,7 @@ def _outputs(
     target that is not a regular file (a FIFO, ``/dev/stdout``, a device) is refused
     (exit 1): a FIFO without a reader would block forever, and ``-`` is the way to stdout."""
     if output == "-":
-        if len(inputs) > 1:
-            msg = "-o -: stdout takes a single input"
-            raise click.UsageError(msg)
-        if sys.stdout.isatty():
-            msg = "-o -: refusing to write binary data to a terminal (redirect stdout to a file or a pipe)"
-            raise click.UsageError(msg)
+        _check_stdout(inputs)
         return [None]
     if len(inputs) > 1 and "-" in {str(p) for p in inputs}:
         msg = "stdin (-) can only be read as a single input"
@@ -70,19 +65,43 @@ def _outputs(
     if not path.parent.is_dir():
         msg = f"{output}: folder {path.parent} does not exist"
         raise click.UsageError(msg)
-    if folder:
-        if path.exists() and not path.is_dir():
-            msg = f"{output}: not a folder"
-            raise click.UsageError(msg)
-        names = [("stdin" if str(p) == "-" else p.stem) + suffix for p in inputs]
-        if len(set(names)) < len(names):
-            clash = next(n for n in names if names.count(n) > 1)
-            shared = [str(p) for p, n in zip(inputs, names, strict=True) if n == clash]
-            msg = f"{' and '.join(shared)} would both be written to {path / clash}; use different folders"
-            raise click.UsageError(msg)
-        targets = [path / name for name in names]
-    else:
-        targets = [path]
+    targets = _folder_targets(inputs, output, suffix) if folder else [path]
+    _check_targets(inputs, targets)
+    if not folder:
+        fits(path)
+    for target in targets:
+        refuse_existing(target, force)
+    return targets
+
+
+def _check_stdout(inputs: tuple[Path, ...]) -> None:
+    """``-o -``: one input, and a stdout that is not a terminal."""
+    if len(inputs) > 1:
+        msg = "-o -: stdout takes a single input"
+        raise click.UsageError(msg)
+    if sys.stdout.isatty():
+        msg = "-o -: refusing to write binary data to a terminal (redirect stdout to a file or a pipe)"
+        raise click.UsageError(msg)
+
+
+def _folder_targets(inputs: tuple[Path, ...], output: str, suffix: str) -> list[Path]:
+    """``stem + suffix`` in the folder ``output`` per input; two inputs of one stem are
+    refused, not left to overwrite each other."""
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        msg = f"{output}: not a folder"
+        raise click.UsageError(msg)
+    names = [("stdin" if str(p) == "-" else p.stem) + suffix for p in inputs]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash is not None:
+        shared = [str(p) for p, n in zip(inputs, names, strict=True) if n == clash]
+        msg = f"{' and '.join(shared)} would both be written to {folder / clash}; use different folders"
+        raise click.UsageError(msg)
+    return [folder / name for name in names]
+
+
+def _check_targets(inputs: tuple[Path, ...], targets: list[Path]) -> None:
+    """No target is its own input, and none is an existing FIFO, device or other special file."""
     for source, target in zip(inputs, targets, strict=True):
         if str(source) != "-" and os.path.realpath(target) == os.path.realpath(source):  # never raises on a loop
             msg = f"{target}: refusing to overwrite the input"
@@ -90,11 +109,6 @@ def _outputs(
     for target in targets:
         with contextlib.suppress(FileNotFoundError):  # a new name, or a dangling symlink (refused below)
             reading.require_regular(target)
-    if not folder:
-        fits(path)
-    for target in targets:
-        refuse_existing(target, force)
-    return targets
 
 
 def _write(target: Path | None, data: bytes, force: bool) -> None:
@@ -275,18 +289,9 @@ def encode(
 
 def _image_format(path: Path | None) -> str:
     """The Pillow format a decoded image is written in: from the suffix; PNG for stdout."""
-    if path is None:
-        return "PNG"
-    from PIL import Image
+    from ddncodec import imageio  # not at the top: numpy would slow every command's start
 
-    if path.suffix.lower() == ".ddn":
-        msg = f"{path}: decode writes images, not .ddn files (name the output .png, .webp, ...)"
-        raise click.UsageError(msg)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        msg = f"{path}: unknown image file extension (use .png)"
-        raise click.UsageError(msg)
-    return fmt
+    return "PNG" if path is None else imageio.output_format(path)
 
 
 @main.command()

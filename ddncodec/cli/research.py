@@ -67,7 +67,7 @@ from ddncodec.options import FilterTrainOptions, TrainOptions, TuneOptions
     type=click.IntRange(min=0),
     help="Stop Split-and-Prune at this step (it balances node use, which raises index entropy) [default: never].",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(**kwargs) -> None:
     """Train a model on folders of photos (resumable; Split-and-Prune, chain dropout).
 
@@ -94,14 +94,20 @@ def train(**kwargs) -> None:
 @click.option("--channels", default=FilterTrainOptions.channels, show_default=True, type=click.IntRange(1, 256))
 @click.option("--blocks", default=FilterTrainOptions.blocks, show_default=True, type=click.IntRange(0, 32))
 @click.option("--lr", default=FilterTrainOptions.lr, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--init", type=click.Path(path_type=Path), help="A post-filter checkpoint to fine-tune.")
+@click.option("--init", type=click.Path(path_type=Path), help="A filter checkpoint to fine-tune.")
 @click.option(
     "--side-inputs/--pixels-only",
     default=FilterTrainOptions.side_inputs,
     show_default=True,
-    help="Also read where cells were refined and where cell borders lie (from the index maps).",
+    help="Also read where cells were refined and where cell borders lie (from the index maps); with --detail, "
+    "which 8x8 blocks the detail layer coded and its step.",
 )
 @click.option("--distill", is_flag=True, help="Learn MODEL's own post-filter's output: a cheaper filter for its gain.")
+@click.option(
+    "--detail",
+    is_flag=True,
+    help="Train the detail filter (after the detail layer of the ladder's detail rungs) instead of the post-filter.",
+)
 @FORCE
 def train_filter(
     model: str,
@@ -117,12 +123,17 @@ def train_filter(
     init: Path | None,
     side_inputs: bool,
     distill: bool,
+    detail: bool,
     force: bool,
 ) -> None:
-    """Train MODEL's post-filter on its own decoded output (resumable: run again with the same --work)."""
+    """Train MODEL's post-filter, or its detail filter, on its own decoded output (resumable:
+    run again with the same --work)."""
     from ddncodec import codec
     from ddncodec.filtertrain import attach, train
 
+    if detail and distill:
+        msg = "--distill learns the post-filter's output: it does not go with --detail"
+        raise click.UsageError(msg)
     refuse_existing(output, force)
     codec_model = codec.load_model(model)
     options = FilterTrainOptions(
@@ -138,6 +149,7 @@ def train_filter(
         init=init,
         side_inputs=side_inputs,
         distill=distill,
+        detail=detail,
     )
     attach(codec_model, train(options, codec_model), options).save(output)
 
@@ -245,13 +257,13 @@ def _check_generated_output(output: Path, force: bool, *inputs: Path | None) -> 
     """Before any work (usage errors, exit 1, as encode and decode say them): ``output`` is
     none of the (given) ``inputs``, does not exist unless ``force``, and its suffix names
     an image format."""
-    from ddncodec import generate
+    from ddncodec import imageio
 
     if os.path.realpath(output) in {os.path.realpath(p) for p in inputs if p is not None}:
         msg = f"{output}: refusing to overwrite an input"
         raise click.UsageError(msg)
     refuse_existing(output, force)
-    generate.image_format(output)
+    imageio.output_format(output)
 
 
 @main.command()
@@ -302,15 +314,15 @@ def guide(
     """Zero-shot conditional generation: no gradients, no retraining, a scorer chooses."""
     import time
 
-    from ddncodec import generate
+    from ddncodec import generate, guided
     from ddncodec.modelfile import load
 
     _check_generated_output(output, force, condition, mask)
     start = time.perf_counter()
     cond = generate.read_image(condition)
     hole = generate.read_image(mask) if mask is not None else None
-    weight = generate.PRIOR_WEIGHT if prior_weight is None else prior_weight
-    image = generate.guide_task(load(model), task, cond, hole, scale, pick, seed, weight, samples=samples)
+    weight = guided.PRIOR_WEIGHT if prior_weight is None else prior_weight
+    image = guided.guide_task(load(model), task, cond, hole, scale, pick, seed, weight, samples=samples)
     generate.save(image, output)
     size = f"{cond.width}x{cond.height} -> {image.width}x{image.height}"
     click.echo(f"{task}: {condition} {size} {output}, {time.perf_counter() - start:.1f} s", err=True)
@@ -325,11 +337,11 @@ def guide(
 @FORCE
 def tree(image: Path, output: Path, levels: int, thumb: int, model: str, force: bool) -> None:
     """Draw the latent tree of IMAGE: each level's chosen node amid its K children."""
-    from ddncodec import generate
+    from ddncodec import figures, generate
     from ddncodec.modelfile import load
 
     _check_generated_output(output, force, image)
-    figure = generate.tree(load(model), generate.read_image(image), levels, thumb)
+    figure = figures.tree(load(model), generate.read_image(image), levels, thumb)
     generate.save(figure, output)
     click.echo(f"{output} {figure.width}x{figure.height}", err=True)
 
