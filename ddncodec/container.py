@@ -24,12 +24,13 @@ VERSION = 2  # files without a detail stream: byte for byte what readers of vers
 DETAIL_VERSION = 3  # files with one (version 2 readers refuse them, as they should)
 FILTERED_DETAIL_VERSION = 4  # version 3's layout, decoded through the model's detail filter
 ROWS_DETAIL_VERSION = 5  # the detail stream coded row by row and class by class (``detail.Layout``)
-_READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION, ROWS_DETAIL_VERSION)
+SMOOTH_DETAIL_VERSION = 6  # version 5's, the detail stream opening with the smooth blocks (``smooth``)
+_READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION, ROWS_DETAIL_VERSION, SMOOTH_DETAIL_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
 _DETAIL = 0x40  # versions 3 to 5 only: a detail stream follows the layers
-_DETAIL_FILTERED = 0x20  # version 5 only: run the model's detail filter after the detail layer
+_DETAIL_FILTERED = 0x20  # versions 5 and 6 only: run the model's detail filter after the detail layer
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -62,6 +63,7 @@ class Header:
     detail_length: int = 0  # bytes of the detail stream (its CRC not counted)
     detail_filtered: bool = False  # the decoder runs the model's detail filter after the detail layer
     legacy_detail: bool = False  # the detail stream is in the layout of versions 3 and 4 (``detail.Layout.CHANNELS``)
+    smooth_blocks: bool = False  # the detail stream opens with the smooth blocks (version 6)
 
     @property
     def layers(self) -> int:
@@ -119,6 +121,17 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 
 def pack(header: Header, streams: list[bytes] | tuple[bytes, ...], detail: bytes = b"") -> bytes:
     """The complete file for ``header``, its layer streams and its detail stream (if its step is set)."""
+    _check_packable(header, streams, detail)
+    out = bytearray(_header_bytes(header))
+    for stream in [*streams, detail] if header.detail_step else streams:
+        out += stream
+        out += struct.pack(">I", zlib.crc32(out))
+    return bytes(out)
+
+
+def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], detail: bytes) -> None:
+    """A ValueError for a header the format cannot hold or that does not describe the
+    streams: the caller's bug, refused before a byte is written."""
     if tuple(len(s) for s in streams) != header.lengths or len(detail) != header.detail_length:
         msg = "stream lengths do not match the header"
         raise ValueError(msg)
@@ -131,32 +144,45 @@ def pack(header: Header, streams: list[bytes] | tuple[bytes, ...], detail: bytes
     if header.detail_filtered and not header.detail_step:
         msg = "cannot pack a detail filter flag without a detail stream"
         raise ValueError(msg)
+    if header.smooth_blocks and (header.legacy_detail or not header.detail_step):
+        msg = "smooth blocks open a detail stream of version 6 only"
+        raise ValueError(msg)
     if not 0 <= header.table_set <= 255:
         msg = f"table set {header.table_set} does not fit in a byte"
         raise ValueError(msg)
-    head = bytearray(MAGIC)
+
+
+def _version(header: Header) -> int:
+    """The format version of ``header``'s layout: 2 without a detail stream (what version 2
+    readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks, else 5."""
     if not header.detail_step:
-        head.append(VERSION)
-    elif header.legacy_detail:
-        head.append(FILTERED_DETAIL_VERSION if header.detail_filtered else DETAIL_VERSION)
-    else:
-        head.append(ROWS_DETAIL_VERSION)
-    head += header.fingerprint
-    head += _varint(header.width) + _varint(header.height)
+        return VERSION
+    if header.legacy_detail:
+        return FILTERED_DETAIL_VERSION if header.detail_filtered else DETAIL_VERSION
+    return SMOOTH_DETAIL_VERSION if header.smooth_blocks else ROWS_DETAIL_VERSION
+
+
+def _mode_byte(header: Header) -> int:
+    """The mode's index in MODES, with the post-filter, detail and detail-filter flags on top."""
     flags = (_FILTERED if header.filtered else 0) | (_DETAIL if header.detail_step else 0)
     if header.detail_filtered and not header.legacy_detail:
         flags |= _DETAIL_FILTERED
-    head += bytes((MODES.index(header.mode) | flags, header.table_set, header.layers))
+    return MODES.index(header.mode) | flags
+
+
+def _header_bytes(header: Header) -> bytes:
+    """The header as the file starts, its CRC-16 last."""
+    head = bytearray(MAGIC)
+    head.append(_version(header))
+    head += header.fingerprint
+    head += _varint(header.width) + _varint(header.height)
+    head += bytes((_mode_byte(header), header.table_set, header.layers))
     for length in header.lengths:
         head += _varint(length)
     if header.detail_step:
         head += bytes((header.detail_step,)) + _varint(header.detail_length)
     head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
-    out = bytearray(head)
-    for stream in [*streams, detail] if header.detail_step else streams:
-        out += stream
-        out += struct.pack(">I", zlib.crc32(out))
-    return bytes(out)
+    return bytes(head)
 
 
 def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Header, int]:
@@ -205,7 +231,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     pos += _HEADER_CRC_BYTES
     filtered = bool(mode_byte & _FILTERED)
     detail_filtered = version == FILTERED_DETAIL_VERSION
-    if version == ROWS_DETAIL_VERSION:
+    if version in (ROWS_DETAIL_VERSION, SMOOTH_DETAIL_VERSION):
         detail_filtered = bool(mode_byte & _DETAIL_FILTERED)
         mode_byte &= ~_DETAIL_FILTERED
     mode_byte &= ~(_FILTERED | (_DETAIL if has_detail else 0))
@@ -234,6 +260,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         detail_length,
         detail_filtered,
         version in (DETAIL_VERSION, FILTERED_DETAIL_VERSION),
+        version == SMOOTH_DETAIL_VERSION,
     )
     return header, pos
 

@@ -69,7 +69,7 @@ _DCT2 = np.kron(_DCT, _DCT)  # the 2-D DCT of a row-major 8x8 block as one 64x64
 _BAND = np.digitize(_n[:, None] + _n[None, :], [1, 2, 3, 4, 6, 8, 11]).ravel()
 BANDS = 8
 CLASSES = 2 * BANDS * NEIGHBOURHOOD  # (luma or chroma) x band x neighbourhood
-_INITIAL = np.array([max(4, 1024 >> (2 * abs(v))) for v in range(-LARGEST, LARGEST + 1)] + [4], dtype=np.int64)
+INITIAL = np.array([max(4, 1024 >> (2 * abs(v))) for v in range(-LARGEST, LARGEST + 1)] + [4], dtype=np.int64)
 
 
 def blocks(height: int, width: int) -> tuple[int, int]:
@@ -127,6 +127,9 @@ def apply(
 
     def add(band: slice) -> None:
         top, bottom = band.start * BLOCK, min(band.stop * BLOCK, height)
+        if not levels[:, band].any():  # nothing to add: the pixels as they are
+            out[top:bottom] = pixels[top:bottom]
+            return
         detail = inverse(levels[:, band].astype(np.float64) * step, bottom - top, pixels.shape[1])
         out[top:bottom] = np.clip(np.round(pixels[top:bottom] + detail), 0, 255)
 
@@ -140,10 +143,13 @@ def coded_blocks(levels: np.ndarray) -> np.ndarray:
     return (levels != 0).any(axis=(0, 3))
 
 
-def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runner = in_turn) -> np.ndarray:
+def residual_levels(
+    image: np.ndarray, decoded: np.ndarray, step: int, run: Runner = in_turn, skip: np.ndarray | None = None
+) -> np.ndarray:
     """What the encoder codes: the levels of ``image`` minus ``decoded`` (both (H, W, 3) uint8),
     dead-zone quantised and then rate-distortion optimised (``optimise``), band by band
-    through ``run``: the bands are independent once the class statistics are counted."""
+    through ``run``: the bands are independent once the class statistics are counted.
+    The blocks of ``skip`` (rows, cols) stay zero (the smooth blocks, painted over)."""
     height, width = image.shape[:2]
     rows, cols = blocks(height, width)
     bands = list(_bands(rows))
@@ -154,7 +160,12 @@ def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runn
         return forward(image[top:bottom].astype(np.float64) - decoded[top:bottom])
 
     def quantised(band: slice) -> None:
+        if skip is not None and skip[band].all():
+            levels[:, band] = 0
+            return
         levels[:, band] = quantise(coefficients(band), step)
+        if skip is not None:
+            levels[:, band][:, skip[band]] = 0
 
     run(quantised, bands)
     # The dead-zone levels' classes read the block row above each band: kept before it changes.
@@ -166,8 +177,12 @@ def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runn
     bits = _code_lengths(sum(run(counted, range(len(bands)))))
 
     def optimised(i: int) -> None:
+        if skip is not None and skip[bands[i]].all():
+            return
         plain = levels[:, bands[i]].copy()
         levels[:, bands[i]] = optimise(coefficients(bands[i]), plain, step, bits, _classes(plain, above[i]))
+        if skip is not None:
+            levels[:, bands[i]][:, skip[bands[i]]] = 0
 
     run(optimised, range(len(bands)))
     return levels
@@ -175,7 +190,7 @@ def residual_levels(image: np.ndarray, decoded: np.ndarray, step: int, run: Runn
 
 def _tally(levels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """(CLASSES, SYMBOLS) counts of ``levels``' symbols by class."""
-    return np.bincount((classes * SYMBOLS + _symbols(levels)).ravel(), minlength=CLASSES * SYMBOLS).reshape(
+    return np.bincount((classes * SYMBOLS + symbols(levels)).ravel(), minlength=CLASSES * SYMBOLS).reshape(
         CLASSES, SYMBOLS
     )
 
@@ -212,7 +227,7 @@ def optimise(
     best, cost = np.zeros_like(levels), np.full(levels.shape, np.inf)
     for magnitude in (rounded, np.maximum(rounded - 1, 0), np.zeros_like(rounded)):
         level = sign * magnitude.astype(LEVEL)
-        candidate = (scaled - magnitude) ** 2 + RATE_WEIGHT * bits[classes, _symbols(level)]
+        candidate = (scaled - magnitude) ** 2 + RATE_WEIGHT * bits[classes, symbols(level)]
         better = candidate < cost
         best[better], cost[better] = level[better], candidate[better]
     return best
@@ -259,11 +274,12 @@ class _Step:
     classes: np.ndarray  # (len(cols), 64)
 
 
-def _steps(levels: np.ndarray, layout: Layout) -> Iterator[_Step]:
+def _steps(levels: np.ndarray, layout: Layout, skip: np.ndarray | None = None) -> Iterator[_Step]:
     """Each block row's blocks, first the even block columns, then the odd ones (whose left
     and right neighbours are known by then), channel by channel over the whole image
     (``Layout.CHANNELS``) or row by row (``Layout.ROWS``). ``levels`` must hold every
-    step already taken when the next one is drawn: the decoder writes into it."""
+    step already taken when the next one is drawn: the decoder writes into it. The blocks
+    of ``skip`` (rows, cols) are left out: their levels are zero."""
     _, rows, cols, _ = levels.shape
     if layout is Layout.CHANNELS:
         order = ((channel, row) for channel in range(3) for row in range(rows))
@@ -272,7 +288,9 @@ def _steps(levels: np.ndarray, layout: Layout) -> Iterator[_Step]:
     for channel, row in order:
         for phase in (0, 1):
             at = np.arange(phase, cols, 2)
-            if not at.size:  # a single block column has no odd phase
+            if skip is not None:
+                at = at[~skip[row, at]]
+            if not at.size:  # a single block column has no odd phase, a smooth row no blocks
                 continue
             near = [(row - 1, at - 1), (row - 1, at), (row - 1, at + 1)]
             if phase:
@@ -285,18 +303,19 @@ def _steps(levels: np.ndarray, layout: Layout) -> Iterator[_Step]:
             yield _Step(channel, row, at, _class_of(min(channel, 1), total))
 
 
-def _symbols(values: np.ndarray) -> np.ndarray:
+def symbols(values: np.ndarray) -> np.ndarray:
+    """Levels -> symbols: -LARGEST..LARGEST as themselves (shifted to 0..2 LARGEST), larger ones ESCAPE."""
     return np.where(np.abs(values) > LARGEST, ESCAPE, values.astype(np.int64) + LARGEST)
 
 
-def _payload(values: np.ndarray) -> np.ndarray:
+def payload(values: np.ndarray) -> np.ndarray:
     """Escaped levels -> (2N,) uniform symbols: the sign with the top 6 bits, then the low 7."""
     excess = np.abs(values.astype(np.int64)) - LARGEST - 1
     word = (values < 0).astype(np.int64) << PAYLOAD_BITS | excess
     return np.stack([word >> 7, word & (PAYLOAD - 1)], 1).ravel()
 
 
-def _from_payload(symbols: np.ndarray) -> np.ndarray:
+def from_payload(symbols: np.ndarray) -> np.ndarray:
     word = symbols[0::2] << 7 | symbols[1::2]
     magnitude = (word & ((1 << PAYLOAD_BITS) - 1)) + LARGEST + 1
     return np.where(word >> PAYLOAD_BITS, -magnitude, magnitude)
@@ -325,57 +344,71 @@ def _coding(classes: np.ndarray, counts: np.ndarray, layout: Layout) -> _Coding:
     return _Coding(order, entropy.probabilities(counts[present]), sizes[present])
 
 
-_UNIFORM = np.full(PAYLOAD, 1 / PAYLOAD)
+UNIFORM = np.full(PAYLOAD, 1 / PAYLOAD)
 
 
-def _run(levels: np.ndarray, layout: Layout, code: Callable[[_Step, _Coding], np.ndarray]) -> None:
+def _run(
+    levels: np.ndarray, layout: Layout, code: Callable[[_Step, _Coding], np.ndarray], skip: np.ndarray | None = None
+) -> None:
     """The adaptive model over a layer's steps. ``code(step, coding)`` returns the step's
     levels in raster order (the encoder reads them, the decoder decodes them); they are
     written into ``levels`` and counted."""
-    counts = np.tile(_INITIAL, (CLASSES, 1))
-    for step in _steps(levels, layout):
+    counts = np.tile(INITIAL, (CLASSES, 1))
+    for step in _steps(levels, layout, skip):
         values = code(step, _coding(step.classes, counts, layout))
         levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
-        tally = np.bincount(step.classes.ravel() * SYMBOLS + _symbols(values), minlength=CLASSES * SYMBOLS)
+        tally = np.bincount(step.classes.ravel() * SYMBOLS + symbols(values), minlength=CLASSES * SYMBOLS)
         adapt(counts, tally.reshape(CLASSES, SYMBOLS), STEP)
 
 
-def encode(levels: np.ndarray) -> bytes:
-    """(3, rows, cols, 64) integer levels -> the detail stream (``Layout.ROWS``), written
-    as it is coded. A step's classes read only steps already taken, so the complete levels
-    serve as the coder's state (they are written back unchanged)."""
+def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = None) -> None:
+    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.ROWS``). A step's
+    classes read only steps already taken, so the complete levels serve as the coder's
+    state (they are written back unchanged). The blocks of ``skip`` are not coded."""
     work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
-    writer = entropy.Writer()
 
-    def write(step: _Step, coding: _Coding) -> np.ndarray:
+    def put(step: _Step, coding: _Coding) -> np.ndarray:
         values = work[step.channel, step.row, step.cols].ravel()
-        symbols = _symbols(values)
+        codes = symbols(values)
         assert coding.sizes is not None  # the encoder writes Layout.ROWS
-        writer.runs(coding.odds, coding.sizes, symbols[coding.order])
-        escaped = values[symbols == ESCAPE]
+        writer.runs(coding.odds, coding.sizes, codes[coding.order])
+        escaped = values[codes == ESCAPE]
         if escaped.size:
-            writer.write(_UNIFORM, _payload(escaped))
+            writer.write(UNIFORM, payload(escaped))
         return values
 
-    _run(work, Layout.ROWS, write)
+    _run(work, Layout.ROWS, put, skip)
+
+
+def encode(levels: np.ndarray) -> bytes:
+    """(3, rows, cols, 64) integer levels -> a detail stream of them alone (``Layout.ROWS``)."""
+    writer = entropy.Writer()
+    write(levels, writer)
     return writer.finish()
 
 
-def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ROWS) -> np.ndarray:
-    """The detail stream of an image of (height, width) -> its (3, rows, cols, 64) levels."""
+def read(
+    decoder: entropy.Decoder, height: int, width: int, layout: Layout = Layout.ROWS, skip: np.ndarray | None = None
+) -> np.ndarray:
+    """The levels of an image of (height, width), decoded from ``decoder`` -> (3, rows, cols, 64);
+    the blocks of ``skip`` were not coded and are zero."""
     rows, cols = blocks(height, width)
     levels = np.zeros((3, rows, cols, BLOCK * BLOCK), dtype=LEVEL)
-    decoder = entropy.Decoder(data, "detail stream")
 
-    def read(_step: _Step, coding: _Coding) -> np.ndarray:
-        symbols = np.empty(coding.order.size, dtype=np.int64)
+    def get(_step: _Step, coding: _Coding) -> np.ndarray:
+        codes = np.empty(coding.order.size, dtype=np.int64)
         runs = coding.sizes is not None
-        symbols[coding.order] = decoder.runs(coding.odds, coding.sizes) if runs else decoder(coding.odds)
-        values = symbols - LARGEST
-        escaped = symbols == ESCAPE
+        codes[coding.order] = decoder.runs(coding.odds, coding.sizes) if runs else decoder(coding.odds)
+        values = codes - LARGEST
+        escaped = codes == ESCAPE
         if escaped.any():
-            values[escaped] = _from_payload(decoder(_UNIFORM, 2 * int(escaped.sum())))
+            values[escaped] = from_payload(decoder(UNIFORM, 2 * int(escaped.sum())))
         return values
 
-    _run(levels, layout, read)
+    _run(levels, layout, get, skip)
     return levels
+
+
+def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ROWS) -> np.ndarray:
+    """A detail stream of levels alone (format versions 3-5) -> (3, rows, cols, 64) levels."""
+    return read(entropy.Decoder(data, "detail stream"), height, width, layout)

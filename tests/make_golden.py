@@ -46,7 +46,20 @@ CASES = {
     "filtered_detail_q8": (8, False, DETAIL_STEP),
     "rows_detail_q8": (8, False, 12),  # version 5: the detail stream row by row, class by class
     "filtered_rows_detail_q8": (8, False, DETAIL_STEP),
+    # version 6: the detail stream opens with the smooth blocks (the source with flat colour and a ramp)
+    "smooth_detail_q8": (8, False, 12),
+    "filtered_smooth_detail_q8": (8, False, DETAIL_STEP),
 }
+
+
+def source_for(name: str, photo: Image.Image) -> Image.Image:
+    """The photo, with a flat colour and a gray ramp pasted in for the "smooth" cases."""
+    if "smooth" not in name:
+        return photo
+    pixels = np.array(photo)
+    pixels[:, :40] = (200, 30, 40)
+    pixels[-24:] = np.linspace(0, 255, pixels.shape[1]).round().astype(np.uint8)[None, :, None]
+    return Image.fromarray(pixels)
 
 
 def model_for(name: str) -> Path:
@@ -90,10 +103,10 @@ def maps_digest(data: bytes, model: CodecModel) -> str:
 
 def detail_digest(data: bytes) -> str | None:
     """SHA-256 of a file's detail levels (integers only: exact everywhere), None if it has none."""
-    levels = codec.read_levels(container.unpack(data))
-    if levels is None:
+    layer = codec.read_detail(container.unpack(data))
+    if layer is None:
         return None
-    return hashlib.sha256(np.ascontiguousarray(levels, dtype="<i8").tobytes()).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(layer.levels, dtype="<i8").tobytes()).hexdigest()
 
 
 def pixels_digest(image: Image.Image) -> str:
@@ -117,6 +130,7 @@ def main() -> None:
             container.DETAIL_VERSION,
             container.FILTERED_DETAIL_VERSION,
             container.ROWS_DETAIL_VERSION,
+            container.SMOOTH_DETAIL_VERSION,
         ],
         "files": {},
     }
@@ -126,7 +140,8 @@ def main() -> None:
             continue
         model = load(model_for(name))
         coder = model.replace(ladder=[[3, 0.0, step]] * 8) if step else model
-        data = codec.encode(photo.convert("L") if gray else photo, coder, quality).data
+        source = source_for(name, photo)
+        data = codec.encode(source.convert("L") if gray else source, coder, quality).data
         (GOLDEN / f"{name}.ddn").write_bytes(data)
         decoded = codec.decode(data, model)
         decoded.save(GOLDEN / f"{name}.png")

@@ -46,7 +46,7 @@ def test_the_encoder_runs_the_filter_where_it_helps_and_the_decoder_follows(
     original = pixels_of(kodak_crop)
     plain = codec.encode_pixels(original, "RGB", tiny_model, RUNG)
     smooth = codec.encode_pixels(original, "RGB", filtered_model, RUNG)
-    assert plain.data[3] == smooth.data[3] == container.ROWS_DETAIL_VERSION
+    assert plain.data[3] == smooth.data[3] == container.SMOOTH_DETAIL_VERSION
     assert not container.unpack(plain.data).header.detail_filtered
     assert container.unpack(smooth.data).header.detail_filtered
     assert len(smooth.data) == len(plain.data)  # the filter costs no byte
@@ -134,3 +134,81 @@ def test_headers_carry_the_detail_filter_flag_and_only_with_a_detail_stream(lega
     assert unfiltered.header.detail_filtered is False and unfiltered.header.legacy_detail is legacy
     with pytest.raises(ValueError, match="without a detail stream"):
         container.pack(Header(fingerprint, 64, 48, "RGB", 0, (3,), False, 0, 0, True), [b"abc"])
+
+
+DATA = Path(__file__).parent / "data"
+BSDS = DATA / "bsds"
+DETAIL_LADDER = (
+    Rung(1, 1000.0),
+    Rung(2, 1000.0),
+    Rung(3, 0.0),
+    *(Rung(2, 1000.0, step) for step in (100, 66, 37, 20, 8)),
+)
+
+
+def log_of(work: Path) -> list[dict]:
+    return [json.loads(line) for line in (work / "detailfilter.log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_detail_recipe_learns_on_detail_decodes_and_resumes(tiny_model: CodecModel, tmp_path: Path) -> None:
+    """On the tiny model's detail decodes of the BSDS crops, the filter gains at the coarse
+    steps and gains more the longer it trains; run again, it resumes from its checkpoint."""
+    from ddncodec.filtertrain import train
+    from ddncodec.options import FilterTrainOptions
+
+    work = tmp_path / "work"
+    options = FilterTrainOptions(
+        DATA / "tiny.safetensors",
+        [BSDS],
+        [BSDS],
+        work,
+        channels=8,
+        blocks=1,
+        batch=8,
+        window=64,
+        steps=150,
+        lr=3e-3,
+        val_images=4,
+        val_every=50,
+        checkpoint_every=50,
+        rungs=[Rung(3, 0.0, 20)],
+        detail=True,
+    )
+    net = train(options, tiny_model)
+    assert net.config == FilterConfig(8, 1, (detail.BLOCK,), step=True)
+    vals = [e for e in log_of(work) if e["event"] == "val"]
+    assert [e["step"] for e in vals] == [50, 100, 150]
+    first, last = (np.subtract(e["after"], e["before"]) for e in (vals[0], vals[-1]))
+    assert len(last) == 3  # validation steps 100, 37 and 8
+    assert (last[:2] > 0.1).all() and (last[:2] > first[:2]).all(), (first, last)
+    losses = [e["loss"] for e in log_of(work) if e["event"] == "step"]
+    assert losses[-1] < losses[0]
+
+    options.steps = 170
+    resumed = train(options, tiny_model)
+    events = [e["event"] for e in log_of(work)]
+    assert events.count("pool") == 1  # the pool on disk is reused
+    assert {"event": "resume", "step": 150} in log_of(work) and log_of(work)[-1]["step"] == 170
+    assert not torch.equal(resumed.embed.weight, net.embed.weight)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_filter_detail_writes_a_model_whose_other_files_stay_valid(
+    tiny_model: CodecModel, tmp_path: Path
+) -> None:
+    laddered = tmp_path / "laddered.safetensors"
+    tiny_model.replace(ladder=DETAIL_LADDER).save(laddered)
+    out, work = tmp_path / "out.safetensors", tmp_path / "work"
+    args = ["train-filter", str(laddered), "--detail", "--data", str(BSDS), "--val", str(BSDS), "--work", str(work)]
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--channels", "8", "--blocks", "1", "--steps", "20"])
+    assert result.exit_code == 0, result.output
+    base, trained = load(laddered), load(out)
+    assert trained.detailfilter is not None and trained.detailfilter.config == FilterConfig(8, 1, (8,), step=True)
+    assert trained.core_fingerprint == base.fingerprint != trained.fingerprint  # files without the filter stay valid
+    assert trained.card["detail_filter"]["steps"] == 20
+    state = torch.load(work / "detailfilter.ckpt.pt", weights_only=True)
+    assert state["step"] == 20 and set(state) == {"net", "optimizer", "rng", "step"}
+    assert torch.equal(trained.detailfilter.embed.weight, state["net"]["embed.weight"].half().float())
+    refused = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x.safetensors"), "--distill"])
+    assert refused.exit_code == 1 and "does not go with --detail" in refused.output  # a usage error

@@ -22,7 +22,7 @@ import math
 
 from ddncodec import container, imageio
 from ddncodec.codec.choosing import EFFORTS, rate_aware, settle
-from ddncodec.codec.decoder import decode, decode_maps, decode_pixels, read_levels
+from ddncodec.codec.decoder import DetailLayer, decode, decode_maps, decode_pixels, read_detail
 from ddncodec.codec.detail_filter import expect_steps
 from ddncodec.codec.encoder import Encoded, encode_maps, encode_pixels
 from ddncodec.codec.maps import IndexMaps, layer_parents, read_maps, write_maps
@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_QUALITY",
     "EFFORTS",
     "TILE",
+    "DetailLayer",
     "Encoded",
     "Grids",
     "IndexMaps",
@@ -63,7 +64,7 @@ __all__ = [
     "psnr",
     "rate_aware",
     "reached",
-    "read_levels",
+    "read_detail",
     "read_maps",
     "settle",
     "table_set",

@@ -31,6 +31,7 @@ def rate_aware(
     lam: float | torch.Tensor,
     tables: int | torch.Tensor = 0,
     lookahead: int = 0,
+    painted: np.ndarray | None = None,
 ) -> Chooser:
     """Per cell, argmin over candidates of SSE (8-bit levels²) + λ·bits, bits the code
     length under table set ``tables`` given whether the co-located cell of the layer
@@ -42,7 +43,9 @@ def rate_aware(
     training prices every crop at its own rung). With ``lookahead`` (the number of
     layers the walk codes; effort 2), every layer but the last of them weighs each cell's
     two cheapest candidates by that cost plus the cheapest the next layer then reaches:
-    a refinement also helps the layer after it, which the one-layer price leaves out."""
+    a refinement also helps the layer after it, which the one-layer price leaves out.
+    ``painted`` (H, W) marks the pixels smooth blocks paint over (one image): a cell
+    wholly inside them costs its bits alone."""
     specs, b = model.config.layers, target.shape[0]
     weight = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(b).reshape(b, 1, 1, 1)
     used, which = torch.as_tensor(tables, dtype=torch.long).expand(b).unique(return_inverse=True)
@@ -56,9 +59,14 @@ def rate_aware(
     chosen: dict[int, torch.Tensor] = {}  # this walk's choices so far, by layer
     images = torch.arange(b, device=target.device)[:, None, None]
 
+    kept_pixels = None if painted is None or not painted.any() else torch.from_numpy(~painted)[None, None].float()
+
     def priced(layer: int, options: Candidates, above: torch.Tensor | None) -> torch.Tensor:
         """(B, K, rows, cols) costs of ``layer``'s candidates, ``above`` the choices of the layer before."""
         cost = options.cost(target)
+        if kept_pixels is not None:
+            cell = specs[layer].cell
+            cost = cost.masked_fill(F.max_pool2d(kept_pixels, cell) == 0, 0.0)
         if not bits:
             return cost
         kept = parent_kept(layer, cost.shape[2:], above)

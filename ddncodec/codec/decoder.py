@@ -7,11 +7,13 @@ network runs, so a corrupt file costs no network time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from PIL import Image
 
-from ddncodec import container, detail, imageio
+from ddncodec import container, detail, entropy, imageio, smooth
 from ddncodec.codec import workers
 from ddncodec.codec.detail_filter import detail_filtered, expect_steps
 from ddncodec.codec.maps import IndexMaps, read_maps
@@ -23,13 +25,24 @@ from ddncodec.model import Chooser
 from ddncodec.modelfile import CodecModel
 
 
-def read_levels(parsed: container.Container) -> np.ndarray | None:
-    """The detail levels of a parsed file, in its version's layout; None if it has none."""
+@dataclass
+class DetailLayer:
+    """What a detail stream holds: the smooth blocks (version 6 on; else none) and the levels."""
+
+    planes: smooth.Planes
+    levels: np.ndarray  # (3, rows, cols, 64)
+
+
+def read_detail(parsed: container.Container) -> DetailLayer | None:
+    """The detail layer of a parsed file, in its version's layout; None if it has none."""
     if parsed.detail is None:
         return None
     header = parsed.header
+    rows, cols = detail.blocks(header.height, header.width)
+    decoder = entropy.Decoder(parsed.detail, "detail stream")
+    planes = smooth.read(decoder, rows, cols) if header.smooth_blocks else smooth.Planes.none(rows, cols)
     layout = detail.Layout.CHANNELS if header.legacy_detail else detail.Layout.ROWS
-    return detail.decode(parsed.detail, header.height, header.width, layout)
+    return DetailLayer(planes, detail.read(decoder, header.height, header.width, layout, planes.smooth))
 
 
 def decode_maps(maps: IndexMaps, model: CodecModel, post_filter: bool = False) -> np.ndarray:
@@ -96,12 +109,13 @@ def decode_pixels(
     count = present if layers is None else layers
     imageio.check_padded(header.width, header.height, model.config.unit, max_pixels)
     maps = read_maps(parsed, model, count)
-    levels = read_levels(parsed) if count == header.layers else None
+    layer = read_detail(parsed) if count == header.layers else None
     with workers.workers(threads, progress):
-        expect_steps(model, header.width, header.height, 1, levels is not None and header.detail_filtered)
+        expect_steps(model, header.width, header.height, 1, layer is not None and header.detail_filtered)
         pixels = decode_maps(maps, model, header.filtered)
-        if levels is not None:
-            detail.apply(pixels, levels, header.detail_step, out=pixels, run=workers.bands)
+        if layer is not None:
+            detail.apply(pixels, layer.levels, header.detail_step, out=pixels, run=workers.bands)
             if header.detail_filtered:
-                pixels = detail_filtered(model, pixels, levels, header.detail_step)
+                pixels = detail_filtered(model, pixels, layer.levels, header.detail_step)
+            smooth.paint(pixels, layer.planes)
     return pixels, header.mode

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ddncodec import container, detail, imageio
+from ddncodec import container, detail, entropy, imageio, smooth
 from ddncodec.codec import workers
 from ddncodec.codec.choosing import LOOKAHEAD_LAMBDA, rate_aware
 from ddncodec.codec.detail_filter import detail_filtered
@@ -64,6 +64,7 @@ class Coded:
     maps: IndexMaps
     walked: Walked
     streams: list[bytes]
+    planes: smooth.Planes | None = None  # the smooth blocks, found where the rung has a detail layer
 
     def data(
         self,
@@ -89,15 +90,23 @@ class Coded:
             step,
             len(details),
             detail_filtered,
+            smooth_blocks=bool(step),
         )
         return container.pack(header, self.streams, details)
 
 
 def _walk_rung(
-    pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None, effort: int, filtering: Filtering
+    pixels: np.ndarray,
+    model: CodecModel,
+    rung: Rung,
+    tables: int | None,
+    effort: int,
+    filtering: Filtering,
+    planes: smooth.Planes | None = None,
 ) -> tuple[IndexMaps, Walked]:
     """Walk (H, W, 3) uint8 pixels at ``rung``, choosing with ``effort`` (``choosing.EFFORTS``)
-    for table set ``tables`` (default: the rung's own)."""
+    for table set ``tables`` (default: the rung's own); cells the smooth blocks of ``planes``
+    paint over are priced by their bits alone."""
     height, width = pixels.shape[:2]
     unit = model.config.unit
     tiles = plan(width, height, unit)
@@ -106,9 +115,12 @@ def _walk_rung(
     def chooser_for(i: int) -> Chooser:
         t = tiles[i]
         target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
+        painted = None if planes is None else smooth.painted_mask(planes, t.top, t.left, t.padded)
         if effort > 1:
-            return rate_aware(target, model, rung.lam * LOOKAHEAD_LAMBDA, tables, lookahead=rung.layers)
-        return rate_aware(target, model, rung.lam, tables)
+            return rate_aware(
+                target, model, rung.lam * LOOKAHEAD_LAMBDA, tables, lookahead=rung.layers, painted=painted
+            )
+        return rate_aware(target, model, rung.lam, tables, painted=painted)
 
     walked = walk(model, tiles, rung.layers, chooser_for, filtering)
     return IndexMaps(width, height, tables, walked.grids), walked
@@ -126,8 +138,11 @@ def code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None =
     """Walk (H, W, 3) uint8 pixels at ``rung`` and entropy-code the index maps with table
     set ``tables`` (default: the rung's own), choosing with ``effort``."""
     filtering = Filtering.NONE if model.postfilter is None else Filtering.LATER
-    maps, walked = _walk_rung(pixels, model, rung, tables, effort, filtering)
-    return Coded(rung, maps, walked, write_maps(maps, model))
+    planes = smooth.find(pixels) if rung.detail else None
+    if planes is not None and planes.smooth.all():  # all painted over: one layer, no filter, is as good
+        rung, filtering = Rung(1, rung.lam, rung.detail), Filtering.NONE
+    maps, walked = _walk_rung(pixels, model, rung, tables, effort, filtering, planes)
+    return Coded(rung, maps, walked, write_maps(maps, model), planes)
 
 
 def post_filter_choice(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> tuple[np.ndarray, bool]:
@@ -136,28 +151,35 @@ def post_filter_choice(coded: Coded, pixels: np.ndarray, mode: str, model: Codec
     walked = coded.walked
     if model.postfilter is None or not walked.kept:  # no filter, or already decided (``image`` is the choice)
         return walked.image, walked.filtered
-    smooth = post_filtered(model, walked)
-    if psnr(smooth, pixels, mode) > psnr(walked.image, pixels, mode):
-        walked.image, walked.filtered = smooth, True
+    cleaned = post_filtered(model, walked)
+    if psnr(cleaned, pixels, mode) > psnr(walked.image, pixels, mode):
+        walked.image, walked.filtered = cleaned, True
     walked.kept = []  # the filter's inputs: no longer needed, and as large as the image
     return walked.image, walked.filtered
 
 
 def with_detail(
-    pixels: np.ndarray, mode: str, decoded: np.ndarray, step: int, model: CodecModel
+    pixels: np.ndarray, mode: str, decoded: np.ndarray, step: int, model: CodecModel, planes: smooth.Planes
 ) -> tuple[bytes, np.ndarray, bool]:
     """The detail stream at ``step`` for a decoded DDN image, the image it decodes to, and
     whether that runs the model's detail filter (the encoder's choice: where it helps).
-    A gray image's chroma is left alone: the decoder returns the mean of the channels."""
-    levels = detail.residual_levels(pixels, decoded, step, run=workers.bands)
+    The smooth blocks of ``planes`` are painted last and code no levels. A gray image's
+    chroma is left alone: the decoder returns the mean of the channels."""
+    levels = detail.residual_levels(pixels, decoded, step, run=workers.bands, skip=planes.smooth)
     if mode == "L":
         levels[1:] = 0
     image, filtered = detail.apply(decoded, levels, step, run=workers.bands), False
-    if model.detailfilter is not None:
-        smooth = detail_filtered(model, image, levels, step)
-        if psnr(smooth, pixels, mode) > psnr(image, pixels, mode):
-            image, filtered = smooth, True
-    return detail.encode(levels), image, filtered
+    candidates = [image]
+    if model.detailfilter is not None and not planes.smooth.all():
+        candidates.append(detail_filtered(model, image, levels, step))
+    for candidate in candidates:
+        smooth.paint(candidate, planes)
+    if len(candidates) > 1 and psnr(candidates[1], pixels, mode) > psnr(image, pixels, mode):
+        image, filtered = candidates[1], True
+    writer = entropy.Writer()
+    smooth.write(planes, writer)
+    detail.write(levels, writer, planes.smooth)
+    return writer.finish(), image, filtered
 
 
 def file(
@@ -166,7 +188,8 @@ def file(
     """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
     details, detail_on = b"", False
     if step:
-        details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model)
+        planes = coded.planes if coded.planes is not None else smooth.find(pixels)
+        details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, planes)
     data = coded.data(model, mode, filtered, details, step, detail_on)
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
     return Encoded(data, decoded, mode, psnr(decoded, pixels, mode), rung)

@@ -1,0 +1,266 @@
+"""Smooth blocks: where the photo is a flat colour or a gentle ramp, the decoder paints a plane.
+
+The DDN walk leaves a faint texture on flat colour that the detail layer pays dearly to
+take out (a flat 500×500 colour cost 1,614 B at q5 with errors of 14 levels, a gray ramp
+4,621 B at q8 with errors of 5). An 8×8 block whose pixels lie within a tolerance of a
+plane is sent instead as that plane, a mean and two slopes per channel in integers, and
+painted over whatever the walk, the detail layer and the filters made of it: a flat
+colour comes back exact, a ramp within a level. The encoder picks the blocks and the
+tolerance (``tolerance``); the decoder only paints.
+
+In the detail stream (format version 6) the planes come first, block row by block row:
+each row's smooth flags (even block columns, then odd ones, each class of neighbours as
+one run, like the detail levels) and then the row's planes, as differences from the plane
+before in raster order, under adaptive counts (``context.adapt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddncodec import detail, entropy
+from ddncodec.context import adapt
+from ddncodec.errors import FormatError
+
+BLOCK = detail.BLOCK
+SLOPE_LIMIT = 1023  # |slope| in 1/64 level per px: steeper blocks (16 levels per px) are not smooth
+MEAN_LIMIT = 4 * 255
+PARAMETERS = 3  # per channel: the mean in quarter levels, and the slopes across and down in 1/64 level per px
+FLAG_CLASSES = 8  # even columns: smooth blocks among the 3 above (0-3); odd: among above, left, right (4-7)
+_FLAG_INITIAL = np.array([[8, 8]] * FLAG_CLASSES, dtype=np.int64)
+_HALVES = np.array([0.5, 0.5])  # the stream's first symbol: whether any block is smooth
+TOLERANCE = 1  # levels: the encoder's largest error on a smooth block (beyond it, texture it keeps)
+_PARAM_INITIAL = np.array(
+    [4096 if v == 0 else max(1, 256 >> (2 * abs(v))) for v in range(-detail.LARGEST, detail.LARGEST + 1)] + [1]
+)
+"""A plane is most often its neighbour's (a flat colour, a steady ramp): a difference of 0 starts at p = 0.95."""
+_ODD = np.arange(BLOCK) * 2 - (BLOCK - 1)  # -7, -5, ..., 7: twice a pixel's offset from the block centre
+_SPREAD = BLOCK * int((_ODD**2).sum())  # the sum of _ODD² over a block's 64 pixels
+
+
+@dataclass
+class Planes:
+    """The smooth blocks of an image: which blocks (rows, cols), and each one's plane,
+    (count, 3 channels, PARAMETERS) in raster order."""
+
+    smooth: np.ndarray
+    params: np.ndarray
+
+    @classmethod
+    def none(cls, rows: int, cols: int) -> Planes:
+        return cls(np.zeros((rows, cols), dtype=bool), np.zeros((0, 3, PARAMETERS), dtype=np.int64))
+
+
+def _blocks(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (rows, cols, 8, 8, 3) float64, the last ones padded by repeating edges."""
+    height, width = pixels.shape[:2]
+    rows, cols = detail.blocks(height, width)
+    padded = np.pad(pixels, ((0, rows * BLOCK - height), (0, cols * BLOCK - width), (0, 0)), mode="edge")
+    return padded.reshape(rows, BLOCK, cols, BLOCK, 3).transpose(0, 2, 1, 3, 4).astype(np.float64)
+
+
+def _painted(params: np.ndarray) -> np.ndarray:
+    """(n, 3, PARAMETERS) planes -> (n, 8, 8, 3) uint8 pixels, integers only: 128 x value =
+    32 x (4 x the mean) + slope_x x (2x - 7) + slope_y x (2y - 7), rounded. The precision
+    keeps a rounded ramp within a level of itself."""
+    p = params.astype(np.int64)[:, None, None, :, :]
+    across, down = _ODD[None, None, :, None], _ODD[None, :, None, None]
+    value = (32 * p[..., 0] + p[..., 1] * across + p[..., 2] * down + 64) >> 7
+    return np.clip(value, 0, 255).astype(np.uint8)
+
+
+def _fitted(blocks: np.ndarray) -> np.ndarray:
+    """Least-squares planes of (n, 8, 8, 3) blocks as (n, 3, PARAMETERS) integers."""
+    mean = blocks.mean((1, 2))
+    across = (blocks * _ODD[None, None, :, None]).sum((1, 2)) / _SPREAD
+    down = (blocks * _ODD[None, :, None, None]).sum((1, 2)) / _SPREAD
+    return np.rint(np.stack([4 * mean, 128 * across, 128 * down], -1)).astype(np.int64)
+
+
+def find(image: np.ndarray, tol: int = TOLERANCE, band_rows: int = detail.BAND_ROWS) -> Planes:
+    """The blocks of (H, W, 3) uint8 ``image`` that their plane reproduces within ``tol``
+    levels on every pixel inside the image, a band of block rows at a time."""
+    height, width = image.shape[:2]
+    rows, cols = detail.blocks(height, width)
+    smooth = np.zeros((rows, cols), dtype=bool)
+    params = []
+    inside = np.zeros((rows * BLOCK, cols * BLOCK), dtype=bool)
+    inside[:height, :width] = True
+    inside = inside.reshape(rows, BLOCK, cols, BLOCK).transpose(0, 2, 1, 3)[..., None]
+    for top in range(0, rows, band_rows):
+        band = slice(top, min(top + band_rows, rows))
+        blocks = _blocks(image[band.start * BLOCK : band.stop * BLOCK]).reshape(-1, BLOCK, BLOCK, 3)
+        fit = _fitted(blocks)
+        error = np.abs(_painted(fit).astype(np.float64) - blocks) * inside[band].reshape(-1, BLOCK, BLOCK, 1)
+        ok = (error.max((1, 2, 3)) <= tol) & (np.abs(fit[..., 1:]).max((1, 2)) <= SLOPE_LIMIT)
+        smooth[band] = ok.reshape(-1, cols)
+        params.append(fit[ok])
+    return Planes(smooth, np.concatenate(params) if params else Planes.none(rows, cols).params)
+
+
+def paint(pixels: np.ndarray, planes: Planes) -> None:
+    """Paint the smooth blocks' planes into (H, W, 3) uint8 ``pixels`` in place."""
+    height, width = pixels.shape[:2]
+    where = np.argwhere(planes.smooth)
+    for start in range(0, len(where), 4096):  # bounded memory: 4096 blocks of 192 bytes at once
+        chunk = where[start : start + 4096]
+        blocks = _painted(planes.params[start : start + 4096])
+        for (row, col), block in zip(chunk, blocks, strict=True):
+            top, left = row * BLOCK, col * BLOCK
+            h, w = min(BLOCK, height - top), min(BLOCK, width - left)
+            pixels[top : top + h, left : left + w] = block[:h, :w]
+
+
+def painted_mask(planes: Planes, top: int, left: int, size: tuple[int, int]) -> np.ndarray:
+    """(height, width) bool: the pixels of the region at (top, left), both whole blocks,
+    that smooth blocks paint (a block cut by the image's edge counts whole)."""
+    rows, cols = (-(-n // BLOCK) for n in size)
+    flags = np.zeros((rows, cols), dtype=bool)
+    inside = planes.smooth[top // BLOCK : top // BLOCK + rows, left // BLOCK : left // BLOCK + cols]
+    flags[: inside.shape[0], : inside.shape[1]] = inside
+    return np.repeat(np.repeat(flags, BLOCK, 0), BLOCK, 1)[: size[0], : size[1]]
+
+
+def _phases(smooth: np.ndarray, row: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A block row's even columns, then its odd ones, each with its flags' classes from the
+    flags known by then: ``smooth`` must hold the even columns' flags when the odd ones are
+    drawn (the decoder writes them into it)."""
+    cols = smooth.shape[1]
+    above = np.pad(smooth[row - 1].astype(np.int64), 1) if row else np.zeros(cols + 2, dtype=np.int64)
+    even = np.arange(0, cols, 2)
+    yield even, above[even] + above[even + 1] + above[even + 2]
+    odd = np.arange(1, cols, 2)
+    if odd.size:
+        here = np.pad(smooth[row].astype(np.int64), 1)
+        yield odd, 4 + np.minimum(above[odd + 1] + here[odd] + here[odd + 2], 3)
+
+
+def _runs(classes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A step's coding order (by class), the odds of each class present and its run size."""
+    sizes = np.bincount(classes, minlength=len(counts))
+    present = np.flatnonzero(sizes)
+    return np.argsort(classes, kind="stable"), entropy.probabilities(counts[present]), sizes[present]
+
+
+class _Counts:
+    """The adaptive counts of the flags (by class) and of the planes' differences (by parameter)."""
+
+    def __init__(self) -> None:
+        self.flags = _FLAG_INITIAL.copy()
+        self.params = np.tile(_PARAM_INITIAL, (PARAMETERS, 1))
+
+    def count_flags(self, classes: np.ndarray, flags: np.ndarray) -> None:
+        adapt(self.flags, np.bincount(classes * 2 + flags, minlength=2 * FLAG_CLASSES).reshape(-1, 2), detail.STEP)
+
+    def count_params(self, symbols: np.ndarray) -> None:
+        tally = np.bincount(_kinds(symbols.size) * detail.SYMBOLS + symbols, minlength=PARAMETERS * detail.SYMBOLS)
+        adapt(self.params, tally.reshape(PARAMETERS, detail.SYMBOLS), detail.STEP)
+
+
+def _kinds(size: int) -> np.ndarray:
+    """Which parameter each of ``size`` flattened plane values is."""
+    return np.arange(size) % PARAMETERS
+
+
+def _run_on(smooth: np.ndarray) -> np.ndarray:
+    """Per smooth block in raster order, whether the one before it is its left neighbour."""
+    where = np.argwhere(smooth)
+    return np.concatenate([[False], (where[1:, 0] == where[:-1, 0]) & (where[1:, 1] == where[:-1, 1] + 1)])
+
+
+def _carried(slopes_across: np.ndarray, run_on: np.ndarray) -> np.ndarray:
+    """(n, 3) what each block's mean is predicted to gain over the block before: the ramp of
+    its left neighbour carried 8 px on (its slope x 8 px, in quarter levels), else 0."""
+    gain = np.zeros_like(slopes_across)
+    gain[1:] = (slopes_across[:-1] >> 1) * run_on[1:, None]
+    return gain
+
+
+def _differences(planes: Planes) -> np.ndarray:
+    """(n, 3 x PARAMETERS) each plane less the one before it in raster order, the mean less
+    the left neighbour's ramp carried on (a steady ramp differs by nothing)."""
+    params = planes.params.copy()
+    params[..., 0] -= np.cumsum(_carried(params[..., 1], _run_on(planes.smooth)), axis=0)
+    return np.diff(params.reshape(-1, 3 * PARAMETERS), axis=0, prepend=0)
+
+
+def _planes(smooth: np.ndarray, differences: np.ndarray) -> np.ndarray:
+    """``_differences``' inverse: (n, 3, PARAMETERS) planes."""
+    params = np.cumsum(differences, axis=0).reshape(-1, 3, PARAMETERS)
+    params[..., 0] += np.cumsum(_carried(params[..., 1], _run_on(smooth)), axis=0)
+    return params
+
+
+def write(planes: Planes, writer: entropy.Writer) -> None:
+    """Code ``planes`` into ``writer`` (the detail stream, before its levels)."""
+    any_smooth = bool(planes.params.size)
+    writer.write(_HALVES, np.array([any_smooth]))
+    if not any_smooth:
+        return
+    counts = _Counts()
+    differences = _differences(planes)
+    done = 0
+    for row in range(planes.smooth.shape[0]):
+        for at, classes in _phases(planes.smooth, row):
+            order, odds, sizes = _runs(classes, counts.flags)
+            flags = planes.smooth[row, at].astype(np.int64)
+            writer.runs(odds, sizes, flags[order])
+            counts.count_flags(classes, flags)
+        count = int(planes.smooth[row].sum())
+        if not count:
+            continue
+        values = differences[done : done + count].ravel()
+        done += count
+        symbols = detail.symbols(values)
+        order = np.argsort(_kinds(values.size), kind="stable")
+        writer.runs(
+            entropy.probabilities(counts.params), np.full(PARAMETERS, values.size // PARAMETERS), symbols[order]
+        )
+        escaped = values[symbols == detail.ESCAPE]
+        if escaped.size:
+            writer.write(detail.UNIFORM, detail.payload(escaped))
+        counts.count_params(symbols)
+
+
+def read(decoder: entropy.Decoder, rows: int, cols: int) -> Planes:
+    """``write``'s inverse: the planes of an image of (rows, cols) blocks."""
+    if not decoder(_HALVES, 1)[0]:
+        return Planes.none(rows, cols)
+    counts = _Counts()
+    smooth = np.zeros((rows, cols), dtype=bool)
+    differences = []
+    for row in range(rows):
+        for at, classes in _phases(smooth, row):
+            order, odds, sizes = _runs(classes, counts.flags)
+            flags = np.empty(at.size, dtype=np.int64)
+            flags[order] = decoder.runs(odds, sizes)
+            smooth[row, at] = flags.astype(bool)
+            counts.count_flags(classes, flags)
+        count = int(smooth[row].sum())
+        if not count:
+            continue
+        size = count * 3 * PARAMETERS
+        symbols = np.empty(size, dtype=np.int64)
+        symbols[np.argsort(_kinds(size), kind="stable")] = decoder.runs(
+            entropy.probabilities(counts.params), np.full(PARAMETERS, size // PARAMETERS)
+        )
+        values = symbols - detail.LARGEST
+        escaped = symbols == detail.ESCAPE
+        if escaped.any():
+            values[escaped] = detail.from_payload(decoder(detail.UNIFORM, 2 * int(escaped.sum())))
+        differences.append(values.reshape(count, -1))
+        counts.count_params(symbols)
+    if not differences:
+        return Planes.none(rows, cols)
+    params = _planes(smooth, np.concatenate(differences))
+    if (
+        (np.abs(params[..., 1:]) > SLOPE_LIMIT).any()
+        or (params[..., 0] < 0).any()
+        or (params[..., 0] > MEAN_LIMIT).any()
+    ):
+        msg = "corrupt detail stream: a smooth block's plane is out of range"
+        raise FormatError(msg)
+    return Planes(smooth, params)
