@@ -23,7 +23,7 @@ MAGIC = b"DDN"
 VERSION = 2  # files without a detail stream: byte for byte what readers of version 2 read
 DETAIL_VERSION = 3  # files with one (version 2 readers refuse them, as they should)
 FILTERED_DETAIL_VERSION = 4  # version 3's layout, decoded through the model's detail filter
-ROWS_DETAIL_VERSION = 5  # the detail stream coded row by row and class by class (``detail.Layout``)
+ROWS_DETAIL_VERSION = 5  # the detail stream coded row by row and class by class (``levels.Layout``)
 SMOOTH_DETAIL_VERSION = 6  # version 5's, the detail stream opening with the smooth blocks (``smooth``)
 _READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION, ROWS_DETAIL_VERSION, SMOOTH_DETAIL_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
@@ -62,7 +62,7 @@ class Header:
     detail_step: int = 0  # quantiser step of the detail stream, 1..255; 0: the file has none
     detail_length: int = 0  # bytes of the detail stream (its CRC not counted)
     detail_filtered: bool = False  # the decoder runs the model's detail filter after the detail layer
-    legacy_detail: bool = False  # the detail stream is in the layout of versions 3 and 4 (``detail.Layout.CHANNELS``)
+    legacy_detail: bool = False  # the detail stream is in the layout of versions 3 and 4 (``levels.Layout.CHANNELS``)
     smooth_blocks: bool = False  # the detail stream opens with the smooth blocks (version 6)
 
     @property

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddncodec import detail, entropy
+from ddncodec import detail, entropy, levels
 from ddncodec.context import adapt
 from ddncodec.errors import FormatError
 
@@ -34,7 +34,7 @@ _FLAG_INITIAL = np.array([[8, 8]] * FLAG_CLASSES, dtype=np.int64)
 _HALVES = np.array([0.5, 0.5])  # the stream's first symbol: whether any block is smooth
 TOLERANCE = 1  # levels: the encoder's largest error on a smooth block (beyond it, texture it keeps)
 _PARAM_INITIAL = np.array(
-    [4096 if v == 0 else max(1, 256 >> (2 * abs(v))) for v in range(-detail.LARGEST, detail.LARGEST + 1)] + [1]
+    [4096 if v == 0 else max(1, 256 >> (2 * abs(v))) for v in range(-levels.LARGEST, levels.LARGEST + 1)] + [1]
 )
 """A plane is most often its neighbour's (a flat colour, a steady ramp): a difference of 0 starts at p = 0.95."""
 _ODD = np.arange(BLOCK) * 2 - (BLOCK - 1)  # -7, -5, ..., 7: twice a pixel's offset from the block centre
@@ -153,11 +153,11 @@ class _Counts:
         self.params = np.tile(_PARAM_INITIAL, (PARAMETERS, 1))
 
     def count_flags(self, classes: np.ndarray, flags: np.ndarray) -> None:
-        adapt(self.flags, np.bincount(classes * 2 + flags, minlength=2 * FLAG_CLASSES).reshape(-1, 2), detail.STEP)
+        adapt(self.flags, np.bincount(classes * 2 + flags, minlength=2 * FLAG_CLASSES).reshape(-1, 2), levels.STEP)
 
     def count_params(self, symbols: np.ndarray) -> None:
-        tally = np.bincount(_kinds(symbols.size) * detail.SYMBOLS + symbols, minlength=PARAMETERS * detail.SYMBOLS)
-        adapt(self.params, tally.reshape(PARAMETERS, detail.SYMBOLS), detail.STEP)
+        tally = np.bincount(_kinds(symbols.size) * levels.SYMBOLS + symbols, minlength=PARAMETERS * levels.SYMBOLS)
+        adapt(self.params, tally.reshape(PARAMETERS, levels.SYMBOLS), levels.STEP)
 
 
 def _kinds(size: int) -> np.ndarray:
@@ -214,14 +214,14 @@ def write(planes: Planes, writer: entropy.Writer) -> None:
             continue
         values = differences[done : done + count].ravel()
         done += count
-        symbols = detail.symbols(values)
+        symbols = levels.symbols(values)
         order = np.argsort(_kinds(values.size), kind="stable")
         writer.runs(
             entropy.probabilities(counts.params), np.full(PARAMETERS, values.size // PARAMETERS), symbols[order]
         )
-        escaped = values[symbols == detail.ESCAPE]
+        escaped = values[symbols == levels.ESCAPE]
         if escaped.size:
-            writer.write(detail.UNIFORM, detail.payload(escaped))
+            writer.write(levels.UNIFORM, levels.payload(escaped))
         counts.count_params(symbols)
 
 
@@ -247,10 +247,10 @@ def read(decoder: entropy.Decoder, rows: int, cols: int) -> Planes:
         symbols[np.argsort(_kinds(size), kind="stable")] = decoder.runs(
             entropy.probabilities(counts.params), np.full(PARAMETERS, size // PARAMETERS)
         )
-        values = symbols - detail.LARGEST
-        escaped = symbols == detail.ESCAPE
+        values = symbols - levels.LARGEST
+        escaped = symbols == levels.ESCAPE
         if escaped.any():
-            values[escaped] = detail.from_payload(decoder(detail.UNIFORM, 2 * int(escaped.sum())))
+            values[escaped] = levels.from_payload(decoder(levels.UNIFORM, 2 * int(escaped.sum())))
         differences.append(values.reshape(count, -1))
         counts.count_params(symbols)
     if not differences:

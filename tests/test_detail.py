@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from ddncodec import codec, container, detail
+from ddncodec import levels as levels_coding
 from ddncodec.codec import Rung
 from ddncodec.container import CorruptError, Header
 from ddncodec.errors import FormatError, ModelError
@@ -64,7 +65,7 @@ def test_optimise_trades_error_for_bits_at_a_lower_total_cost() -> None:
         return float(((coefficients / step - levels) ** 2).sum())
 
     def bits(levels: np.ndarray) -> int:
-        return 8 * len(detail.encode(levels))
+        return 8 * len(levels_coding.encode(levels))
 
     assert bits(chosen) < 0.95 * bits(plain)
     assert error(chosen) > error(plain)  # it is a trade, not a free lunch
@@ -81,7 +82,7 @@ def test_optimise_trades_error_for_bits_at_a_lower_total_cost() -> None:
 )
 def test_any_levels_round_trip_through_the_coder(levels: np.ndarray) -> None:
     rows, cols = levels.shape[1:3]
-    assert np.array_equal(detail.decode(detail.encode(levels), 8 * rows, 8 * cols), levels)
+    assert np.array_equal(levels_coding.decode(levels_coding.encode(levels), 8 * rows, 8 * cols), levels)
 
 
 def test_levels_beyond_the_alphabet_escape_and_round_trip() -> None:
@@ -89,13 +90,13 @@ def test_levels_beyond_the_alphabet_escape_and_round_trip() -> None:
     levels[0, 0, 0, 0] = 3533  # the largest a step of 1 can give (a white block's DC in the luma channel)
     levels[1, 1, 2, 5] = -16
     levels[2, 0, 1, 63] = 15
-    assert np.array_equal(detail.decode(detail.encode(levels), 16, 24), levels)
+    assert np.array_equal(levels_coding.decode(levels_coding.encode(levels), 16, 24), levels)
 
 
 def test_a_flat_residual_costs_next_to_nothing() -> None:
     """Adaptive counts: the 1.2 M zero levels of a 768x512 image take under 1,200 bytes
     (985 as written), 0.008 bits each, against 1 bit for a static zero flag."""
-    assert len(detail.encode(np.zeros((3, 64, 96, 64), dtype=np.int64))) < 1200
+    assert len(levels_coding.encode(np.zeros((3, 64, 96, 64), dtype=np.int64))) < 1200
 
 
 def test_a_detail_rung_refines_the_same_walk_and_its_file_decodes_exactly(

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddncodec import container, detail, entropy, imageio, smooth
+from ddncodec import container, detail, entropy, imageio, levels, smooth
 from ddncodec.codec import workers
 from ddncodec.codec.detail_filter import detail_filtered, expect_steps
 from ddncodec.codec.maps import IndexMaps, read_maps
@@ -41,8 +41,8 @@ def read_detail(parsed: container.Container) -> DetailLayer | None:
     rows, cols = detail.blocks(header.height, header.width)
     decoder = entropy.Decoder(parsed.detail, "detail stream")
     planes = smooth.read(decoder, rows, cols) if header.smooth_blocks else smooth.Planes.none(rows, cols)
-    layout = detail.Layout.CHANNELS if header.legacy_detail else detail.Layout.ROWS
-    return DetailLayer(planes, detail.read(decoder, header.height, header.width, layout, planes.smooth))
+    layout = levels.Layout.CHANNELS if header.legacy_detail else levels.Layout.ROWS
+    return DetailLayer(planes, levels.read(decoder, header.height, header.width, layout, planes.smooth))
 
 
 def decode_maps(maps: IndexMaps, model: CodecModel, post_filter: bool = False) -> np.ndarray:

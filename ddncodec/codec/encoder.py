@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ddncodec import container, detail, entropy, imageio, smooth
+from ddncodec import levels as level_coding
 from ddncodec.codec import workers
 from ddncodec.codec.choosing import LOOKAHEAD_LAMBDA, rate_aware
 from ddncodec.codec.detail_filter import detail_filtered
@@ -178,7 +179,7 @@ def with_detail(
         image, filtered = candidates[1], True
     writer = entropy.Writer()
     smooth.write(planes, writer)
-    detail.write(levels, writer, planes.smooth)
+    level_coding.write(levels, writer, planes.smooth)
     return writer.finish(), image, filtered
 
 

@@ -1,0 +1,249 @@
+"""The detail layer's integer levels as a stream: their classes, the adaptive context model, escapes.
+
+A coefficient's odds come from counts per class (channel, frequency band, the magnitudes
+of the same coefficient in the neighbouring blocks already coded) that adapt as the layer
+is coded (``context.adapt``, the index model's rule): integers only, so both sides build
+the same odds. Levels -LARGEST..LARGEST are symbols of their own, larger ones escape with
+a uniform payload; smooth blocks (``smooth``) reuse these symbols for their planes.
+
+Two layouts of the stream (``Layout``): format version 5 on codes block row by block row
+(every channel of a row before the next row, so a decoder needs one block row of context)
+and, within a step, the symbols class by class, one constriction model per class (a few
+dozen models per step instead of 32 odds per coefficient); versions 3 and 4 coded channel
+by channel and each coefficient with odds of its own, and are still read. Both use the
+same classes and counts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddncodec import entropy
+from ddncodec.context import adapt
+
+BLOCK = 8
+LARGEST = 15  # levels -LARGEST..LARGEST are symbols of their own; larger ones escape
+ESCAPE = 2 * LARGEST + 1
+SYMBOLS = ESCAPE + 1
+PAYLOAD = 128  # an escaped level is two symbols of a uniform PAYLOAD-ary alphabet: sign and 13 bits
+PAYLOAD_BITS = 13
+STEP = 32  # count added per coded level
+NEIGHBOURHOOD = 4  # classes of the neighbours' magnitudes: none, 1, 2-3, 4 or more
+LEVEL = np.int16  # levels fit: |DC| <= 8 * 255 * sqrt(3) < 2**12, escapes carry 13 bits
+
+
+class Layout(enum.Enum):
+    """The order of a detail stream's symbols (see the module docstring)."""
+
+    CHANNELS = 3  # format versions 3 and 4
+    ROWS = 5  # format version 5 on
+
+
+_n = np.arange(BLOCK)
+# Frequency band of each of the 64 coefficients (row-major u, v): by u + v, the high ones merged.
+_BAND = np.digitize(_n[:, None] + _n[None, :], [1, 2, 3, 4, 6, 8, 11]).ravel()
+BANDS = 8
+CLASSES = 2 * BANDS * NEIGHBOURHOOD  # (luma or chroma) x band x neighbourhood
+INITIAL = np.array([max(4, 1024 >> (2 * abs(v))) for v in range(-LARGEST, LARGEST + 1)] + [4], dtype=np.int64)
+
+
+def blocks(height: int, width: int) -> tuple[int, int]:
+    """Block rows and columns of an image (the last ones zero-padded)."""
+    return -(-height // BLOCK), -(-width // BLOCK)
+
+
+def tally(levels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(CLASSES, SYMBOLS) counts of ``levels``' symbols by class."""
+    return np.bincount((classes * SYMBOLS + symbols(levels)).ravel(), minlength=CLASSES * SYMBOLS).reshape(
+        CLASSES, SYMBOLS
+    )
+
+
+def code_lengths(tally: np.ndarray) -> np.ndarray:
+    """Bits per symbol and class under the statistics ``tally`` (an escape's payload included)."""
+    counts = tally + 1
+    bits = np.log2(counts.sum(1, keepdims=True)) - np.log2(counts)
+    bits[:, ESCAPE] += 2 * np.log2(PAYLOAD)
+    return bits
+
+
+def _magnitudes(levels: np.ndarray) -> np.ndarray:
+    return np.minimum(np.abs(levels), 3).astype(np.int8)
+
+
+_NEIGHBOURHOOD_OF = np.digitize(np.arange(5 * 3 + 1), [1, 2, 4])  # by the sum of up to 5 magnitudes of at most 3
+
+
+def _class_of(tone: int, total: np.ndarray) -> np.ndarray:
+    """Classes from a tone (0 luma, 1 chroma) and the neighbours' summed magnitudes (..., 64)."""
+    return (tone * BANDS + _BAND) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[total]
+
+
+def classes_of(levels: np.ndarray, above: np.ndarray | None) -> np.ndarray:
+    """The class of every coefficient of a band of complete ``levels`` (3, rows, cols, 64),
+    ``above`` the block row before the band (None at the top): what ``_steps`` computes
+    step by step, all at once."""
+    magnitude = _magnitudes(levels)
+    before = np.zeros_like(magnitude[:, :1]) if above is None else _magnitudes(above)[:, None]
+    up = np.concatenate([before, magnitude[:, :-1]], 1)
+    wide = np.pad(up, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    total = wide[:, :, :-2] + wide[:, :, 1:-1] + wide[:, :, 2:]
+    beside = np.pad(magnitude, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    odd = np.arange(levels.shape[2]) % 2 == 1
+    total[:, :, odd] += beside[:, :, :-2][:, :, odd] + beside[:, :, 2:][:, :, odd]
+    return np.stack([_class_of(min(channel, 1), total[channel]) for channel in range(3)])
+
+
+@dataclass
+class _Step:
+    """One coding step: every coefficient of the blocks ``cols`` of block row ``row`` of
+    channel ``channel``, and each one's class."""
+
+    channel: int
+    row: int
+    cols: np.ndarray
+    classes: np.ndarray  # (len(cols), 64)
+
+
+def _steps(levels: np.ndarray, layout: Layout, skip: np.ndarray | None = None) -> Iterator[_Step]:
+    """Each block row's blocks, first the even block columns, then the odd ones (whose left
+    and right neighbours are known by then), channel by channel over the whole image
+    (``Layout.CHANNELS``) or row by row (``Layout.ROWS``). ``levels`` must hold every
+    step already taken when the next one is drawn: the decoder writes into it. The blocks
+    of ``skip`` (rows, cols) are left out: their levels are zero."""
+    _, rows, cols, _ = levels.shape
+    if layout is Layout.CHANNELS:
+        order = ((channel, row) for channel in range(3) for row in range(rows))
+    else:
+        order = ((channel, row) for row in range(rows) for channel in range(3))
+    for channel, row in order:
+        for phase in (0, 1):
+            at = np.arange(phase, cols, 2)
+            if skip is not None:
+                at = at[~skip[row, at]]
+            if not at.size:  # a single block column has no odd phase, a smooth row no blocks
+                continue
+            near = [(row - 1, at - 1), (row - 1, at), (row - 1, at + 1)]
+            if phase:
+                near += [(row, at - 1), (row, at + 1)]
+            total = np.zeros((at.size, BLOCK * BLOCK), dtype=np.int64)
+            for r, c in near:
+                inside = (r >= 0) & (c >= 0) & (c < cols)
+                if r >= 0 and inside.any():
+                    total[inside] += _magnitudes(levels[channel, r, c[inside]])
+            yield _Step(channel, row, at, _class_of(min(channel, 1), total))
+
+
+def symbols(values: np.ndarray) -> np.ndarray:
+    """Levels -> symbols: -LARGEST..LARGEST as themselves (shifted to 0..2 LARGEST), larger ones ESCAPE."""
+    return np.where(np.abs(values) > LARGEST, ESCAPE, values.astype(np.int64) + LARGEST)
+
+
+def payload(values: np.ndarray) -> np.ndarray:
+    """Escaped levels -> (2N,) uniform symbols: the sign with the top 6 bits, then the low 7."""
+    excess = np.abs(values.astype(np.int64)) - LARGEST - 1
+    word = (values < 0).astype(np.int64) << PAYLOAD_BITS | excess
+    return np.stack([word >> 7, word & (PAYLOAD - 1)], 1).ravel()
+
+
+def from_payload(symbols: np.ndarray) -> np.ndarray:
+    word = symbols[0::2] << 7 | symbols[1::2]
+    magnitude = (word & ((1 << PAYLOAD_BITS) - 1)) + LARGEST + 1
+    return np.where(word >> PAYLOAD_BITS, -magnitude, magnitude)
+
+
+@dataclass
+class _Coding:
+    """How a step's symbols meet the coder: its raster positions in coding order, and
+    the odds, one row (SYMBOLS,) per run of ``sizes`` symbols, or, without ``sizes``,
+    one row per symbol."""
+
+    order: np.ndarray
+    odds: np.ndarray
+    sizes: np.ndarray | None = None
+
+
+def _coding(classes: np.ndarray, counts: np.ndarray, layout: Layout) -> _Coding:
+    """Class by class under ``Layout.ROWS`` (a run per class present, in class order),
+    each symbol with odds of its own under ``Layout.CHANNELS``."""
+    flat = classes.ravel()
+    if layout is Layout.CHANNELS:
+        return _Coding(np.arange(flat.size), entropy.probabilities(counts[flat]))
+    sizes = np.bincount(flat, minlength=CLASSES)
+    present = np.flatnonzero(sizes)
+    order = np.argsort(flat.astype(np.uint8), kind="stable")  # a radix sort on bytes
+    return _Coding(order, entropy.probabilities(counts[present]), sizes[present])
+
+
+UNIFORM = np.full(PAYLOAD, 1 / PAYLOAD)
+
+
+def _run(
+    levels: np.ndarray, layout: Layout, code: Callable[[_Step, _Coding], np.ndarray], skip: np.ndarray | None = None
+) -> None:
+    """The adaptive model over a layer's steps. ``code(step, coding)`` returns the step's
+    levels in raster order (the encoder reads them, the decoder decodes them); they are
+    written into ``levels`` and counted."""
+    counts = np.tile(INITIAL, (CLASSES, 1))
+    for step in _steps(levels, layout, skip):
+        values = code(step, _coding(step.classes, counts, layout))
+        levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
+        tally = np.bincount(step.classes.ravel() * SYMBOLS + symbols(values), minlength=CLASSES * SYMBOLS)
+        adapt(counts, tally.reshape(CLASSES, SYMBOLS), STEP)
+
+
+def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = None) -> None:
+    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.ROWS``). A step's
+    classes read only steps already taken, so the complete levels serve as the coder's
+    state (they are written back unchanged). The blocks of ``skip`` are not coded."""
+    work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
+
+    def put(step: _Step, coding: _Coding) -> np.ndarray:
+        values = work[step.channel, step.row, step.cols].ravel()
+        codes = symbols(values)
+        assert coding.sizes is not None  # the encoder writes Layout.ROWS
+        writer.runs(coding.odds, coding.sizes, codes[coding.order])
+        escaped = values[codes == ESCAPE]
+        if escaped.size:
+            writer.write(UNIFORM, payload(escaped))
+        return values
+
+    _run(work, Layout.ROWS, put, skip)
+
+
+def encode(levels: np.ndarray) -> bytes:
+    """(3, rows, cols, 64) integer levels -> a detail stream of them alone (``Layout.ROWS``)."""
+    writer = entropy.Writer()
+    write(levels, writer)
+    return writer.finish()
+
+
+def read(
+    decoder: entropy.Decoder, height: int, width: int, layout: Layout = Layout.ROWS, skip: np.ndarray | None = None
+) -> np.ndarray:
+    """The levels of an image of (height, width), decoded from ``decoder`` -> (3, rows, cols, 64);
+    the blocks of ``skip`` were not coded and are zero."""
+    rows, cols = blocks(height, width)
+    levels = np.zeros((3, rows, cols, BLOCK * BLOCK), dtype=LEVEL)
+
+    def get(_step: _Step, coding: _Coding) -> np.ndarray:
+        codes = np.empty(coding.order.size, dtype=np.int64)
+        runs = coding.sizes is not None
+        codes[coding.order] = decoder.runs(coding.odds, coding.sizes) if runs else decoder(coding.odds)
+        values = codes - LARGEST
+        escaped = codes == ESCAPE
+        if escaped.any():
+            values[escaped] = from_payload(decoder(UNIFORM, 2 * int(escaped.sum())))
+        return values
+
+    _run(levels, layout, get, skip)
+    return levels
+
+
+def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ROWS) -> np.ndarray:
+    """A detail stream of levels alone (format versions 3-5) -> (3, rows, cols, 64) levels."""
+    return read(entropy.Decoder(data, "detail stream"), height, width, layout)
