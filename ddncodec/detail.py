@@ -83,18 +83,19 @@ def apply(
     bits, into ``out`` if given (``pixels`` itself, say: a decoder keeps no second image),
     band by band through ``run``."""
     out = np.empty_like(pixels) if out is None else out
-    height = pixels.shape[0]
-
-    def add(band: slice) -> None:
-        top, bottom = band.start * BLOCK, min(band.stop * BLOCK, height)
-        if not levels[:, band].any():  # nothing to add: the pixels as they are
-            out[top:bottom] = pixels[top:bottom]
-            return
-        detail = inverse(levels[:, band].astype(np.float64) * step, bottom - top, pixels.shape[1])
-        out[top:bottom] = np.clip(np.round(pixels[top:bottom] + detail), 0, 255)
-
-    run(add, list(_bands(levels.shape[1])))
+    run(lambda band: add_band(pixels, levels[:, band], band, step, out), list(_bands(levels.shape[1])))
     return out
+
+
+def add_band(pixels: np.ndarray, band_levels: np.ndarray, band: slice, step: int, out: np.ndarray) -> None:
+    """``apply`` for one band of block rows ``band`` and its levels (3, band rows, cols, 64)."""
+    top, bottom = band.start * BLOCK, min(band.stop * BLOCK, pixels.shape[0])
+    if not band_levels.any():  # nothing to add: the pixels as they are
+        if out is not pixels:
+            out[top:bottom] = pixels[top:bottom]
+        return
+    detail = inverse(band_levels.astype(np.float64) * step, bottom - top, pixels.shape[1])
+    out[top:bottom] = np.clip(np.round(pixels[top:bottom] + detail), 0, 255)
 
 
 def coded_blocks(levels: np.ndarray) -> np.ndarray:

@@ -109,17 +109,18 @@ class _Step:
     classes: np.ndarray  # (len(cols), 64)
 
 
-def _steps(levels: np.ndarray, layout: Layout, skip: np.ndarray | None = None) -> Iterator[_Step]:
+def _steps(levels: np.ndarray, layout: Layout, skip: np.ndarray | None = None, start: int = 0) -> Iterator[_Step]:
     """Each block row's blocks, first the even block columns, then the odd ones (whose left
     and right neighbours are known by then), channel by channel over the whole image
     (``Layout.CHANNELS``) or row by row (``Layout.ROWS``). ``levels`` must hold every
     step already taken when the next one is drawn: the decoder writes into it. The blocks
-    of ``skip`` (rows, cols) are left out: their levels are zero."""
+    of ``skip`` (rows, cols) are left out: their levels are zero. Rows before ``start`` are
+    context only (a band's row above it)."""
     _, rows, cols, _ = levels.shape
     if layout is Layout.CHANNELS:
-        order = ((channel, row) for channel in range(3) for row in range(rows))
+        order = ((channel, row) for channel in range(3) for row in range(start, rows))
     else:
-        order = ((channel, row) for row in range(rows) for channel in range(3))
+        order = ((channel, row) for row in range(start, rows) for channel in range(3))
     for channel, row in order:
         for phase in (0, 1):
             at = np.arange(phase, cols, 2)
@@ -182,14 +183,24 @@ def _coding(classes: np.ndarray, counts: np.ndarray, layout: Layout) -> _Coding:
 UNIFORM = np.full(PAYLOAD, 1 / PAYLOAD)
 
 
+def _initial_counts() -> np.ndarray:
+    return np.tile(INITIAL, (CLASSES, 1))
+
+
 def _run(
-    levels: np.ndarray, layout: Layout, code: Callable[[_Step, _Coding], np.ndarray], skip: np.ndarray | None = None
+    levels: np.ndarray,
+    layout: Layout,
+    code: Callable[[_Step, _Coding], np.ndarray],
+    skip: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
+    start: int = 0,
 ) -> None:
-    """The adaptive model over a layer's steps. ``code(step, coding)`` returns the step's
+    """The adaptive model over a layer's steps, from block row ``start`` on, adapting
+    ``counts`` (fresh ones if not given). ``code(step, coding)`` returns the step's
     levels in raster order (the encoder reads them, the decoder decodes them); they are
     written into ``levels`` and counted."""
-    counts = np.tile(INITIAL, (CLASSES, 1))
-    for step in _steps(levels, layout, skip):
+    counts = _initial_counts() if counts is None else counts
+    for step in _steps(levels, layout, skip, start):
         values = code(step, _coding(step.classes, counts, layout))
         levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
         tally = np.bincount(step.classes.ravel() * SYMBOLS + symbols(values), minlength=CLASSES * SYMBOLS)
@@ -229,6 +240,35 @@ def read(
     the blocks of ``skip`` were not coded and are zero."""
     rows, cols = blocks(height, width)
     levels = np.zeros((3, rows, cols, BLOCK * BLOCK), dtype=LEVEL)
+    _run(levels, layout, _reader(decoder), skip)
+    return levels
+
+
+def read_bands(
+    decoder: entropy.Decoder, height: int, width: int, band_rows: int, skip: np.ndarray | None = None
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``read`` for ``Layout.ROWS``, band by band of ``band_rows`` block rows: each band's
+    slice of block rows and its levels (3, band rows, cols, 64), holding only the band and
+    the block row above it (its context), so a decoder's memory does not grow with the image."""
+    rows, cols = blocks(height, width)
+    counts = _initial_counts()
+    get = _reader(decoder)
+    above = np.zeros((3, 1, cols, BLOCK * BLOCK), dtype=LEVEL)  # the image's top: no context
+    for top in range(0, rows, band_rows):
+        band = slice(top, min(top + band_rows, rows))
+        window = np.zeros((3, 1 + band.stop - band.start, cols, BLOCK * BLOCK), dtype=LEVEL)
+        window[:, :1] = above
+        skipped = None
+        if skip is not None:
+            skipped = np.zeros((window.shape[1], cols), dtype=bool)
+            skipped[1:] = skip[band]
+        _run(window, Layout.ROWS, get, skipped, counts, start=1)
+        above = window[:, -1:].copy()
+        yield band, window[:, 1:]
+
+
+def _reader(decoder: entropy.Decoder) -> Callable[[_Step, _Coding], np.ndarray]:
+    """The decoder's side of ``_run``: each step's levels, decoded."""
 
     def get(_step: _Step, coding: _Coding) -> np.ndarray:
         codes = np.empty(coding.order.size, dtype=np.int64)
@@ -240,8 +280,7 @@ def read(
             values[escaped] = from_payload(decoder(UNIFORM, 2 * int(escaped.sum())))
         return values
 
-    _run(levels, layout, get, skip)
-    return levels
+    return get
 
 
 def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ROWS) -> np.ndarray:

@@ -101,7 +101,7 @@ def test_the_filter_runs_in_pieces_as_on_the_whole_image(
     with torch.inference_mode():
         whole = to_uint8(net(to_tensor(decoded[None]), detail_flags(levels, net, decoded.shape[:2]), STEP))
     monkeypatch.setattr(detail_filter, "DETAIL_STRIP", 24)
-    pieces = detail_filter.detail_filtered(filtered_model, decoded, levels, STEP)
+    pieces = detail_filter.detail_filtered(filtered_model, decoded, detail.coded_blocks(levels), STEP)
     difference = np.abs(pieces.astype(int) - whole[0].permute(1, 2, 0).numpy())
     assert difference.max() <= 1 and (difference == 0).mean() > 0.999
     assert not np.array_equal(pieces, decoded)

@@ -1,8 +1,9 @@
 """Decoding: a file's streams -> index maps -> the walk replayed -> filters and detail -> pixels.
 
 The decoder replays the stored indices through the same generator: it never takes an
-argmin, so float drift cannot desynchronise it. Every stream is decoded before the
-network runs, so a corrupt file costs no network time.
+argmin, so float drift cannot desynchronise it. The layer streams are decoded before the
+network runs, so a corrupt one costs no network time; the detail stream is decoded band
+by band as it is added (format version 5 on), so its levels never sit in memory whole.
 """
 
 from __future__ import annotations
@@ -43,6 +44,34 @@ def read_detail(parsed: container.Container) -> DetailLayer | None:
     planes = smooth.read(decoder, rows, cols) if header.smooth_blocks else smooth.Planes.none(rows, cols)
     layout = levels.Layout.CHANNELS if header.legacy_detail else levels.Layout.ROWS
     return DetailLayer(planes, levels.read(decoder, header.height, header.width, layout, planes.smooth))
+
+
+def _add_detail(pixels: np.ndarray, parsed: container.Container, model: CodecModel) -> np.ndarray:
+    """``pixels`` with the file's detail layer: its levels added band by band as they are
+    decoded, then the detail filter where the file runs it, then the smooth blocks painted."""
+    header = parsed.header
+    assert parsed.detail is not None
+    rows, cols = detail.blocks(header.height, header.width)
+    decoder = entropy.Decoder(parsed.detail, "detail stream")
+    planes = smooth.read(decoder, rows, cols) if header.smooth_blocks else smooth.Planes.none(rows, cols)
+    if header.legacy_detail:  # versions 3 and 4: channel by channel, so every level is needed at once
+        whole = levels.read(decoder, header.height, header.width, levels.Layout.CHANNELS)
+        starts = range(0, rows, detail.BAND_ROWS)
+        bands = ((band, whole[:, band]) for band in (slice(top, top + detail.BAND_ROWS) for top in starts))
+    else:
+        bands = levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth)
+    coded = np.zeros((rows, cols), dtype=bool)
+
+    def add(item: tuple[slice, np.ndarray]) -> None:
+        band, band_levels = item
+        coded[band] = detail.coded_blocks(band_levels)
+        detail.add_band(pixels, band_levels, band, header.detail_step, pixels)
+
+    workers.overlapped(add, bands)
+    if header.detail_filtered:
+        pixels = detail_filtered(model, pixels, coded, header.detail_step)
+    smooth.paint(pixels, planes)
+    return pixels
 
 
 def decode_maps(maps: IndexMaps, model: CodecModel, post_filter: bool = False) -> np.ndarray:
@@ -109,13 +138,10 @@ def decode_pixels(
     count = present if layers is None else layers
     imageio.check_padded(header.width, header.height, model.config.unit, max_pixels)
     maps = read_maps(parsed, model, count)
-    layer = read_detail(parsed) if count == header.layers else None
+    with_detail = count == header.layers and parsed.detail is not None
     with workers.workers(threads, progress):
-        expect_steps(model, header.width, header.height, 1, layer is not None and header.detail_filtered)
+        expect_steps(model, header.width, header.height, 1, with_detail and header.detail_filtered)
         pixels = decode_maps(maps, model, header.filtered)
-        if layer is not None:
-            detail.apply(pixels, layer.levels, header.detail_step, out=pixels, run=workers.bands)
-            if header.detail_filtered:
-                pixels = detail_filtered(model, pixels, layer.levels, header.detail_step)
-            smooth.paint(pixels, layer.planes)
+        if with_detail:
+            pixels = _add_detail(pixels, parsed, model)
     return pixels, header.mode

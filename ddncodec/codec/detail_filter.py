@@ -21,16 +21,17 @@ DETAIL_STRIP = 512  # rows and columns (whole 8 px blocks) filtered at once: bou
 DETAIL_MARGIN = 64  # px of context on each side of a piece: more than the filter's reach (10 convs 3×3 at 4 px)
 
 
-def detail_filtered(model: CodecModel, pixels: np.ndarray, levels: np.ndarray, step: int) -> np.ndarray:
-    """(H, W, 3) uint8 ``pixels``, a decode with its detail layer of ``levels`` at ``step``,
-    through the model's detail filter, which also reads which 8×8 blocks that layer coded.
+def detail_filtered(model: CodecModel, pixels: np.ndarray, coded_blocks: np.ndarray, step: int) -> np.ndarray:
+    """(H, W, 3) uint8 ``pixels``, a decode with its detail layer at ``step``, through the
+    model's detail filter, which also reads which 8×8 blocks that layer coded (``coded_blocks``,
+    (block rows, block cols) bool: ``detail.coded_blocks``).
     Piece by piece of DETAIL_STRIP² px (every bound a multiple of the block), each with
     DETAIL_MARGIN px of context around it, so the output is the whole image's."""
     net = model.detailfilter
     assert net is not None
     height, width = pixels.shape[:2]
     padded = imageio.pad(pixels, detail.BLOCK)
-    coded = torch.from_numpy(detail.coded_blocks(levels))[None]  # (1, block rows, block cols)
+    coded = torch.from_numpy(coded_blocks)[None]  # (1, block rows, block cols)
     out = np.empty_like(padded)
     rows, cols = padded.shape[:2]
 

@@ -172,7 +172,7 @@ def with_detail(
     image, filtered = detail.apply(decoded, levels, step, run=workers.bands), False
     candidates = [image]
     if model.detailfilter is not None and not planes.smooth.all():
-        candidates.append(detail_filtered(model, image, levels, step))
+        candidates.append(detail_filtered(model, image, detail.coded_blocks(levels), step))
     for candidate in candidates:
         smooth.paint(candidate, planes)
     if len(candidates) > 1 and psnr(candidates[1], pixels, mode) > psnr(image, pixels, mode):

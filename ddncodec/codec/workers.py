@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -97,6 +98,24 @@ def each(work: Callable[[T], R], items: Iterable[T], counted: bool = True) -> li
             if progress is not None:
                 progress(_workers.done, _workers.total)
     return results
+
+
+def overlapped(work: Callable[[T], object], items: Iterable[T], ahead: int = 2) -> None:
+    """``work`` over ``items`` as the caller's thread produces them (a serial decoder, say),
+    on the running workers, at most ``ahead`` items waiting: the producing and the work
+    overlap, and what the items hold stays bounded."""
+    pool = _workers.pool
+    if pool is None:
+        for item in items:
+            work(item)
+        return
+    pending: collections.deque[Future] = collections.deque()
+    for item in items:
+        pending.append(pool.submit(work, item))
+        while len(pending) > ahead:
+            pending.popleft().result()
+    for future in pending:
+        future.result()
 
 
 def bands(work: Callable[[T], R], items: list[T]) -> list[R]:
