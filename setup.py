@@ -6,7 +6,8 @@ setup(
     description="A learned image codec built on Discrete Distribution Networks",
     packages=find_packages(include=["ddncodec", "ddncodec.*"]),
     # The shipped models travel inside the package (ddncodec/models links to the top-level
-    # models/ in a checkout): the default, and version 9 for the files it made; so do the
+    # models/ in a checkout): the default, and version 9 for the files it made (it stores only
+    # its post-filter and reads the rest from the default's file beside it); so do the
     # published curves bench draws against.
     package_data={
         "ddncodec": ["models/default.safetensors", "models/default.md", "models/v9.safetensors", "models/v9.md"],
