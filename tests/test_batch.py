@@ -65,6 +65,7 @@ def outputs(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.ddn")}
 
 
+@pytest.mark.slow
 def test_ray_writes_the_local_engines_bytes_in_the_librarys_layout(
     ray_cluster: None, library: Path, tmp_path: Path, tiny_model: CodecModel, tiny_model_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 def test_a_killed_batch_reruns_without_recoding_its_finished_files(
     ray_cluster: None, library: Path, tmp_path: Path, tiny_model: CodecModel, tiny_model_path: Path
 ) -> None:
@@ -136,6 +138,7 @@ def test_a_killed_batch_reruns_without_recoding_its_finished_files(
     assert outputs(out) == want
 
 
+@pytest.mark.slow
 def test_a_corrupt_photo_fails_alone_and_is_retried_on_the_next_run(
     ray_cluster: None, library: Path, tmp_path: Path, tiny_model_path: Path
 ) -> None:

@@ -149,6 +149,7 @@ def test_peak_rss_window_sees_an_allocation_and_resets() -> None:
     assert worker.rss_mb("VmHWM") < before + 50
 
 
+@pytest.mark.slow
 def test_a_crashing_worker_fails_with_its_last_error_line(tmp_path: Path) -> None:
     plan = CodecPlan("jpeg", ([1],))  # type: ignore[arg-type]  # Pillow raises TypeError inside the worker
     with pytest.raises(ChildProcessError, match=r"JPEG worker failed \(exit 1\): TypeError"):
@@ -185,6 +186,7 @@ def test_bench_refuses_bad_arguments_before_doing_any_work(tmp_path: Path, tiny_
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bench_reports_a_model_the_worker_cannot_load(tmp_path: Path) -> None:
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a model")
@@ -196,6 +198,7 @@ def test_bench_reports_a_model_the_worker_cannot_load(tmp_path: Path) -> None:
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_bench_quick_end_to_end(tmp_path: Path, tiny_model_path: Path) -> None:
     out = tmp_path / "report"
     args = ["--out", str(out), "--quick", "--model", str(tiny_model_path), "--threads", "1", "--quiet"]
@@ -236,6 +239,7 @@ def test_bench_quick_end_to_end(tmp_path: Path, tiny_model_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["rd.png", "report.md", "results.json"]
 
 
+@pytest.mark.slow
 def test_bench_runs_ddncodec_at_the_effort_asked(tmp_path: Path, tiny_model_path: Path) -> None:
     out = tmp_path / "report"
     args = ["--out", str(out), "--quick", "--model", str(tiny_model_path), "--threads", "1", "--quiet"]

@@ -157,6 +157,7 @@ def campaign(tiny_model: CodecModel) -> fuzz.Summary:
         return fuzz.campaign(tiny_model, seeds, cases=3000, seed=0)
 
 
+@pytest.mark.slow
 def test_fuzz_campaign_finds_no_crash_no_undetected_damage_and_no_hang(campaign: fuzz.Summary) -> None:
     assert campaign.cases == 3000
     assert set(campaign.counts) == set(fuzz.MUTATIONS)
@@ -167,6 +168,7 @@ def test_fuzz_campaign_finds_no_crash_no_undetected_damage_and_no_hang(campaign:
     assert campaign.total("forged") > 0  # forged files get past the checksums and decode
 
 
+@pytest.mark.slow
 def test_fuzz_campaign_bit_flips_insertions_and_damaged_prefixes_are_always_refused(campaign: fuzz.Summary) -> None:
     """A damaged prefix decoded unseen in format version 1; every kept layer carries its CRC now."""
     for kind in ("bit flips", "inserted bytes", "damaged prefix"):
@@ -176,6 +178,7 @@ def test_fuzz_campaign_bit_flips_insertions_and_damaged_prefixes_are_always_refu
     assert prefix_refusals, sorted(campaign.messages)[:20]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "refusal",
     [

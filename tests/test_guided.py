@@ -241,6 +241,7 @@ def test_guided_walks_stop_after_the_layers_asked(tiny_model, kodak):
 # ---------------------------------------------------------------- the benchmark
 
 
+@pytest.mark.slow
 def test_benchmark_script_reports_every_measure(tiny_model_path, tmp_path):
     """benchmarks/generative.py end to end on one test crop: a table of plausible PSNRs."""
     import subprocess

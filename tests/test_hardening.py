@@ -373,13 +373,13 @@ elif writer == "torch":
     torch.save = save
 else:
     import safetensors.torch
-    import ddncodec.modelfile as modelfile
-    real_save_file = modelfile.save_file
+    import ddncodec.codecmodel as codecmodel
+    real_save_file = codecmodel.save_file
     def save_file(tensors, filename, metadata=None):
         if fatal():
             half_then_die(filename, safetensors.torch.save(tensors, metadata=metadata))
         return real_save_file(tensors, filename, metadata=metadata)
-    modelfile.save_file = save_file
+    codecmodel.save_file = save_file
 
 from ddncodec.cli import main
 from ddncodec.codec import tiles
@@ -401,6 +401,7 @@ def leftovers(folder: Path, expected: set[str]) -> list[Path]:
     return extra
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["encode", "decode"])
 def test_a_kill_while_writing_leaves_the_previous_output_intact(
     command: str, tiny_model: CodecModel, tiny_model_path: Path, kodak_crop: Path, tmp_path: Path
@@ -484,6 +485,7 @@ def test_a_writer_s_own_os_error_names_the_output(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_kill_while_checkpointing_leaves_a_resumable_run_and_the_previous_model(tmp_path: Path) -> None:
     out = tmp_path / "m"
     files = {name: tmp_path / f"m.{name}" for name in ("safetensors", "ckpt.pt", "adam.pt")}

@@ -1,5 +1,5 @@
-"""The post-filter's side inputs (refined cells, cell borders) and its training on a
-model's own decoded output."""
+"""The post-filter's side inputs (refined cells, cell borders), its configs, its storage in
+half precision, and the encoder and decoder running it alike; its training: test_filtertrain.py."""
 
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ddncodec import codec, container, tune
+from ddncodec import codec, container
 from ddncodec.codec import tiles
-from ddncodec.filtertrain import attach, degrade, train
 from ddncodec.modelfile import CodecModel, half_precision, load
-from ddncodec.options import FilterTrainOptions
-from ddncodec.postfilter import FilterConfig, PostFilter, from_uint8, refined_flags
-from ddncodec.tune import load_images
+from ddncodec.postfilter import FilterConfig, PostFilter, refined_flags
 
 DATA = Path(__file__).parent / "data"
 
@@ -134,53 +131,6 @@ def test_decode_runs_the_side_input_filter_exactly_as_the_encoder_did(
     # Without its flags the same filter gives other pixels: decode really reads them.
     monkeypatch.setattr(tiles, "refined_flags", lambda chosen, cells, size: refined_flags([], cells, size))
     assert not np.array_equal(codec.decode_pixels(forced, loaded)[0], decoded)
-
-
-def test_the_post_filter_learns_on_the_tiny_models_decoded_crops(tiny_model: CodecModel, tmp_path: Path) -> None:
-    ladder = [codec.Rung(2, 300.0), codec.Rung(3, 0.0)]
-    options = FilterTrainOptions(
-        model=DATA / "tiny.safetensors",
-        data=[DATA / "bsds"],
-        val=[DATA / "bsds"],
-        work=tmp_path / "work",
-        channels=16,
-        blocks=1,
-        pool_crops=32,
-        pool_crop=64,
-        batch=8,
-        window=32,
-        steps=150,
-        lr=3e-3,
-        val_images=4,
-        val_every=150,
-        checkpoint_every=150,
-        rungs=ladder,
-    )
-    torch.manual_seed(0)
-    net = train(options, tiny_model)
-    assert net.config.cells == (16, 8, 4)
-    log = [json.loads(line) for line in (options.work / "postfilter.log.jsonl").read_text().splitlines()]
-    val = [e for e in log if e["event"] == "val"][-1]
-    assert val["gain"] > 0.05, val  # dB over the unfiltered decode, mean over the two rungs
-    crops = torch.rand(2, 3, 64, 64) - 0.5
-    images, flags = degrade(tiny_model, crops, ladder)
-    assert images.shape == (2, 2, 3, 64, 64) and flags.shape == (2, 2, 3, 16, 16)
-    assert not flags[:, 1].sum() < flags[:, 0].sum()  # λ = 0 and more layers refine at least as many cells
-    filtered = attach(tiny_model, net, options)
-    with torch.no_grad():
-        out = filtered.postfilter(from_uint8(images[:, 0]), flags[:, 0])
-    assert out.shape == (2, 3, 64, 64)
-    # A tuned model's card keeps each rung's validation bpp and PSNR: attaching a filter
-    # measures them again through it (the rates stay, the PSNRs move).
-    stale = [{"quality": q, "bpp": 1.0, "psnr": 1.0} for q in range(1, 9)]
-    tuned = tiny_model.replace(
-        ladder=tuple([codec.Rung(3, 300.0)] * 8), card={**tiny_model.card, "ladder_on_val": stale}
-    )
-    attached = attach(tuned, net, options)
-    assert attached.network is not tuned.network  # rounded to float16 values on a copy
-    expected = tune.measure(attached, load_images(options.val, 16, 256), codec.Rung(3, 300.0))
-    points = attached.card["ladder_on_val"]
-    assert points[0] == {"quality": 1, "bpp": round(expected.bpp, 4), "psnr": round(expected.psnr, 3)}
 
 
 def test_a_pixels_only_filter_config_reads_as_before_side_inputs_existed() -> None:

@@ -21,7 +21,7 @@ def build(chain_dropout: float = 0.05) -> ToyDDN:
     return ToyDDN(layers=3, nodes=NODES, width=32, chain_dropout=chain_dropout)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def trained(split_and_prune: bool = True, chain_dropout: float = 0.05) -> tuple[ToyDDN, int]:

@@ -27,7 +27,7 @@ TINY = ["--config", "tiny", "--crop", "64", "--batch", "4", "--quiet"]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def train(out: Path, *args: str, data: Path = BSDS):

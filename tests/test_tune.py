@@ -20,6 +20,8 @@ from ddncodec.tune import Point
 
 DATA = Path(__file__).parent / "data"
 
+pytestmark = pytest.mark.slow
+
 
 def test_front_drops_dominated_points() -> None:
     points = [
