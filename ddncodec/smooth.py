@@ -92,14 +92,15 @@ def _curved(blocks: np.ndarray, tol: int) -> np.ndarray:
     return ((across > limit) | (down > limit)) & ~clipped
 
 
-def find(image: np.ndarray, tol: int = TOLERANCE, band_rows: int = detail.BAND_ROWS) -> Planes:
+def find(
+    image: np.ndarray, tol: int = TOLERANCE, band_rows: int = detail.BAND_ROWS, run: detail.Runner = detail.in_turn
+) -> Planes:
     """The blocks of (H, W, 3) uint8 ``image`` that their plane reproduces within ``tol``
-    levels on every pixel inside the image, a band of block rows at a time."""
+    levels on every pixel inside the image, a band of block rows at a time through ``run``."""
     height, width = image.shape[:2]
     rows, cols = detail.blocks(height, width)
-    smooth = np.zeros((rows, cols), dtype=bool)
-    params = []
-    for top in range(0, rows, band_rows):
+
+    def band_planes(top: int) -> tuple[np.ndarray, np.ndarray]:
         band = slice(top, min(top + band_rows, rows))
         pixels = image[band.start * BLOCK : band.stop * BLOCK]
         blocks = _blocks(pixels).reshape(-1, BLOCK, BLOCK, 3)
@@ -113,9 +114,10 @@ def find(image: np.ndarray, tol: int = TOLERANCE, band_rows: int = detail.BAND_R
         ok = (error.max((1, 2, 3)) <= tol) & (np.abs(fit[..., 1:]).max((1, 2)) <= SLOPE_LIMIT)
         found = np.zeros(len(blocks), dtype=bool)
         found[candidates[ok]] = True
-        smooth[band] = found.reshape(-1, cols)
-        params.append(fit[ok])
-    return Planes(smooth, np.concatenate(params) if params else Planes.none(rows, cols).params)
+        return found.reshape(-1, cols), fit[ok]
+
+    bands = run(band_planes, range(0, rows, band_rows))  # an image has at least one block row
+    return Planes(np.concatenate([flags for flags, _ in bands]), np.concatenate([fit for _, fit in bands]))
 
 
 def paint(pixels: np.ndarray, planes: Planes) -> None:

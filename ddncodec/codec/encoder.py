@@ -139,7 +139,7 @@ def code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None =
     """Walk (H, W, 3) uint8 pixels at ``rung`` and entropy-code the index maps with table
     set ``tables`` (default: the rung's own), choosing with ``effort``."""
     filtering = Filtering.NONE if model.postfilter is None else Filtering.LATER
-    planes = smooth.find(pixels) if rung.detail else None
+    planes = smooth.find(pixels, run=workers.bands) if rung.detail else None
     if planes is not None and planes.smooth.all():  # all painted over: one layer, no filter, is as good
         rung, filtering = Rung(1, rung.lam, rung.detail), Filtering.NONE
     maps, walked = _walk_rung(pixels, model, rung, tables, effort, filtering, planes)
@@ -189,7 +189,7 @@ def file(
     """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
     details, detail_on = b"", False
     if step:
-        planes = coded.planes if coded.planes is not None else smooth.find(pixels)
+        planes = coded.planes if coded.planes is not None else smooth.find(pixels, run=workers.bands)
         details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, planes)
     data = coded.data(model, mode, filtered, details, step, detail_on)
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
