@@ -146,8 +146,10 @@ class Writer:
 
     def runs(self, odds: np.ndarray, sizes: np.ndarray, symbols: np.ndarray) -> None:
         """``symbols`` in runs of ``sizes[g]`` under odds ``odds[g]`` (G, K): ``Decoder.runs``'s input."""
-        for p, part in zip(odds, np.split(symbols, np.cumsum(sizes)[:-1]), strict=True):
-            self.write(p, part)
+        start = 0
+        for p, size in zip(odds, sizes.tolist(), strict=True):
+            self.write(p, symbols[start : start + size])
+            start += size
 
     def finish(self) -> bytes:
         data = self.encoder.get_compressed().astype(">u4").tobytes()

@@ -109,24 +109,37 @@ class _Step:
     classes: np.ndarray  # (len(cols), 64)
 
 
-def _steps(levels: np.ndarray, layout: Layout, skip: np.ndarray | None = None, start: int = 0) -> Iterator[_Step]:
+CLASS_BAND = 8  # block rows whose classes the encoder computes at once (``classes_of``)
+
+
+def _steps(
+    levels: np.ndarray, layout: Layout, skip: np.ndarray | None = None, start: int = 0, complete: bool = False
+) -> Iterator[_Step]:
     """Each block row's blocks, first the even block columns, then the odd ones (whose left
     and right neighbours are known by then), channel by channel over the whole image
     (``Layout.CHANNELS``) or row by row (``Layout.ROWS``). ``levels`` must hold every
     step already taken when the next one is drawn: the decoder writes into it. The blocks
     of ``skip`` (rows, cols) are left out: their levels are zero. Rows before ``start`` are
-    context only (a band's row above it)."""
+    context only (a band's row above it). With ``complete`` levels (the encoder's, in
+    ``Layout.ROWS``) the classes of CLASS_BAND block rows are computed at once."""
     _, rows, cols, _ = levels.shape
+    band, band_classes = slice(0, 0), np.empty(0)
     if layout is Layout.CHANNELS:
         order = ((channel, row) for channel in range(3) for row in range(start, rows))
     else:
         order = ((channel, row) for row in range(start, rows) for channel in range(3))
     for channel, row in order:
+        if complete and row >= band.stop:
+            band = slice(row, min(row + CLASS_BAND, rows))
+            band_classes = classes_of(levels[:, band], levels[:, row - 1] if row else None)
         for phase in (0, 1):
             at = np.arange(phase, cols, 2)
             if skip is not None:
                 at = at[~skip[row, at]]
             if not at.size:  # a single block column has no odd phase, a smooth row no blocks
+                continue
+            if complete:
+                yield _Step(channel, row, at, band_classes[channel, row - band.start, at])
                 continue
             near = [(row - 1, at - 1), (row - 1, at), (row - 1, at + 1)]
             if phase:
@@ -194,13 +207,14 @@ def _run(
     skip: np.ndarray | None = None,
     counts: np.ndarray | None = None,
     start: int = 0,
+    complete: bool = False,
 ) -> None:
     """The adaptive model over a layer's steps, from block row ``start`` on, adapting
     ``counts`` (fresh ones if not given). ``code(step, coding)`` returns the step's
     levels in raster order (the encoder reads them, the decoder decodes them); they are
     written into ``levels`` and counted."""
     counts = _initial_counts() if counts is None else counts
-    for step in _steps(levels, layout, skip, start):
+    for step in _steps(levels, layout, skip, start, complete):
         values = code(step, _coding(step.classes, counts, layout))
         levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
         tally = np.bincount(step.classes.ravel() * SYMBOLS + symbols(values), minlength=CLASSES * SYMBOLS)
@@ -223,7 +237,7 @@ def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = 
             writer.write(UNIFORM, payload(escaped))
         return values
 
-    _run(work, Layout.ROWS, put, skip)
+    _run(work, Layout.ROWS, put, skip, complete=True)
 
 
 def encode(levels: np.ndarray) -> bytes:
