@@ -23,12 +23,12 @@ setup(
         "click>=8.1",
         "safetensors>=0.4",
         "tqdm>=4.60",
-        "scikit-image>=0.21",
     ],
     extras_require={
         "bench": ["matplotlib>=3.7", "pytorch-msssim>=1.0", "pillow-jxl-plugin>=1.3", "scipy>=1.10"],
         # setuptools: tests/test_package.py builds a wheel without build isolation
-        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "setuptools>=70.1"],
+        # scikit-image: the tests' independent reference for ddncodec.metrics.psnr
+        "test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "setuptools>=70.1", "scikit-image>=0.21"],
         # ddncodec.batch's engine "ray" (--engine ray): plain Ray actors, no Ray Data needed
         "ray": ["ray>=2.9"],
     },

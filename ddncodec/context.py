@@ -11,7 +11,7 @@ A cell's frequencies come from
   co-located cell of the layer before chose "keep" (flat areas keep in runs, coarse to
   fine as well as across);
 - the counts of that context, started from the model's table for the rung's table set
-  (``Priors``) and raised by STEP for every symbol coded in it, so the odds follow
+  (``Priors``) and raised by COUNT_INCREMENT for every symbol coded in it, so the odds follow
   the image;
 - a bonus of 1/2**BONUS_SHIFT of the total for each symbol that a direct neighbour (up,
   left, right) chose, since neighbours often pick the same node.
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 CONTEXTS = 8
-STEP = 16  # count added per coded symbol
-INIT_TOTAL = 2048  # a context's initial table sums to this: worth INIT_TOTAL / STEP = 128 symbols
+COUNT_INCREMENT = 16  # count added per coded symbol
+INIT_TOTAL = 2048  # a context's initial table sums to this: worth INIT_TOTAL / COUNT_INCREMENT = 128 symbols
 BONUS_SHIFT = 3
 MAX_TOTAL = 1 << 16  # a context's counts are halved above this total
 NONE = -1  # a neighbour outside the tile, or not yet coded
@@ -55,7 +55,7 @@ def parent_grid(previous: np.ndarray | None, previous_cell: int, cell: int, shap
 
 @dataclass
 class HalfRow:
-    """One coding step: the cells of row ``row`` with columns ``columns``, their context
+    """One half-row: the cells of row ``row`` with columns ``columns``, their context
     classes and their direct neighbours' symbols (NONE where unknown)."""
 
     row: int
@@ -66,7 +66,7 @@ class HalfRow:
 
 def half_rows(grid: np.ndarray, parent: np.ndarray) -> Iterator[HalfRow]:
     """Walk one tile's grid in coding order. ``grid`` (H, W) must hold the symbols of every
-    step already taken when the next one is drawn: the decoder writes each step's symbols
+    half-row already taken when the next one is drawn: the decoder writes each half-row's symbols
     into it before advancing."""
     height, width = grid.shape
     padded = np.full((height + 1, width + 2), NONE, dtype=np.int64)
@@ -88,12 +88,12 @@ def half_rows(grid: np.ndarray, parent: np.ndarray) -> Iterator[HalfRow]:
             yield HalfRow(row, columns, context, (up, left, right))
 
 
-def frequencies(counts: np.ndarray, step: HalfRow) -> np.ndarray:
-    """(cells, K) positive int64 frequencies of one step, from ``counts`` (CONTEXTS, K)."""
-    freq = counts[step.context]
+def frequencies(counts: np.ndarray, half: HalfRow) -> np.ndarray:
+    """(cells, K) positive int64 frequencies of one half-row, from ``counts`` (CONTEXTS, K)."""
+    freq = counts[half.context]
     bonus = freq.sum(1) >> BONUS_SHIFT
-    cells = np.arange(step.columns.size)
-    for n in step.neighbours:
+    cells = np.arange(half.columns.size)
+    for n in half.neighbours:
         known = n >= 0  # cells are distinct within one neighbour array, so += adds once each
         freq[cells[known], n[known]] += bonus[known]
     return freq
@@ -105,8 +105,8 @@ def code_layer(
     parents: list[np.ndarray],
     symbols_for: Callable[[int, HalfRow, np.ndarray], np.ndarray],
 ) -> None:
-    """Run the adaptive model over one layer's tiles in stream order. For each step,
-    ``symbols_for(tile, step, frequencies)`` returns that step's symbols: the encoder
+    """Run the adaptive model over one layer's tiles in stream order. For each half-row,
+    ``symbols_for(tile, half, frequencies)`` returns that half-row's symbols: the encoder
     reads them from its grid, the decoder decodes them; they are written into
     ``grids[tile]`` and counted. ``initial`` (CONTEXTS, K) is the layer's table; counts
     carry from tile to tile and are halved once a context's total passes MAX_TOTAL, so
@@ -114,17 +114,17 @@ def code_layer(
     counts = initial.astype(np.int64)  # a copy: the model's table is never changed
     k = counts.shape[1]
     for tile, (grid, parent) in enumerate(zip(grids, parents, strict=True)):
-        for step in half_rows(grid, parent):
-            symbols = symbols_for(tile, step, frequencies(counts, step))
-            grid[step.row, step.columns] = symbols
-            adapt(counts, _tally(step.context, symbols, k), STEP)
+        for half in half_rows(grid, parent):
+            symbols = symbols_for(tile, half, frequencies(counts, half))
+            grid[half.row, half.columns] = symbols
+            adapt(counts, _tally(half.context, symbols, k), COUNT_INCREMENT)
 
 
-def adapt(counts: np.ndarray, tally: np.ndarray, step: int) -> None:
-    """Add ``step`` per coded symbol of ``tally`` to ``counts`` (classes, K) in place, then
+def adapt(counts: np.ndarray, tally: np.ndarray, increment: int) -> None:
+    """Add ``increment`` per coded symbol of ``tally`` to ``counts`` (classes, K) in place, then
     halve, rounding up, every class whose total passed MAX_TOTAL: the odds follow the
     image locally, and no count reaches zero. Shared by every adaptive model of the format."""
-    counts += step * tally
+    counts += increment * tally
     full = counts.sum(1) > MAX_TOTAL
     if full.any():
         counts[full] = (counts[full] + 1) >> 1
@@ -172,8 +172,8 @@ def code_lengths(grid: np.ndarray, parent_kept: np.ndarray, lengths: np.ndarray)
 def count_contexts(grid: np.ndarray, parent: np.ndarray, k: int) -> np.ndarray:
     """(CONTEXTS, K) tally of the symbols of a complete grid by context: for fitting tables."""
     tally = np.zeros((CONTEXTS, k), dtype=np.int64)
-    for step in half_rows(grid, parent):
-        tally += _tally(step.context, grid[step.row, step.columns], k)
+    for half in half_rows(grid, parent):
+        tally += _tally(half.context, grid[half.row, half.columns], k)
     return tally
 
 

@@ -122,7 +122,7 @@ def encode(grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarr
     """One layer's index maps (one (rows, columns) grid per tile, in stream order) -> bytes.
     ``parents`` holds the co-located symbols of the layer before, ``initial`` the layer's
     (CONTEXTS, K) table in the file's table set."""
-    return encode_steps([_coding_order(grids, parents, initial)])
+    return encode_calls([_coding_order(grids, parents, initial)])
 
 
 class Writer:
@@ -134,15 +134,15 @@ class Writer:
 
     def __init__(self) -> None:
         self.encoder = constriction.stream.queue.RangeEncoder()
-        self.steps: list[tuple[np.ndarray, np.ndarray]] | None = []
+        self.calls: list[tuple[np.ndarray, np.ndarray]] | None = []
 
     def write(self, probabilities: np.ndarray, symbols: np.ndarray) -> None:
         symbols = symbols.astype(np.int32)
         self.encoder.encode(symbols, *_model(probabilities))
-        if self.steps is not None:
-            self.steps.append((probabilities, symbols))
+        if self.calls is not None:
+            self.calls.append((probabilities, symbols))
             if self.encoder.num_bits() > 8 * TRIM_BYTES:
-                self.steps = None
+                self.calls = None
 
     def runs(self, odds: np.ndarray, sizes: np.ndarray, symbols: np.ndarray) -> None:
         """``symbols`` in runs of ``sizes[g]`` under odds ``odds[g]`` (G, K): ``Decoder.runs``'s input."""
@@ -153,7 +153,7 @@ class Writer:
 
     def finish(self) -> bytes:
         data = self.encoder.get_compressed().astype(">u4").tobytes()
-        return data if self.steps is None else _trimmed(data, self.steps)
+        return data if self.calls is None else _trimmed(data, self.calls)
 
 
 def _trimmed(data: bytes, steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
@@ -180,7 +180,7 @@ def _trimmed(data: bytes, steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
     return data[:high]
 
 
-def encode_steps(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+def encode_calls(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
     """A stream of ``steps`` (probabilities, symbols), as ``Writer`` writes them."""
     writer = Writer()
     for probabilities, symbols in steps:

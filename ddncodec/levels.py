@@ -8,8 +8,8 @@ a uniform payload; smooth blocks (``smooth``) reuse these symbols for their plan
 
 Two layouts of the stream (``Layout``): format version 5 on codes block row by block row
 (every channel of a row before the next row, so a decoder needs one block row of context)
-and, within a step, the symbols class by class, one constriction model per class (a few
-dozen models per step instead of 32 odds per coefficient); versions 3 and 4 coded channel
+and, within a group, the symbols class by class, one constriction model per class (a few
+dozen models per group instead of 32 odds per coefficient); versions 3 and 4 coded channel
 by channel and each coefficient with odds of its own, and are still read. Both use the
 same classes and counts.
 """
@@ -31,7 +31,7 @@ ESCAPE = 2 * LARGEST + 1
 SYMBOLS = ESCAPE + 1
 PAYLOAD = 128  # an escaped level is two symbols of a uniform PAYLOAD-ary alphabet: sign and 13 bits
 PAYLOAD_BITS = 13
-STEP = 32  # count added per coded level
+COUNT_INCREMENT = 32  # count added per coded level
 NEIGHBOURHOOD = 4  # classes of the neighbours' magnitudes: none, 1, 2-3, 4 or more
 LEVEL = np.int16  # levels fit: |DC| <= 8 * 255 * sqrt(3) < 2**12, escapes carry 13 bits
 
@@ -85,8 +85,8 @@ def _class_of(tone: int, total: np.ndarray) -> np.ndarray:
 
 def classes_of(levels: np.ndarray, above: np.ndarray | None) -> np.ndarray:
     """The class of every coefficient of a band of complete ``levels`` (3, rows, cols, 64),
-    ``above`` the block row before the band (None at the top): what ``_steps`` computes
-    step by step, all at once."""
+    ``above`` the block row before the band (None at the top): what ``_groups`` computes
+    group by group, all at once."""
     magnitude = _magnitudes(levels)
     before = np.zeros_like(magnitude[:, :1]) if above is None else _magnitudes(above)[:, None]
     up = np.concatenate([before, magnitude[:, :-1]], 1)
@@ -99,9 +99,9 @@ def classes_of(levels: np.ndarray, above: np.ndarray | None) -> np.ndarray:
 
 
 @dataclass
-class _Step:
-    """One coding step: every coefficient of the blocks ``cols`` of block row ``row`` of
-    channel ``channel``, and each one's class."""
+class _Group:
+    """One coding group (the index model's half-row): every coefficient of the blocks
+    ``cols`` of block row ``row`` of channel ``channel``, and each one's class."""
 
     channel: int
     row: int
@@ -112,13 +112,13 @@ class _Step:
 CLASS_BAND = 8  # block rows whose classes the encoder computes at once (``classes_of``)
 
 
-def _steps(
+def _groups(
     levels: np.ndarray, layout: Layout, skip: np.ndarray | None = None, start: int = 0, complete: bool = False
-) -> Iterator[_Step]:
+) -> Iterator[_Group]:
     """Each block row's blocks, first the even block columns, then the odd ones (whose left
     and right neighbours are known by then), channel by channel over the whole image
     (``Layout.CHANNELS``) or row by row (``Layout.ROWS``). ``levels`` must hold every
-    step already taken when the next one is drawn: the decoder writes into it. The blocks
+    group already taken when the next one is drawn: the decoder writes into it. The blocks
     of ``skip`` (rows, cols) are left out: their levels are zero. Rows before ``start`` are
     context only (a band's row above it). With ``complete`` levels (the encoder's, in
     ``Layout.ROWS``) the classes of CLASS_BAND block rows are computed at once."""
@@ -139,7 +139,7 @@ def _steps(
             if not at.size:  # a single block column has no odd phase, a smooth row no blocks
                 continue
             if complete:
-                yield _Step(channel, row, at, band_classes[channel, row - band.start, at])
+                yield _Group(channel, row, at, band_classes[channel, row - band.start, at])
                 continue
             near = [(row - 1, at - 1), (row - 1, at), (row - 1, at + 1)]
             if phase:
@@ -149,7 +149,7 @@ def _steps(
                 inside = (r >= 0) & (c >= 0) & (c < cols)
                 if r >= 0 and inside.any():
                     total[inside] += _magnitudes(levels[channel, r, c[inside]])
-            yield _Step(channel, row, at, _class_of(min(channel, 1), total))
+            yield _Group(channel, row, at, _class_of(min(channel, 1), total))
 
 
 def symbols(values: np.ndarray) -> np.ndarray:
@@ -172,7 +172,7 @@ def from_payload(symbols: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Coding:
-    """How a step's symbols meet the coder: its raster positions in coding order, and
+    """How a group's symbols meet the coder: its raster positions in coding order, and
     the odds, one row (SYMBOLS,) per run of ``sizes`` symbols, or, without ``sizes``,
     one row per symbol."""
 
@@ -203,32 +203,32 @@ def _initial_counts() -> np.ndarray:
 def _run(
     levels: np.ndarray,
     layout: Layout,
-    code: Callable[[_Step, _Coding], np.ndarray],
+    code: Callable[[_Group, _Coding], np.ndarray],
     skip: np.ndarray | None = None,
     counts: np.ndarray | None = None,
     start: int = 0,
     complete: bool = False,
 ) -> None:
     """The adaptive model over a layer's steps, from block row ``start`` on, adapting
-    ``counts`` (fresh ones if not given). ``code(step, coding)`` returns the step's
+    ``counts`` (fresh ones if not given). ``code(group, coding)`` returns the group's
     levels in raster order (the encoder reads them, the decoder decodes them); they are
     written into ``levels`` and counted."""
     counts = _initial_counts() if counts is None else counts
-    for step in _steps(levels, layout, skip, start, complete):
-        values = code(step, _coding(step.classes, counts, layout))
-        levels[step.channel, step.row, step.cols] = values.reshape(step.cols.size, -1)
-        tally = np.bincount(step.classes.ravel() * SYMBOLS + symbols(values), minlength=CLASSES * SYMBOLS)
-        adapt(counts, tally.reshape(CLASSES, SYMBOLS), STEP)
+    for group in _groups(levels, layout, skip, start, complete):
+        values = code(group, _coding(group.classes, counts, layout))
+        levels[group.channel, group.row, group.cols] = values.reshape(group.cols.size, -1)
+        tally = np.bincount(group.classes.ravel() * SYMBOLS + symbols(values), minlength=CLASSES * SYMBOLS)
+        adapt(counts, tally.reshape(CLASSES, SYMBOLS), COUNT_INCREMENT)
 
 
 def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = None) -> None:
-    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.ROWS``). A step's
+    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.ROWS``). A group's
     classes read only steps already taken, so the complete levels serve as the coder's
     state (they are written back unchanged). The blocks of ``skip`` are not coded."""
     work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
 
-    def put(step: _Step, coding: _Coding) -> np.ndarray:
-        values = work[step.channel, step.row, step.cols].ravel()
+    def put(group: _Group, coding: _Coding) -> np.ndarray:
+        values = work[group.channel, group.row, group.cols].ravel()
         codes = symbols(values)
         assert coding.sizes is not None  # the encoder writes Layout.ROWS
         writer.runs(coding.odds, coding.sizes, codes[coding.order])
@@ -281,10 +281,10 @@ def read_bands(
         yield band, window[:, 1:]
 
 
-def _reader(decoder: entropy.Decoder) -> Callable[[_Step, _Coding], np.ndarray]:
-    """The decoder's side of ``_run``: each step's levels, decoded."""
+def _reader(decoder: entropy.Decoder) -> Callable[[_Group, _Coding], np.ndarray]:
+    """The decoder's side of ``_run``: each group's levels, decoded."""
 
-    def get(_step: _Step, coding: _Coding) -> np.ndarray:
+    def get(_group: _Group, coding: _Coding) -> np.ndarray:
         codes = np.empty(coding.order.size, dtype=np.int64)
         runs = coding.sizes is not None
         codes[coding.order] = decoder.runs(coding.odds, coding.sizes) if runs else decoder(coding.odds)

@@ -172,11 +172,15 @@ class _Counts:
         self.params = np.tile(_PARAM_INITIAL, (PARAMETERS, 1))
 
     def count_flags(self, classes: np.ndarray, flags: np.ndarray) -> None:
-        adapt(self.flags, np.bincount(classes * 2 + flags, minlength=2 * FLAG_CLASSES).reshape(-1, 2), levels.STEP)
+        adapt(
+            self.flags,
+            np.bincount(classes * 2 + flags, minlength=2 * FLAG_CLASSES).reshape(-1, 2),
+            levels.COUNT_INCREMENT,
+        )
 
     def count_params(self, symbols: np.ndarray) -> None:
         tally = np.bincount(_kinds(symbols.size) * levels.SYMBOLS + symbols, minlength=PARAMETERS * levels.SYMBOLS)
-        adapt(self.params, tally.reshape(PARAMETERS, levels.SYMBOLS), levels.STEP)
+        adapt(self.params, tally.reshape(PARAMETERS, levels.SYMBOLS), levels.COUNT_INCREMENT)
 
 
 def _kinds(size: int) -> np.ndarray:

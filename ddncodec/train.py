@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import signal
 import threading
@@ -25,15 +24,16 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ddncodec import checkpoint
-from ddncodec.codec import encode_pixels, ladder, rate_aware, table_set
+from ddncodec.codec import ladder, rate_aware, table_set
 from ddncodec.data import CropSampler, center_crops
 from ddncodec.errors import InputError
+from ddncodec.metrics import PEAK, decibels
 from ddncodec.model import CONFIGS, DDN, Chooser, DDNConfig, nearest
 from ddncodec.modelfile import CodecModel, fingerprint, weights_of
 from ddncodec.modelfile import load as load_model_file
 from ddncodec.options import TrainOptions
-from ddncodec.tensors import to_uint8
 from ddncodec.tune import count_priors
+from ddncodec.validation import rate_points, validate
 
 
 def parse_config(text: str) -> DDNConfig:
@@ -45,45 +45,6 @@ def parse_config(text: str) -> DDNConfig:
     except (TypeError, ValueError) as exc:
         msg = f"--config: {text!r} is neither a known config ({', '.join(CONFIGS)}) nor valid config JSON ({exc})"
         raise InputError(msg) from exc
-
-
-def psnr(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) on 8-bit rounded RGB; inputs in [-0.5, 0.5]."""
-    a = ((x + 0.5) * 255).round().clamp(0, 255)
-    b = ((target + 0.5) * 255).round().clamp(0, 255)
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp(min=1e-10)
-    return 10 * torch.log10(255**2 / mse)
-
-
-@torch.no_grad()
-def validate(network: DDN, crops: torch.Tensor, batch: int = 8) -> list[float]:
-    """Mean PSNR after every layer on the validation crops (nearest choice)."""
-    was_training = network.training
-    device = next(network.parameters()).device
-    network.eval()
-    sums = np.zeros(len(network.config.layers))
-    for start in range(0, crops.shape[0], batch):
-        target = crops[start : start + batch].to(device)
-        walk = network.walk((target.shape[0], *target.shape[-2:]), nearest(target))
-        for i, (_, x) in enumerate(walk):
-            sums[i] += float(psnr(x, target).sum())
-    network.train(was_training)
-    return [round(v, 3) for v in sums / crops.shape[0]]
-
-
-def rate_points(network: DDN, pricing: CodecModel, crops: torch.Tensor) -> list[list[float]]:
-    """Mean [bpp, PSNR] of ``crops`` coded by the real encoder at every λ > 0 rung of
-    ``pricing``'s ladder, with ``network`` in its place (no post-filter): the rate-
-    distortion the training is for, comparable across steps and runs."""
-    model = pricing.replace(network=copy.deepcopy(network).cpu().eval(), postfilter=None)
-    pixels = [to_uint8(c[None])[0].permute(1, 2, 0).numpy() for c in crops.cpu()]
-    points = []
-    for rung in (r for r in ladder(pricing) if r.lam > 0):
-        coded = [encode_pixels(p, "RGB", model, rung) for p in pixels]
-        points.append(
-            [round(float(np.mean([e.bpp for e in coded])), 4), round(float(np.mean([e.psnr for e in coded])), 3)]
-        )
-    return points
 
 
 class StopRequest:
@@ -341,7 +302,7 @@ class Trainer:
         self.log(
             {
                 "loss": round(loss, 6),
-                "psnr_train": round(-10 * math.log10(max(loss, 1e-10)), 3),
+                "psnr_train": round(decibels(max(loss, 1e-10) * PEAK**2), 3),
                 "max_hit_x_k": rates,
                 "splits": self.splits,
             }

@@ -123,7 +123,7 @@ def test_rare_symbols_of_a_skewed_table_still_code() -> None:
 
 def test_ideal_bits_is_minus_sum_log2_p_of_the_adaptive_model() -> None:
     """Worked by hand from context.py: context = 2·min(keeping neighbours, 3) + (parent
-    keeps), counts start at the context's table and gain STEP = 16 per coded symbol, and
+    keeps), counts start at the context's table and gain COUNT_INCREMENT = 16 per coded symbol, and
     each direct neighbour's symbol gets a bonus of 1/8 of the context's total."""
     grid = np.array([[0, 1, 1], [0, 0, 1]])
     parent = np.array([[0, 1, 1], [1, 1, 1]])
@@ -159,7 +159,7 @@ def test_static_code_lengths_are_the_coders_before_its_counts_adapt(layer: Layer
 
 def test_the_odds_follow_the_image() -> None:
     """A symbol the table makes rare (p = 1/32: 5 bits) becomes cheap once it keeps coming:
-    counts grow by STEP per coded symbol after every half-row."""
+    counts grow by COUNT_INCREMENT per coded symbol after every half-row."""
     initial = np.tile([31, 1], (CONTEXTS, 1)) * 64
 
     def bits(rows: int) -> float:

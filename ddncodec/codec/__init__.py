@@ -23,7 +23,7 @@ import math
 from ddncodec import container, imageio
 from ddncodec.codec.choosing import EFFORTS, rate_aware, settle
 from ddncodec.codec.decoder import DetailLayer, decode, decode_maps, decode_pixels, read_detail
-from ddncodec.codec.detail_filter import expect_steps
+from ddncodec.codec.detail_filter import expect_work
 from ddncodec.codec.encoder import Encoded, encode_maps, encode_pixels
 from ddncodec.codec.maps import IndexMaps, layer_parents, read_maps, write_maps
 from ddncodec.codec.models import ModelSpec, ladder, load_model, model_for, table_set
@@ -126,7 +126,7 @@ def encode(
             encoded = search_bpp(pixels, mode, model, bpp, layers or count, effort)
         else:
             detail_filtered = bool(rung.detail) and model.detailfilter is not None
-            expect_steps(model, pixels.shape[1], pixels.shape[0], 1 + (model.postfilter is not None), detail_filtered)
+            expect_work(model, pixels.shape[1], pixels.shape[0], 1 + (model.postfilter is not None), detail_filtered)
             encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
     encoded.frames = frames
     return encoded

@@ -16,7 +16,7 @@ from PIL import Image
 
 from ddncodec import container, detail, entropy, imageio, levels, smooth
 from ddncodec.codec import workers
-from ddncodec.codec.detail_filter import detail_filtered, expect_steps
+from ddncodec.codec.detail_filter import detail_filtered, expect_work
 from ddncodec.codec.maps import IndexMaps, read_maps
 from ddncodec.codec.models import ModelSpec, model_for
 from ddncodec.codec.tiles import Filtering, walk
@@ -140,7 +140,7 @@ def decode_pixels(
     maps = read_maps(parsed, model, count)
     with_detail = count == header.layers and parsed.detail is not None
     with workers.workers(threads, progress):
-        expect_steps(model, header.width, header.height, 1, with_detail and header.detail_filtered)
+        expect_work(model, header.width, header.height, 1, with_detail and header.detail_filtered)
         pixels = decode_maps(maps, model, header.filtered)
         if with_detail:
             pixels = _add_detail(pixels, parsed, model)

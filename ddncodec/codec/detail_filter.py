@@ -50,7 +50,7 @@ def detail_filtered(model: CodecModel, pixels: np.ndarray, coded_blocks: np.ndar
     return out[:height, :width]
 
 
-def expect_steps(model: CodecModel, width: int, height: int, tile_passes: int, detail_filtered: bool) -> None:
+def expect_work(model: CodecModel, width: int, height: int, tile_passes: int, detail_filtered: bool) -> None:
     """Tell ``progress`` how many tiles and pieces the running encode or decode will report:
     each tile ``tile_passes`` times, each piece of the detail filter once if it runs."""
     tiles = len(plan(width, height, model.config.unit))

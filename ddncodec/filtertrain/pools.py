@@ -3,13 +3,13 @@ held-out gain per rung (or per detail step) to measure by."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from ddncodec.metrics import decibels
 from ddncodec.postfilter import PostFilter
 
 ALIGN = 32  # px: windows start on the DDN unit, so cell and block grids sit as in a decode
@@ -42,6 +42,6 @@ class Pool(Protocol):
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR (dB) of two uint8 tensors, for the validation log."""
-    mse = (a.double() - b.double()).pow(2).mean().item()
-    return 10 * math.log10(255**2 / mse)
+    """PSNR (dB) of two uint8 tensors, for the validation log (``metrics.psnr``'s rule)."""
+    difference = a.long() - b.long()
+    return decibels(int(difference.pow(2).sum()), difference.numel())
