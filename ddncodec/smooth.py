@@ -32,6 +32,7 @@ PARAMETERS = 3  # per channel: the mean in quarter levels, and the slopes across
 FLAG_CLASSES = 8  # even columns: smooth blocks among the 3 above (0-3); odd: among above, left, right (4-7)
 _FLAG_INITIAL = np.array([[8, 8]] * FLAG_CLASSES, dtype=np.int64)
 _HALVES = np.array([0.5, 0.5])  # the stream's first symbol: whether any block is smooth
+_REPEAT_INITIAL = np.array([[8, 8]], dtype=np.int64)
 TOLERANCE = 1  # levels: the encoder's largest error on a smooth block (beyond it, texture it keeps)
 _PARAM_INITIAL = np.array(
     [4096 if v == 0 else max(1, 256 >> (2 * abs(v))) for v in range(-levels.LARGEST, levels.LARGEST + 1)] + [1]
@@ -157,26 +158,42 @@ def _phases(smooth: np.ndarray, row: int) -> Iterator[tuple[np.ndarray, np.ndarr
         yield odd, 4 + np.minimum(above[odd + 1] + here[odd] + here[odd + 2], 3)
 
 
-def _runs(classes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A step's coding order (by class), the odds of each class present and its run size."""
-    sizes = np.bincount(classes, minlength=len(counts))
-    present = np.flatnonzero(sizes)
-    return np.argsort(classes, kind="stable"), entropy.probabilities(counts[present]), sizes[present]
+BINARY_CHUNK = 64
+"""Flags coded under one odds before their class's counts adapt: a class starts at even odds,
+and a long row of flat colour should not pay a bit a block before it learns."""
+
+
+def _put_binary(writer: entropy.Writer, counts: np.ndarray, classes: np.ndarray, bits: np.ndarray) -> None:
+    """Binary ``bits`` (n,) of ``classes`` (n,), class by class in order, BINARY_CHUNK at a
+    time, each chunk under its class's counts (C, 2), which then adapt."""
+    for cls in np.unique(classes):
+        part = bits[classes == cls]
+        for start in range(0, part.size, BINARY_CHUNK):
+            chunk = part[start : start + BINARY_CHUNK]
+            writer.write(entropy.probabilities(counts[cls : cls + 1])[0], chunk)
+            adapt(counts[cls : cls + 1], np.bincount(chunk, minlength=2)[None], levels.COUNT_INCREMENT)
+
+
+def _get_binary(decoder: entropy.Decoder, counts: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``_put_binary``'s inverse: the bits (n,) of ``classes``."""
+    bits = np.empty(classes.size, dtype=np.int64)
+    for cls in np.unique(classes):
+        where = np.flatnonzero(classes == cls)
+        for start in range(0, where.size, BINARY_CHUNK):
+            at = where[start : start + BINARY_CHUNK]
+            bits[at] = decoder(entropy.probabilities(counts[cls : cls + 1])[0], at.size)
+            adapt(counts[cls : cls + 1], np.bincount(bits[at], minlength=2)[None], levels.COUNT_INCREMENT)
+    return bits
 
 
 class _Counts:
-    """The adaptive counts of the flags (by class) and of the planes' differences (by parameter)."""
+    """The adaptive counts of the flags (by class), of whether a plane repeats the one before
+    (as predicted: a flat colour, a steady ramp) and of the others' differences (by parameter)."""
 
     def __init__(self) -> None:
         self.flags = _FLAG_INITIAL.copy()
+        self.repeats = _REPEAT_INITIAL.copy()
         self.params = np.tile(_PARAM_INITIAL, (PARAMETERS, 1))
-
-    def count_flags(self, classes: np.ndarray, flags: np.ndarray) -> None:
-        adapt(
-            self.flags,
-            np.bincount(classes * 2 + flags, minlength=2 * FLAG_CLASSES).reshape(-1, 2),
-            levels.COUNT_INCREMENT,
-        )
 
     def count_params(self, symbols: np.ndarray) -> None:
         tally = np.bincount(_kinds(symbols.size) * levels.SYMBOLS + symbols, minlength=PARAMETERS * levels.SYMBOLS)
@@ -228,15 +245,17 @@ def write(planes: Planes, writer: entropy.Writer) -> None:
     done = 0
     for row in range(planes.smooth.shape[0]):
         for at, classes in _phases(planes.smooth, row):
-            order, odds, sizes = _runs(classes, counts.flags)
-            flags = planes.smooth[row, at].astype(np.int64)
-            writer.runs(odds, sizes, flags[order])
-            counts.count_flags(classes, flags)
+            _put_binary(writer, counts.flags, classes, planes.smooth[row, at].astype(np.int64))
         count = int(planes.smooth[row].sum())
         if not count:
             continue
-        values = differences[done : done + count].ravel()
+        row_differences = differences[done : done + count]
         done += count
+        repeats = (~row_differences.any(1)).astype(np.int64)
+        _put_binary(writer, counts.repeats, np.zeros(count, dtype=np.int64), repeats)
+        values = row_differences[repeats == 0].ravel()
+        if not values.size:
+            continue
         symbols = levels.symbols(values)
         order = np.argsort(_kinds(values.size), kind="stable")
         writer.runs(
@@ -257,15 +276,17 @@ def read(decoder: entropy.Decoder, rows: int, cols: int) -> Planes:
     differences = []
     for row in range(rows):
         for at, classes in _phases(smooth, row):
-            order, odds, sizes = _runs(classes, counts.flags)
-            flags = np.empty(at.size, dtype=np.int64)
-            flags[order] = decoder.runs(odds, sizes)
-            smooth[row, at] = flags.astype(bool)
-            counts.count_flags(classes, flags)
+            smooth[row, at] = _get_binary(decoder, counts.flags, classes).astype(bool)
         count = int(smooth[row].sum())
         if not count:
             continue
-        size = count * 3 * PARAMETERS
+        repeats = _get_binary(decoder, counts.repeats, np.zeros(count, dtype=np.int64))
+        row_differences = np.zeros((count, 3 * PARAMETERS), dtype=np.int64)
+        differences.append(row_differences)
+        fresh = np.flatnonzero(repeats == 0)
+        if not fresh.size:
+            continue
+        size = fresh.size * 3 * PARAMETERS
         symbols = np.empty(size, dtype=np.int64)
         symbols[np.argsort(_kinds(size), kind="stable")] = decoder.runs(
             entropy.probabilities(counts.params), np.full(PARAMETERS, size // PARAMETERS)
@@ -274,7 +295,7 @@ def read(decoder: entropy.Decoder, rows: int, cols: int) -> Planes:
         escaped = symbols == levels.ESCAPE
         if escaped.any():
             values[escaped] = levels.from_payload(decoder(levels.UNIFORM, 2 * int(escaped.sum())))
-        differences.append(values.reshape(count, -1))
+        row_differences[fresh] = values.reshape(fresh.size, -1)
         counts.count_params(symbols)
     if not differences:
         return Planes.none(rows, cols)
