@@ -118,7 +118,36 @@ def find(
         return found.reshape(-1, cols), fit[ok]
 
     bands = run(band_planes, range(0, rows, band_rows))  # an image has at least one block row
-    return Planes(np.concatenate([flags for flags, _ in bands]), np.concatenate([fit for _, fit in bands]))
+    fits = np.concatenate([flags for flags, _ in bands])
+    grid = np.zeros((rows, cols, 3, PARAMETERS), dtype=np.int32)
+    grid[fits] = np.concatenate([fit for _, fit in bands])
+    kept = _agreeing(fits, grid)
+    return Planes(kept, grid[kept].astype(np.int64))
+
+
+def _agreeing(fits: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The blocks of ``fits`` (rows, cols) whose plane (``grid``: rows, cols, 3, PARAMETERS)
+    continues a neighbour's: the same slopes, and a mean within a quarter level of the
+    neighbour's carried on by its slope. Flat colour and ramps agree; a lone smooth block of a
+    photo, whose plane would cost more bits than the detail layer spends on it, does not."""
+    if fits.size == 1:  # an image of one block has no neighbour to agree with
+        return fits
+    mean, across, down = (grid[..., k].astype(np.int64) for k in range(PARAMETERS))
+
+    def continues(here: tuple[slice, slice], there: tuple[slice, slice], slope: np.ndarray) -> np.ndarray:
+        same_slopes = (across[here] == across[there]) & (down[here] == down[there])
+        close = np.abs(mean[here] - mean[there] - (slope[there] >> 1)) <= 1
+        return fits[here] & fits[there] & (same_slopes & close).all(-1)
+
+    every = slice(None)
+    left = continues((every, slice(1, None)), (every, slice(None, -1)), across)
+    up = continues((slice(1, None), every), (slice(None, -1), every), down)
+    agree = np.zeros_like(fits)
+    agree[:, 1:] |= left
+    agree[:, :-1] |= left
+    agree[1:] |= up
+    agree[:-1] |= up
+    return agree
 
 
 def paint(pixels: np.ndarray, planes: Planes) -> None:
