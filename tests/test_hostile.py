@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from PIL import Image
 from test_cli_codec import one_error_line
 
-from ddncodec import codec, container, reading
+from ddncodec import codec, container, imageio, reading
 from ddncodec.atomic import OutputError, write_atomically
 from ddncodec.cli import main
 from ddncodec.errors import FormatError, InputError, ModelError
@@ -71,6 +72,22 @@ def test_padded_pixels_count_against_the_limit(tiny_model: CodecModel) -> None:
     data = crafted(tiny_model, 200_000, 1, [b"\x00"])
     with pytest.raises(Exception, match="pads to 3,200,000 pixels"):
         codec.decode_pixels(data, tiny_model, max_pixels=1_000_000)
+
+
+def test_a_walk_deeper_than_the_ladder_counts_its_layers_against_the_limit(
+    tiny_model: CodecModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deep file costs more than its pixels: with WORK_LAYERS at 2, the tiny model's 3-layer
+    walk of 64x64 counts as 4,096 x (3 / 2)^2 = 9,216 pixels, on both sides, and 2 layers as 4,096."""
+    monkeypatch.setattr(imageio, "WORK_LAYERS", 2)
+    image = np.full((64, 64, 3), 90, dtype=np.uint8)
+    with pytest.raises(InputError, match="walks 3 layers \\(counted as 9,216\\), over the limit of 5,000"):
+        codec.encode(Image.fromarray(image), tiny_model, layers=3, max_pixels=5_000)
+    data = codec.encode(Image.fromarray(image), tiny_model, layers=3).data
+    with pytest.raises(InputError, match="counted as 9,216"):
+        codec.decode_pixels(data, tiny_model, max_pixels=5_000)
+    decoded, _ = codec.decode_pixels(data, tiny_model, layers=2, max_pixels=5_000)  # a prefix is cheaper
+    assert decoded.shape == (64, 64, 3)
 
 
 # ---------------------------------------------------------------- outputs that are not plain files

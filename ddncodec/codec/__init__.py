@@ -121,6 +121,7 @@ def encode(
     else:
         rung = ladder(model)[(quality or DEFAULT_QUALITY) - 1]
         rung = Rung(layers or rung.layers, rung.lam, rung.detail)
+    imageio.check_padded(pixels.shape[1], pixels.shape[0], model.config.unit, max_pixels, layers=rung.layers)
     with workers(threads, progress):
         if bpp is not None:
             encoded = search_bpp(pixels, mode, model, bpp, layers or count, effort)

@@ -136,7 +136,7 @@ def decode_pixels(
         msg = f"layers must be 1..{present} for this file, got {layers}"
         raise OptionError(msg)
     count = present if layers is None else layers
-    imageio.check_padded(header.width, header.height, model.config.unit, max_pixels)
+    imageio.check_padded(header.width, header.height, model.config.unit, max_pixels, layers=count)
     maps = read_maps(parsed, model, count)
     with_detail = count == header.layers and parsed.detail is not None
     with workers.workers(threads, progress):
