@@ -108,9 +108,7 @@ the square of its depth's ratio to this, since every further layer costs more th
 before it (decoding 1 MP on one tile: 2.04 s at 12 layers, 4.15 s at 18, 7.26 s at 26)."""
 
 
-def check_padded(
-    width: int, height: int, unit: int, max_pixels: int, name: str = "", layers: int = 0
-) -> None:
+def check_padded(width: int, height: int, unit: int, max_pixels: int, name: str = "", layers: int = 0) -> None:
     """An InputError if the image, padded to multiples of ``unit`` (the model's) and walked
     ``layers`` deep (0: no deeper than the ladder), is over ``max_pixels``: the codec's work and memory grow with padded
     pixels, and a 200000×1 image pads to 32 rows. (Tiles are multiples of ``unit`` but the

@@ -2,16 +2,18 @@
 
 The DDN walk leaves a faint texture on flat colour that the detail layer pays dearly to
 take out (a flat 500×500 colour cost 1,614 B at q5 with errors of 14 levels, a gray ramp
-4,621 B at q8 with errors of 5). An 8×8 block whose pixels lie within a tolerance of a
-plane is sent instead as that plane, a mean and two slopes per channel in integers, and
-painted over whatever the walk, the detail layer and the filters made of it: a flat
-colour comes back exact, a ramp within a level. The encoder picks the blocks and the
-tolerance (``tolerance``); the decoder only paints.
+4,621 B at q8 with errors of 5). An 8×8 block whose pixels lie within TOLERANCE of a plane,
+and whose plane continues a neighbour's (``_agreeing``: flat colour and ramps, not the odd
+smooth patch of a photo, where a plane costs more than the detail layer would), is sent
+instead as that plane, a mean and two slopes per channel in integers, and painted over
+whatever the walk, the detail layer and the filters made of it: a flat colour comes back
+exact, a ramp within a level. The encoder picks the blocks; the decoder only paints.
 
 In the detail stream (format version 6) the planes come first, block row by block row:
-each row's smooth flags (even block columns, then odd ones, each class of neighbours as
-one run, like the detail levels) and then the row's planes, as differences from the plane
-before in raster order, under adaptive counts (``context.adapt``).
+each row's smooth flags (even block columns, then odd ones, by class of neighbours), then
+whether each smooth block repeats the plane predicted from the block before, then the
+planes of the others as differences from that prediction, under adaptive counts
+(``context.adapt``; docs/FORMAT.md has the layout).
 """
 
 from __future__ import annotations
