@@ -28,6 +28,7 @@ from ddncodec.context import adapt
 from ddncodec.errors import FormatError
 
 BLOCK = detail.BLOCK
+PAINT_CHUNK = 4096  # blocks painted at once
 SLOPE_LIMIT = 1023  # |slope| in 1/64 level per px: steeper blocks (16 levels per px) are not smooth
 MEAN_LIMIT = 4 * 255
 PARAMETERS = 3  # per channel: the mean in quarter levels, and the slopes across and down in 1/64 level per px
@@ -153,16 +154,21 @@ def _agreeing(fits: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def paint(pixels: np.ndarray, planes: Planes) -> None:
-    """Paint the smooth blocks' planes into (H, W, 3) uint8 ``pixels`` in place."""
+    """Paint the smooth blocks' planes into (H, W, 3) uint8 ``pixels`` in place: the whole
+    blocks at once through a block view of the image, those cut by its edges one by one."""
     height, width = pixels.shape[:2]
+    whole_rows, whole_cols = height // BLOCK, width // BLOCK
+    grid = pixels[: whole_rows * BLOCK, : whole_cols * BLOCK].reshape(whole_rows, BLOCK, whole_cols, BLOCK, 3)
+    blocks = grid.transpose(0, 2, 1, 3, 4)  # a view: (rows, cols, 8, 8, 3)
     where = np.argwhere(planes.smooth)
-    for start in range(0, len(where), 4096):  # bounded memory: 4096 blocks of 192 bytes at once
-        chunk = where[start : start + 4096]
-        blocks = _painted(planes.params[start : start + 4096])
-        for (row, col), block in zip(chunk, blocks, strict=True):
+    for start in range(0, len(where), PAINT_CHUNK):  # bounded memory: PAINT_CHUNK blocks of 192 bytes at once
+        at = where[start : start + PAINT_CHUNK]
+        painted = _painted(planes.params[start : start + PAINT_CHUNK])
+        inside = (at[:, 0] < whole_rows) & (at[:, 1] < whole_cols)
+        blocks[at[inside, 0], at[inside, 1]] = painted[inside]
+        for (row, col), block in zip(at[~inside], painted[~inside], strict=True):
             top, left = row * BLOCK, col * BLOCK
-            h, w = min(BLOCK, height - top), min(BLOCK, width - left)
-            pixels[top : top + h, left : left + w] = block[:h, :w]
+            pixels[top : top + BLOCK, left : left + BLOCK] = block[: height - top, : width - left]
 
 
 def painted_mask(planes: Planes, top: int, left: int, size: tuple[int, int]) -> np.ndarray:

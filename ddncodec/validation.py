@@ -8,19 +8,18 @@ import copy
 import numpy as np
 import torch
 
+from ddncodec import metrics
 from ddncodec.codec import encode_pixels, ladder
-from ddncodec.metrics import decibels
 from ddncodec.model import DDN, nearest
 from ddncodec.modelfile import CodecModel
 from ddncodec.tensors import to_array, to_uint8
 
 
 def psnr(x: torch.Tensor, target: torch.Tensor) -> list[float]:
-    """Per image, the PSNR (dB) of (B, 3, H, W) model-range images rounded to 8 bits as the
-    decoder rounds them (``metrics.decibels``: a perfect match is infinite)."""
-    difference = to_uint8(x).long() - to_uint8(target).long()
-    squared = difference.pow(2).flatten(1).sum(1)
-    return [decibels(int(total), difference[0].numel()) for total in squared]
+    """Per image, ``metrics.psnr`` of (B, 3, H, W) model-range images rounded to 8 bits as the
+    decoder rounds them (a perfect match is infinite)."""
+    pairs = zip(to_uint8(x).cpu().numpy(), to_uint8(target).cpu().numpy(), strict=True)
+    return [metrics.psnr(a, b) for a, b in pairs]
 
 
 @torch.no_grad()

@@ -189,8 +189,8 @@ def file(
     """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
     details, detail_on = b"", False
     if step:
-        planes = coded.planes if coded.planes is not None else smooth.find(pixels, run=workers.bands)
-        details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, planes)
+        assert coded.planes is not None  # ``code`` finds them for every rung with a detail step
+        details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, coded.planes)
     data = coded.data(model, mode, filtered, details, step, detail_on)
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
     return Encoded(data, decoded, mode, psnr(decoded, pixels, mode), rung)

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import torch
 
-from ddncodec.metrics import decibels
+from ddncodec import metrics
 from ddncodec.postfilter import PostFilter
 
 ALIGN = 32  # px: windows start on the DDN unit, so cell and block grids sit as in a decode
@@ -42,6 +42,5 @@ class Pool(Protocol):
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR (dB) of two uint8 tensors, for the validation log (``metrics.psnr``'s rule)."""
-    difference = a.long() - b.long()
-    return decibels(int(difference.pow(2).sum()), difference.numel())
+    """``metrics.psnr`` of two uint8 tensors, for the validation log."""
+    return metrics.psnr(a.cpu().numpy(), b.cpu().numpy())
