@@ -25,7 +25,9 @@ DETAIL_VERSION = 3  # files with one (version 2 readers refuse them, as they sho
 FILTERED_DETAIL_VERSION = 4  # version 3's layout, decoded through the model's detail filter
 ROWS_DETAIL_VERSION = 5  # the detail stream coded row by row and class by class (``levels.Layout``)
 SMOOTH_DETAIL_VERSION = 6  # version 5's, the detail stream opening with the smooth blocks (``smooth``)
-_READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION, ROWS_DETAIL_VERSION, SMOOTH_DETAIL_VERSION)
+PAINTED_VERSION = 7  # version 6's with no layer at all: every block smooth, the image its planes alone
+_READS = (VERSION, DETAIL_VERSION, FILTERED_DETAIL_VERSION, ROWS_DETAIL_VERSION, SMOOTH_DETAIL_VERSION, PAINTED_VERSION)
+_SMOOTH_VERSIONS = (SMOOTH_DETAIL_VERSION, PAINTED_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
@@ -138,8 +140,11 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
     if not 0 <= header.detail_step <= MAX_DETAIL_STEP or (header.detail_length > 0 and not header.detail_step):
         msg = f"cannot pack a detail stream of step {header.detail_step}"
         raise ValueError(msg)
-    if not 1 <= header.layers <= MAX_LAYERS or len(header.fingerprint) != FINGERPRINT_BYTES:
+    if not 0 <= header.layers <= MAX_LAYERS or len(header.fingerprint) != FINGERPRINT_BYTES:
         msg = f"cannot pack {header.layers} layers with a {len(header.fingerprint)}-byte fingerprint"
+        raise ValueError(msg)
+    if not header.layers and not header.smooth_blocks:
+        msg = "only a file of smooth blocks can have no layers"
         raise ValueError(msg)
     if header.detail_filtered and not header.detail_step:
         msg = "cannot pack a detail filter flag without a detail stream"
@@ -154,12 +159,15 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
 
 def _version(header: Header) -> int:
     """The format version of ``header``'s layout: 2 without a detail stream (what version 2
-    readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks, else 5."""
+    readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks
+    (7 if they are all there is: no layer), else 5."""
     if not header.detail_step:
         return VERSION
     if header.legacy_detail:
         return FILTERED_DETAIL_VERSION if header.detail_filtered else DETAIL_VERSION
-    return SMOOTH_DETAIL_VERSION if header.smooth_blocks else ROWS_DETAIL_VERSION
+    if header.smooth_blocks:
+        return SMOOTH_DETAIL_VERSION if header.layers else PAINTED_VERSION
+    return ROWS_DETAIL_VERSION
 
 
 def _mode_byte(header: Header) -> int:
@@ -231,15 +239,15 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     pos += _HEADER_CRC_BYTES
     filtered = bool(mode_byte & _FILTERED)
     detail_filtered = version == FILTERED_DETAIL_VERSION
-    if version in (ROWS_DETAIL_VERSION, SMOOTH_DETAIL_VERSION):
+    if version in (ROWS_DETAIL_VERSION, *_SMOOTH_VERSIONS):
         detail_filtered = bool(mode_byte & _DETAIL_FILTERED)
         mode_byte &= ~_DETAIL_FILTERED
     mode_byte &= ~(_FILTERED | (_DETAIL if has_detail else 0))
     if mode_byte >= len(MODES):
         msg = f"corrupt .ddn header: unknown mode {mode_byte}"
         raise CorruptError(msg)
-    if layers < 1:
-        msg = "corrupt .ddn header: no layers"
+    if (layers == 0) != (version == PAINTED_VERSION):
+        msg = f"corrupt .ddn header: {layers} layers in a version {version} file"
         raise CorruptError(msg)
     if has_detail and detail_step == 0:
         msg = "corrupt .ddn header: detail step 0"
@@ -260,7 +268,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         detail_length,
         detail_filtered,
         version in (DETAIL_VERSION, FILTERED_DETAIL_VERSION),
-        version == SMOOTH_DETAIL_VERSION,
+        version in _SMOOTH_VERSIONS,
     )
     return header, pos
 
@@ -272,13 +280,14 @@ def unpack(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     the detail stream); any other length, or any checksum mismatch, is a ``CorruptError``."""
     header, start = parse_header(data, max_pixels)
     ends = list(itertools.accumulate(length + LAYER_CRC_BYTES for length in header.lengths))
-    complete = ends[-1] + (header.detail_length + LAYER_CRC_BYTES if header.detail_step else 0)
+    layers_end = ends[-1] if ends else 0
+    complete = layers_end + (header.detail_length + LAYER_CRC_BYTES if header.detail_step else 0)
     body = len(data) - start
     if body not in ends and body != complete:
         problem = "has trailing data" if body > complete else "is truncated"
         msg = f".ddn file {problem}: {body} bytes after the header, a layer boundary (at most {complete}) expected"
         raise CorruptError(msg)
-    with_detail = body > ends[-1]  # only the complete file of a header with a detail stream
+    with_detail = body > layers_end  # only the complete file of a header with a detail stream
     present = header.layers if with_detail else ends.index(body) + 1
     streams, pos = [], start
     for i, length in enumerate([*header.lengths[:present], *([header.detail_length] if with_detail else [])]):

@@ -191,8 +191,8 @@ def encode_calls(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
 def decode(
     data: bytes, shapes: list[tuple[int, int]], parents: list[np.ndarray], initial: np.ndarray
 ) -> list[np.ndarray]:
-    """Bytes -> one layer's index maps, one grid of ``shapes[tile]`` per tile (int64)."""
-    grids = [np.full(shape, -1, dtype=np.int64) for shape in shapes]
+    """Bytes -> one layer's index maps, one grid of ``shapes[tile]`` per tile (int16: K is at most 4096)."""
+    grids = [np.full(shape, -1, dtype=np.int16) for shape in shapes]
     decoder = Decoder(data)
     code_layer(initial, grids, parents, lambda _tile, _step, freq: decoder(probabilities(freq)))
     return grids

@@ -49,14 +49,23 @@ CASES = {
     # version 6: the detail stream opens with the smooth blocks (the source with flat colour and a ramp)
     "smooth_detail_q8": (8, False, 12),
     "filtered_smooth_detail_q8": (8, False, DETAIL_STEP),
+    # version 7: smooth blocks alone, no layer (the source replaced by two ramps and a flat channel)
+    "painted_q8": (8, False, 12),
 }
 
 
 def source_for(name: str, photo: Image.Image) -> Image.Image:
-    """The photo, with a flat colour and a gray ramp pasted in for the "smooth" cases."""
+    """The photo, with a flat colour and a gray ramp pasted in for the "smooth" cases; for
+    "painted", smooth all over: red a ramp across, green flat, blue a ramp down."""
+    pixels = np.array(photo)
+    if name.startswith("painted"):
+        height, width = pixels.shape[:2]
+        pixels[..., 0] = np.linspace(20, 20 + (width - 1) / 2, width).round().astype(np.uint8)[None, :]
+        pixels[..., 1] = 30
+        pixels[..., 2] = np.linspace(200, 200 - (height - 1) / 4, height).round().astype(np.uint8)[:, None]
+        return Image.fromarray(pixels)
     if "smooth" not in name:
         return photo
-    pixels = np.array(photo)
     pixels[:, :40] = (200, 30, 40)
     pixels[-24:] = np.linspace(0, 255, pixels.shape[1]).round().astype(np.uint8)[None, :, None]
     return Image.fromarray(pixels)
@@ -131,6 +140,7 @@ def main() -> None:
             container.FILTERED_DETAIL_VERSION,
             container.ROWS_DETAIL_VERSION,
             container.SMOOTH_DETAIL_VERSION,
+            container.PAINTED_VERSION,
         ],
         "files": {},
     }

@@ -144,7 +144,7 @@ def test_wrong_magic_version_and_trailing_data() -> None:
         container.unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
     with pytest.raises(VersionError, match=r"unsupported \.ddn format version 1 "):
         container.unpack(version_1_file())
-    newer = container.SMOOTH_DETAIL_VERSION + 1  # the first version this ddncodec cannot read
+    newer = container.PAINTED_VERSION + 1  # the first version this ddncodec cannot read
     with pytest.raises(VersionError, match=f"version {newer} "):
         container.unpack(data[:3] + bytes([newer]) + data[4:])
     with pytest.raises(CorruptError, match="trailing data"):
@@ -179,12 +179,47 @@ def test_a_header_claiming_a_huge_image_is_refused_before_anything_else() -> Non
     [
         ({"width": 0, "height": 5}, "image size 0x5"),
         ({"width": 5, "height": 5, "mode_byte": 7}, "unknown mode 7"),
-        ({"width": 5, "height": 5, "layers": 0}, "no layers"),
+        ({"width": 5, "height": 5, "layers": 0}, "0 layers in a version 2 file"),
     ],
 )
 def test_invalid_fields_are_refused(fields: dict, message: str) -> None:
     with pytest.raises(CorruptError, match=message):
         container.unpack(_forged(**fields))
+
+
+def _painted(layers: tuple[bytes, ...] = ()) -> bytes:
+    header = Header(
+        FINGERPRINT, 640, 480, "RGB", 0, tuple(map(len, layers)), detail_step=9, detail_length=5, smooth_blocks=True
+    )
+    return container.pack(header, layers, b"plane")
+
+
+def test_a_file_of_smooth_blocks_alone_has_no_layer_and_is_version_7() -> None:
+    data = _painted()
+    assert data[3] == container.PAINTED_VERSION
+    parsed = container.unpack(data)
+    assert (parsed.header.layers, parsed.streams, parsed.detail) == (0, (), b"plane")
+    assert parsed.complete and parsed.header.smooth_blocks
+    assert _painted((b"layer",))[3] == container.SMOOTH_DETAIL_VERSION  # with a layer: version 6, as before
+    for cut in range(len(data)):  # no prefix of it is a file: there is no layer to cut after
+        with pytest.raises((CorruptError, NotDDNError)):
+            container.unpack(data[:cut])
+    with pytest.raises(ValueError, match="only a file of smooth blocks can have no layers"):
+        container.pack(Header(FINGERPRINT, 640, 480, "RGB", 0, (), detail_step=9, detail_length=5), (), b"plane")
+
+
+def test_a_version_7_header_with_layers_is_refused() -> None:
+    data = bytearray(_painted((b"layer",)))
+    data[3] = container.PAINTED_VERSION
+    data[: data.index(b"layer")] = _rehashed(bytes(data[: data.index(b"layer")]))
+    with pytest.raises(CorruptError, match="1 layers in a version 7 file"):
+        container.unpack(bytes(data))
+
+
+def _rehashed(header: bytes) -> bytes:
+    """A header with its CRC-16 recomputed over the bytes before it."""
+    body = header[: -container._HEADER_CRC_BYTES]
+    return body + struct.pack(">H", binascii.crc_hqx(body, 0))
 
 
 def test_overlong_varint_is_refused() -> None:

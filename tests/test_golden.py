@@ -25,6 +25,7 @@ def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: C
         container.FILTERED_DETAIL_VERSION,
         container.ROWS_DETAIL_VERSION,
         container.SMOOTH_DETAIL_VERSION,
+        container.PAINTED_VERSION,
     ]
     filtered = load(model_for("filtered"))
     assert filtered.fingerprint.hex()[:16] == FACTS["filtered_model"]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from ddncodec import codec, container, entropy, smooth
-from ddncodec.errors import FormatError
+from ddncodec.errors import FormatError, OptionError
 from ddncodec.modelfile import CodecModel
 
 
@@ -61,10 +61,13 @@ def test_a_flat_image_at_a_detail_rung_is_exact_and_small(tiny_model: CodecModel
     detailed = tiny_model.replace(ladder=[[3, 0.0, 40]] * 8)
     pixels = flat(width, height, (200, 30, 40))
     encoded = codec.encode(Image.fromarray(pixels), detailed, 5)
-    assert encoded.data[3] == container.SMOOTH_DETAIL_VERSION
-    assert len(encoded.data) < 120, len(encoded.data)
+    assert encoded.data[3] == container.PAINTED_VERSION  # no layer: the planes are all there is
+    assert container.unpack(encoded.data).header.layers == 0
+    assert len(encoded.data) < 100, len(encoded.data)
     assert np.array_equal(np.asarray(codec.decode(encoded.data, detailed)), pixels)
     assert np.array_equal(encoded.pixels, pixels)
+    with pytest.raises(OptionError, match="no layers to cut at"):
+        codec.decode(encoded.data, detailed, layers=1)
 
 
 def test_flat_parts_of_a_photo_cost_no_levels_and_decode_as_encoded(tiny_model: CodecModel) -> None:

@@ -12,8 +12,6 @@ peaks are None.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -27,13 +25,13 @@ from PIL import Image
 
 from ddncodec.bench import metrics
 from ddncodec.bench.codecs import Codec, CodecPlan
+from ddncodec.codec.workers import release_freed
 from ddncodec.data import load_rgb
 from ddncodec.errors import DDNError
 from ddncodec.metrics import psnr
 
 PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
-LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None  # glibc's malloc_trim
 
 
 def rss_mb(field: str = "VmRSS") -> float | None:
@@ -50,8 +48,7 @@ def rss_mb(field: str = "VmRSS") -> float | None:
 def reset_peak() -> None:
     """Start a new peak-RSS window (writing 5 to clear_refs resets VmHWM to VmRSS), after
     handing freed heap back to the system so that earlier calls do not count."""
-    if LIBC is not None:
-        LIBC.malloc_trim(0)
+    release_freed()
     with contextlib.suppress(OSError):
         CLEAR_REFS.write_text("5")
 

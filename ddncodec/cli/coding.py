@@ -370,5 +370,5 @@ def info(file: Path, as_json: bool) -> None:
         f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
         f"model {facts['model']}, {present}, every stream's checksum verified, "
         f"post-filter {'on' if header.filtered else 'off'}\n"
-        f"bytes per layer: {' '.join(map(str, layer_bytes))} (header {facts['header_bytes']})"
+        f"bytes per layer: {' '.join(map(str, layer_bytes)) or 'none, every block is smooth'} (header {facts['header_bytes']})"
     )

@@ -80,7 +80,7 @@ def decode_maps(maps: IndexMaps, model: CodecModel, post_filter: bool = False) -
     tiles = maps.tiles(model)
 
     def chooser_for(i: int) -> Chooser:
-        return lambda layer, _options: torch.from_numpy(maps.grids[layer][i])[None]
+        return lambda layer, _options: torch.from_numpy(maps.grids[layer][i].astype(np.int64))[None]
 
     filtering = Filtering.NOW if post_filter else Filtering.NONE
     return walk(model, tiles, maps.layers, chooser_for, filtering).image
@@ -134,6 +134,8 @@ def decode_pixels(
     present = len(parsed.streams)
     if layers is not None and not 1 <= layers <= present:
         msg = f"layers must be 1..{present} for this file, got {layers}"
+        if not present:
+            msg = "this file has no layers to cut at: it is smooth blocks alone (format version 7)"
         raise OptionError(msg)
     count = present if layers is None else layers
     imageio.check_padded(header.width, header.height, model.config.unit, max_pixels, layers=count)

@@ -20,7 +20,7 @@ from ddncodec.codec.choosing import LOOKAHEAD_LAMBDA, rate_aware
 from ddncodec.codec.detail_filter import detail_filtered
 from ddncodec.codec.maps import IndexMaps, write_maps
 from ddncodec.codec.models import table_set
-from ddncodec.codec.tiles import Filtering, Walked, plan, post_filtered, walk
+from ddncodec.codec.tiles import Filtering, Tile, Walked, plan, post_filtered, walk
 from ddncodec.ladder import Rung
 from ddncodec.metrics import psnr
 from ddncodec.model import Chooser
@@ -116,7 +116,7 @@ def _walk_rung(
     def chooser_for(i: int) -> Chooser:
         t = tiles[i]
         target = to_tensor(imageio.pad(pixels[t.top : t.top + t.height, t.left : t.left + t.width], unit)[None])
-        painted = None if planes is None else smooth.painted_mask(planes, t.top, t.left, t.padded)
+        painted = None if planes is None else _unseen_painted(smooth.painted_mask(planes, t.top, t.left, t.padded), t)
         if effort > 1:
             return rate_aware(
                 target, model, rung.lam * LOOKAHEAD_LAMBDA, tables, lookahead=rung.layers, painted=painted
@@ -125,6 +125,14 @@ def _walk_rung(
 
     walked = walk(model, tiles, rung.layers, chooser_for, filtering)
     return IndexMaps(width, height, tables, walked.grids), walked
+
+
+def _unseen_painted(painted: np.ndarray, t: Tile) -> np.ndarray:
+    """``painted`` with the tile's padding marked too: no one sees those pixels, so the
+    cells that hold nothing else cost their bits alone (a flat image's edge column, say)."""
+    painted[t.height :] = True
+    painted[:, t.width :] = True
+    return painted
 
 
 def encode_maps(
@@ -140,8 +148,8 @@ def code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None =
     set ``tables`` (default: the rung's own), choosing with ``effort``."""
     filtering = Filtering.NONE if model.postfilter is None else Filtering.LATER
     planes = smooth.find(pixels, run=workers.bands) if rung.detail else None
-    if planes is not None and planes.smooth.all():  # all painted over: one layer, no filter, is as good
-        rung, filtering = Rung(1, rung.lam, rung.detail), Filtering.NONE
+    if planes is not None and planes.smooth.all():  # all painted over: no walk is as good (format version 7)
+        rung, filtering = Rung(0, rung.lam, rung.detail), Filtering.NONE
     maps, walked = _walk_rung(pixels, model, rung, tables, effort, filtering, planes)
     return Coded(rung, maps, walked, write_maps(maps, model), planes)
 

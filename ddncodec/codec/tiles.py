@@ -21,6 +21,7 @@ from ddncodec.postfilter import refined_flags
 from ddncodec.tensors import from_uint8, to_array, to_uint8
 
 TILE = 1024  # px: the largest tile side; part of the format
+SYMBOL_DTYPE = np.int16  # index grids at rest (K <= model.MAX_K = 4096); int64 would take 165 MB over a 100 MP walk
 
 Grids = list[list[np.ndarray]]
 """Per layer, per tile (or crop), the (rows, columns) grid of the symbols chosen there."""
@@ -92,20 +93,25 @@ def walk(
     canvas = np.empty((height, width, 3), dtype=np.uint8)
 
     def walk_tile(i: int) -> tuple[list[np.ndarray], Kept | None]:
-        t, image, chosen = tiles[i], None, []
+        t, chosen = tiles[i], []
+        image = torch.zeros(1, 3, *t.padded)  # gray: what a walk of no layers leaves
         for idx, x in model.network.walk((1, *t.padded), chooser_for(i), layers):
             image = x
             chosen.append(idx)
         pixels = to_uint8(image)
-        grids = [idx[0].numpy().astype(np.int64) for idx in chosen]
+        grids = [idx[0].numpy().astype(SYMBOL_DTYPE) for idx in chosen]
+        kept = None
         if filtering is Filtering.NONE:
             paste(canvas, t, pixels)
-            return grids, None
-        kept = (t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded))
-        if filtering is Filtering.NOW:
-            filter_tile(model, canvas, kept)
-            return grids, None
-        paste(canvas, t, pixels)
+        else:
+            kept = (t, pixels, refined_flags(chosen, model.postfilter.config.cells, t.padded))
+            if filtering is Filtering.NOW:
+                filter_tile(model, canvas, kept)
+                kept = None
+            else:
+                paste(canvas, t, pixels)
+        del image, chosen
+        workers.release_freed(above=workers.RESIDENT_BUDGET)
         return grids, kept
 
     with workers.workers():
