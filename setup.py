@@ -23,6 +23,7 @@ setup(
         "click>=8.1",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "bench": ["matplotlib>=3.7", "pytorch-msssim>=1.0", "pillow-jxl-plugin>=1.3", "scipy>=1.10"],

@@ -128,7 +128,7 @@ class Anatomy:
             lengths.append(container._read_varint(data, pos, "length")[0])
             pos = fields[f"length {i}"][1]
         layers = len(lengths)
-        if data[3] != container.VERSION:  # versions 3 to 5 carry a detail stream
+        if data[3] != container.VERSION:  # versions 3 to 7 carry a detail stream
             fields["detail step"] = (pos, pos + 1)
             fields["detail length"] = (pos + 1, varint_end(pos + 1))
             lengths.append(container._read_varint(data, pos + 1, "length")[0])
@@ -236,8 +236,10 @@ def header_field(data: bytes, rng: np.random.Generator) -> bytes:
 def damaged_prefix(data: bytes, rng: np.random.Generator) -> bytes:
     """The file cut after a random layer's CRC, then 1-8 bits flipped in what is kept
     (in its layer streams and CRCs two times in three, else anywhere): what format
-    version 1 could not see."""
+    version 1 could not see. A file with no layer (version 7) has no prefix: bits flipped anywhere."""
     anatomy = Anatomy.of(data)
+    if not anatomy.layers:
+        return flip_bits(data, rng)
     kept = int(rng.integers(1, anatomy.layers + 1))
     prefix = data[: anatomy.fields[f"layer {kept - 1} crc"][1]]
     start = anatomy.streams[0][0] if rng.random() < 2 / 3 else 0

@@ -212,11 +212,13 @@ def _run(
     """The adaptive model over a layer's steps, from block row ``start`` on, adapting
     ``counts`` (fresh ones if not given). ``code(group, coding)`` returns the group's
     levels in raster order (the encoder reads them, the decoder decodes them); they are
-    written into ``levels`` and counted."""
+    counted and, unless the levels are ``complete`` (the encoder's: read only, so other
+    work may read them meanwhile), written into ``levels``."""
     counts = _initial_counts() if counts is None else counts
     for group in _groups(levels, layout, skip, start, complete):
         values = code(group, _coding(group.classes, counts, layout))
-        levels[group.channel, group.row, group.cols] = values.reshape(group.cols.size, -1)
+        if not complete:
+            levels[group.channel, group.row, group.cols] = values.reshape(group.cols.size, -1)
         tally = np.bincount(group.classes.ravel() * SYMBOLS + symbols(values), minlength=CLASSES * SYMBOLS)
         adapt(counts, tally.reshape(CLASSES, SYMBOLS), COUNT_INCREMENT)
 
@@ -224,7 +226,7 @@ def _run(
 def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = None) -> None:
     """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.ROWS``). A group's
     classes read only steps already taken, so the complete levels serve as the coder's
-    state (they are written back unchanged). The blocks of ``skip`` are not coded."""
+    state (read, never written). The blocks of ``skip`` are not coded."""
     work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
 
     def put(group: _Group, coding: _Coding) -> np.ndarray:

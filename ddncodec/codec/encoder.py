@@ -177,6 +177,7 @@ def with_detail(
     levels = detail.residual_levels(pixels, decoded, step, run=workers.bands, skip=planes.smooth)
     if mode == "L":
         levels[1:] = 0
+    stream = workers.aside(lambda: _detail_stream(planes, levels))  # coded while the filter runs
     image, filtered = detail.apply(decoded, levels, step, run=workers.bands), False
     candidates = [image]
     if model.detailfilter is not None and not planes.smooth.all():
@@ -185,10 +186,15 @@ def with_detail(
         smooth.paint(candidate, planes)
     if len(candidates) > 1 and psnr(candidates[1], pixels, mode) > psnr(image, pixels, mode):
         image, filtered = candidates[1], True
+    return stream(), image, filtered
+
+
+def _detail_stream(planes: smooth.Planes, levels: np.ndarray) -> bytes:
+    """The detail stream: the smooth blocks, then the levels of the others (which it only reads)."""
     writer = entropy.Writer()
     smooth.write(planes, writer)
     level_coding.write(levels, writer, planes.smooth)
-    return writer.finish(), image, filtered
+    return writer.finish()
 
 
 def file(
