@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddncodec.ddl import DiscreteDistributionLayer
+from ddncodec.tensors import unshuffled_channels_last
 
 MAX_LAYERS = 255  # the .ddn header's layer count is one byte
 MAX_CELL = 256  # px; also bounds the padding unit (the lcm of the cells)
@@ -200,8 +201,7 @@ class CellLayer(nn.Module):
 
     def features(self, h: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         s = self.spec.stride
-        # Channels-last: oneDNN's convolutions and the channel norm run faster on it.
-        feat = self.embed(F.pixel_unshuffle(x, s).contiguous(memory_format=torch.channels_last))
+        feat = self.embed(unshuffled_channels_last(x, s))
         if h is not None:
             if h.shape[-1] != feat.shape[-1]:
                 h = F.interpolate(h, size=feat.shape[-2:], mode="nearest")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddncodec.tensors import from_uint8, to_uint8  # noqa: F401 (re-exported for callers not yet moved)
+from ddncodec.tensors import unshuffled_channels_last
 
 SCALE = 4  # px per trunk position; images are padded to a multiple of the DDN unit (32) already
 PACKED = 3 * SCALE * SCALE  # pixel channels after the pixel-unshuffle by SCALE
@@ -147,8 +147,9 @@ class PostFilter(nn.Module):
         self, x: torch.Tensor, flags: torch.Tensor | None = None, step: int | torch.Tensor | None = None
     ) -> torch.Tensor:
         """With ``config.step``: ``step`` is one quantiser step, or one per image (B,)."""
-        packed = F.pixel_unshuffle(x, SCALE)
-        stacked = torch.cat([packed, *self._side(flags, step, packed)], 1).contiguous(memory_format=torch.channels_last)
+        packed = unshuffled_channels_last(x, SCALE)
+        inputs = [packed, *self._side(flags, step, packed)]
+        stacked = torch.cat([t.permute(0, 2, 3, 1) for t in inputs], 3).permute(0, 3, 1, 2)  # channels-last, one copy
         h = self.blocks(F.silu(self.embed(stacked)))
         return x + F.pixel_shuffle(self.out(F.silu(h)), SCALE)
 

@@ -23,7 +23,8 @@ from ddncodec.container import Header
 from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError
 from ddncodec.modelfile import CodecModel, load
-from ddncodec.postfilter import FilterConfig, PostFilter, to_uint8
+from ddncodec.postfilter import FilterConfig, PostFilter
+from ddncodec.tensors import to_uint8
 
 RUNG = Rung(3, 0.0, STEP)
 

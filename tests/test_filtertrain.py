@@ -18,7 +18,8 @@ from ddncodec.codec import Rung
 from ddncodec.filtertrain import attach, degrade, train
 from ddncodec.modelfile import CodecModel, load
 from ddncodec.options import FilterTrainOptions
-from ddncodec.postfilter import FilterConfig, from_uint8
+from ddncodec.postfilter import FilterConfig
+from ddncodec.tensors import from_uint8
 from ddncodec.tune import load_images
 
 pytestmark = pytest.mark.slow
