@@ -132,6 +132,7 @@ def _groups(
         if complete and row >= band.stop:
             band = slice(row, min(row + CLASS_BAND, rows))
             band_classes = classes_of(levels[:, band], levels[:, row - 1] if row else None)
+        above = None
         for phase in (0, 1):
             at = np.arange(phase, cols, 2)
             if skip is not None:
@@ -141,15 +142,21 @@ def _groups(
             if complete:
                 yield _Group(channel, row, at, band_classes[channel, row - band.start, at])
                 continue
-            near = [(row - 1, at - 1), (row - 1, at), (row - 1, at + 1)]
-            if phase:
-                near += [(row, at - 1), (row, at + 1)]
-            total = np.zeros((at.size, BLOCK * BLOCK), dtype=np.int64)
-            for r, c in near:
-                inside = (r >= 0) & (c >= 0) & (c < cols)
-                if r >= 0 and inside.any():
-                    total[inside] += _magnitudes(levels[channel, r, c[inside]])
+            # Neighbours' magnitudes from rows padded by a zero block each side: column c is c + 1.
+            above = _padded_magnitudes(levels[channel, row - 1] if row else None, cols) if above is None else above
+            total = above[at] + above[at + 1] + above[at + 2]
+            if phase:  # the even blocks of this row are known by now
+                here = _padded_magnitudes(levels[channel, row], cols)
+                total += here[at] + here[at + 2]
             yield _Group(channel, row, at, _class_of(min(channel, 1), total))
+
+
+def _padded_magnitudes(row: np.ndarray | None, cols: int) -> np.ndarray:
+    """(cols + 2, 64) ``_magnitudes`` of one channel's block row, a zero block either side (all zero for None)."""
+    padded = np.zeros((cols + 2, BLOCK * BLOCK), dtype=np.int8)
+    if row is not None:
+        padded[1:-1] = _magnitudes(row)
+    return padded
 
 
 def symbols(values: np.ndarray) -> np.ndarray:
