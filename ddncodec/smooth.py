@@ -128,6 +128,18 @@ def find(
     return Planes(kept, grid[kept].astype(np.int64))
 
 
+PAINTED_STEP = 255
+"""The detail step an image of smooth blocks alone is written with at the rungs without a
+detail layer: it quantises nothing (no block codes levels), the header only needs one."""
+
+
+def covers(image: np.ndarray, run: detail.Runner = detail.in_turn) -> bool:
+    """Whether every block of (H, W, 3) uint8 ``image`` is smooth: its top band is tried
+    first, so a photo costs a fraction of ``find``."""
+    top = image[: detail.BAND_ROWS * BLOCK]
+    return bool(find(top, run=run).smooth.all() and (top is image or find(image, run=run).smooth.all()))
+
+
 def _agreeing(fits: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """The blocks of ``fits`` (rows, cols) whose plane (``grid``: rows, cols, 3, PARAMETERS)
     continues a neighbour's: the same slopes, and a mean within a quarter level of the

@@ -70,6 +70,27 @@ def test_a_flat_image_at_a_detail_rung_is_exact_and_small(tiny_model: CodecModel
         codec.decode(encoded.data, detailed, layers=1)
 
 
+def test_a_flat_image_at_a_rung_without_detail_is_its_planes_alone_unless_layers_are_asked(
+    tiny_model: CodecModel,
+) -> None:
+    pixels = flat(300, 200, (200, 30, 40))
+    assert all(rung.detail == 0 for rung in codec.ladder(tiny_model))  # the test model's ladder is plain
+    for quality in (1, 8):
+        encoded = codec.encode(Image.fromarray(pixels), tiny_model, quality)
+        header = container.unpack(encoded.data).header
+        assert (encoded.data[3], header.layers, header.detail_step) == (
+            container.PAINTED_VERSION,
+            0,
+            smooth.PAINTED_STEP,
+        )
+        assert len(encoded.data) < 100, len(encoded.data)
+        assert np.array_equal(np.asarray(codec.decode(encoded.data, tiny_model)), pixels)
+    walked = codec.encode(Image.fromarray(pixels), tiny_model, layers=2)  # asked for: a walk, as before
+    assert container.unpack(walked.data).header.layers == 2
+    photo = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert not smooth.covers(photo) and smooth.covers(flat(64, 200, (9, 9, 9)))
+
+
 def test_flat_parts_of_a_photo_cost_no_levels_and_decode_as_encoded(tiny_model: CodecModel) -> None:
     detailed = tiny_model.replace(ladder=[[3, 0.0, 12]] * 8)
     rng = np.random.default_rng(5)

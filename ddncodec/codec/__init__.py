@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from ddncodec import container, imageio
+from ddncodec import container, imageio, smooth
 from ddncodec.codec.choosing import EFFORTS, rate_aware, settle
 from ddncodec.codec.decoder import DetailLayer, decode, decode_maps, decode_pixels, read_detail
 from ddncodec.codec.detail_filter import expect_work
@@ -29,7 +29,7 @@ from ddncodec.codec.maps import IndexMaps, layer_parents, read_maps, write_maps
 from ddncodec.codec.models import ModelSpec, ladder, load_model, model_for, table_set
 from ddncodec.codec.rate import BPP_TOLERANCE, reached, search_bpp
 from ddncodec.codec.tiles import TILE, Grids, Tile, cells, plan
-from ddncodec.codec.workers import Progress, workers
+from ddncodec.codec.workers import Progress, bands, workers
 from ddncodec.errors import OptionError
 from ddncodec.ladder import QUALITIES, Rung
 from ddncodec.metrics import psnr
@@ -126,6 +126,8 @@ def encode(
         if bpp is not None:
             encoded = search_bpp(pixels, mode, model, bpp, layers or count, effort)
         else:
+            if layers is None and not rung.detail and smooth.covers(pixels, run=bands):
+                rung = Rung(rung.layers, rung.lam, smooth.PAINTED_STEP)  # smooth blocks alone (``encoder.code``)
             detail_filtered = bool(rung.detail) and model.detailfilter is not None
             expect_work(model, pixels.shape[1], pixels.shape[0], 1 + (model.postfilter is not None), detail_filtered)
             encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
