@@ -132,18 +132,17 @@ def _groups(
         if complete and row >= band.stop:
             band = slice(row, min(row + CLASS_BAND, rows))
             band_classes = classes_of(levels[:, band], levels[:, row - 1] if row else None)
-        above = None
+        # Neighbours' magnitudes from rows padded by a zero block each side: column c is c + 1.
+        above = None if complete else _padded_magnitudes(levels[channel, row - 1] if row else None, cols)
         for phase in (0, 1):
             at = np.arange(phase, cols, 2)
             if skip is not None:
                 at = at[~skip[row, at]]
             if not at.size:  # a single block column has no odd phase, a smooth row no blocks
                 continue
-            if complete:
+            if above is None:  # the encoder's complete levels: the band's classes, taken at once
                 yield _Group(channel, row, at, band_classes[channel, row - band.start, at])
                 continue
-            # Neighbours' magnitudes from rows padded by a zero block each side: column c is c + 1.
-            above = _padded_magnitudes(levels[channel, row - 1] if row else None, cols) if above is None else above
             total = above[at] + above[at + 1] + above[at + 2]
             if phase:  # the even blocks of this row are known by now
                 here = _padded_magnitudes(levels[channel, row], cols)

@@ -137,7 +137,8 @@ def covers(image: np.ndarray, run: detail.Runner = detail.in_turn) -> bool:
     """Whether every block of (H, W, 3) uint8 ``image`` is smooth: its top band is tried
     first, so a photo costs a fraction of ``find``."""
     top = image[: detail.BAND_ROWS * BLOCK]
-    return bool(find(top, run=run).smooth.all() and (top is image or find(image, run=run).smooth.all()))
+    whole = len(top) == len(image)
+    return bool(find(top, run=run).smooth.all() and (whole or find(image, run=run).smooth.all()))
 
 
 def _agreeing(fits: np.ndarray, grid: np.ndarray) -> np.ndarray:

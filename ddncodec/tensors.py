@@ -35,5 +35,5 @@ def unshuffled_channels_last(x: torch.Tensor, s: int) -> torch.Tensor:
     channel norm run faster on it) in one copy instead of two: the same values and strides,
     in a third to a tenth of the time."""
     b, c, h, w = x.shape
-    blocks = x.view(b, c, h // s, s, w // s, s).permute(0, 2, 4, 1, 3, 5)
+    blocks = x.reshape(b, c, h // s, s, w // s, s).permute(0, 2, 4, 1, 3, 5)
     return blocks.reshape(b, h // s, w // s, c * s * s).permute(0, 3, 1, 2)
