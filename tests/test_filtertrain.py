@@ -89,9 +89,6 @@ def test_the_post_filter_learns_on_the_tiny_models_decoded_crops(tiny_model: Cod
 def test_the_detail_recipe_learns_on_detail_decodes_and_resumes(tiny_model: CodecModel, tmp_path: Path) -> None:
     """On the tiny model's detail decodes of the BSDS crops, the filter gains at the coarse
     steps and gains more the longer it trains; run again, it resumes from its checkpoint."""
-    from ddncodec.filtertrain import train
-    from ddncodec.options import FilterTrainOptions
-
     work = tmp_path / "work"
     options = FilterTrainOptions(
         DATA / "tiny.safetensors",

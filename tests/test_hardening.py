@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +133,10 @@ def test_tiles_are_coded_independently(tiny_model: CodecModel, photo: Image.Imag
 # ---------------------------------------------------------------- model files
 
 
-def rewrite_model(source: Path, target: Path, edit) -> Path:
-    """A copy of a model file with ``edit(tensors, metadata)`` applied."""
+def rewrite_model(
+    source: Path, target: Path, edit: Callable[[dict[str, torch.Tensor], dict[str, str]], object]
+) -> Path:
+    """A copy of a model file with ``edit(tensors, metadata)`` applied (``target`` may be ``source``)."""
     tensors = load_file(str(source))
     with safe_open(str(source), "pt") as f:
         metadata = dict(f.metadata())

@@ -23,6 +23,7 @@ import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 from test_cli_codec import one_error_line
+from test_hardening import rewrite_model
 
 from ddncodec import codec, container, imageio, reading
 from ddncodec.atomic import OutputError, write_atomically
@@ -220,16 +221,12 @@ def test_the_fingerprint_covers_the_config(tiny_model: CodecModel) -> None:
 
 
 def test_a_model_file_with_a_lying_config_is_a_model_error(tmp_path: Path, tiny_model: CodecModel) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     path = tmp_path / "tiny.safetensors"
     tiny_model.save(path)
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-    meta["config"] = meta["config"].replace('"blocks": 1', '"blocks": 1000000000', 1)
-    save_file(tensors, str(tmp_path / "lying.safetensors"), metadata=meta)
+    lie = '"blocks": 1000000000'
+    rewrite_model(
+        path, tmp_path / "lying.safetensors", lambda _t, m: m.update(config=m["config"].replace('"blocks": 1', lie, 1))
+    )
     start = time.perf_counter()
     with pytest.raises(ModelError):
         codec.load_model(tmp_path / "lying.safetensors")
@@ -422,19 +419,6 @@ def test_stdin_and_files_are_read_up_to_the_limit_of_the_pixel_limit(
 # ---------------------------------------------------------------- model files crafted to break the loader
 
 
-def hostile_model(target: Path, edit: Callable[[dict, dict], object]) -> Path:
-    """The tiny test model's file with ``edit(tensors, metadata)`` applied."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(TINY), "pt") as f:
-        meta = dict(f.metadata())
-        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-    edit(tensors, meta)
-    save_file(tensors, str(target), metadata=meta)
-    return target
-
-
 def _set(key: str, value: object) -> Callable[[dict, dict], None]:
     return lambda _t, meta: meta.update({key: value if isinstance(value, str) else json.dumps(value)})
 
@@ -498,7 +482,7 @@ def test_a_hostile_model_file_is_one_line_and_exit_2(
     """Each was a traceback (exit 1) or NaN odds; now the loader refuses it with one line,
     whatever the command would have done with it (here ``--bpp``, which read the ladder
     and the card's validation rates)."""
-    model = hostile_model(tmp_path / "bad.safetensors", edit)
+    model = rewrite_model(TINY, tmp_path / "bad.safetensors", edit)
     out = tmp_path / "o.ddn"
     start = time.perf_counter()
     line = one_error_line(run("encode", kodak_crop, "-o", out, "--model", model, "--bpp", "0.5"), 2)
@@ -516,7 +500,7 @@ def test_valid_validation_rates_and_a_prior_of_2_to_the_37_still_load(tmp_path: 
         _card(ladder_on_val=GOOD_ON_VAL)(tensors, meta)
         tensors["priors.0"] = torch.full((1, 8, 8), 2**37, dtype=torch.int64)
 
-    model = load(hostile_model(tmp_path / "ok.safetensors", edit))
+    model = load(rewrite_model(TINY, tmp_path / "ok.safetensors", edit))
     assert model.card["ladder_on_val"] == GOOD_ON_VAL
     assert np.isfinite(model.priors.bits(0)).all()
 

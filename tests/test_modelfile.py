@@ -14,8 +14,8 @@ import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 from test_cli_codec import one_error_line
+from test_hardening import rewrite_model
 
 from ddncodec import codec
 from ddncodec.cli import main
@@ -53,12 +53,7 @@ def stored_names(path: Path) -> set[str]:
 
 def rewritten(path: Path, edit: Callable[[dict[str, torch.Tensor], dict[str, str]], object]) -> Path:
     """The file at ``path`` with ``edit(tensors, metadata)`` applied, in place."""
-    with safe_open(str(path), "pt") as f:
-        meta = dict(f.metadata())
-        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-    edit(tensors, meta)
-    save_file(tensors, str(path), metadata=meta)
-    return path
+    return rewrite_model(path, path, edit)
 
 
 @pytest.fixture()
