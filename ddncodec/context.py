@@ -34,6 +34,7 @@ INIT_TOTAL = 2048  # a context's initial table sums to this: worth INIT_TOTAL / 
 BONUS_SHIFT = 3
 MAX_TOTAL = 1 << 16  # a context's counts are halved above this total
 NONE = -1  # a neighbour outside the tile, or not yet coded
+SYMBOL = np.int16  # index grids at rest (K <= model.MAX_K = 4096); int64 would take 165 MB over a 100 MP walk
 
 
 def parent_positions(count: int, cell: int, previous_cell: int, previous_count: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from ddncodec.context import code_layer
+from ddncodec.context import SYMBOL, code_layer
 from ddncodec.errors import FormatError
 
 _PAD = b"\xff"
@@ -191,8 +191,8 @@ def encode_calls(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
 def decode(
     data: bytes, shapes: list[tuple[int, int]], parents: list[np.ndarray], initial: np.ndarray
 ) -> list[np.ndarray]:
-    """Bytes -> one layer's index maps, one grid of ``shapes[tile]`` per tile (int16: K is at most 4096)."""
-    grids = [np.full(shape, -1, dtype=np.int16) for shape in shapes]
+    """Bytes -> one layer's index maps, one grid of ``shapes[tile]`` per tile (``context.SYMBOL``)."""
+    grids = [np.full(shape, -1, dtype=SYMBOL) for shape in shapes]
     decoder = Decoder(data)
     code_layer(initial, grids, parents, lambda _tile, _step, freq: decoder(probabilities(freq)))
     return grids

@@ -133,12 +133,14 @@ PAINTED_STEP = 255
 detail layer: it quantises nothing (no block codes levels), the header only needs one."""
 
 
-def covers(image: np.ndarray, run: detail.Runner = detail.in_turn) -> bool:
-    """Whether every block of (H, W, 3) uint8 ``image`` is smooth: its top band is tried
-    first, so a photo costs a fraction of ``find``."""
+def whole(image: np.ndarray, run: detail.Runner = detail.in_turn) -> Planes | None:
+    """``find``'s planes of (H, W, 3) uint8 ``image`` if every block is smooth, else None:
+    its top band is tried first, so a photo costs a fraction of ``find``."""
     top = image[: detail.BAND_ROWS * BLOCK]
-    whole = len(top) == len(image)
-    return bool(find(top, run=run).smooth.all() and (whole or find(image, run=run).smooth.all()))
+    planes = find(top, run=run)
+    if planes.smooth.all() and len(top) < len(image):
+        planes = find(image, run=run)
+    return planes if planes.smooth.all() else None
 
 
 def _agreeing(fits: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -88,7 +88,7 @@ def test_a_flat_image_at_a_rung_without_detail_is_its_planes_alone_unless_layers
     walked = codec.encode(Image.fromarray(pixels), tiny_model, layers=2)  # asked for: a walk, as before
     assert container.unpack(walked.data).header.layers == 2
     photo = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    assert not smooth.covers(photo) and smooth.covers(flat(64, 200, (9, 9, 9)))
+    assert smooth.whole(photo) is None and smooth.whole(flat(64, 200, (9, 9, 9))) is not None
 
 
 def test_flat_parts_of_a_photo_cost_no_levels_and_decode_as_encoded(tiny_model: CodecModel) -> None:

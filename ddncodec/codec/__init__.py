@@ -126,10 +126,11 @@ def encode(
         if bpp is not None:
             encoded = search_bpp(pixels, mode, model, bpp, layers or count, effort)
         else:
-            if layers is None and not rung.detail and smooth.covers(pixels, run=bands):
-                rung = Rung(rung.layers, rung.lam, smooth.PAINTED_STEP)  # smooth blocks alone (``encoder.code``)
+            planes = smooth.whole(pixels, run=bands) if layers is None and not rung.detail else None
+            if planes is not None:  # smooth blocks alone (``encoder.code``), found once
+                rung = Rung(rung.layers, rung.lam, smooth.PAINTED_STEP)
             detail_filtered = bool(rung.detail) and model.detailfilter is not None
             expect_work(model, pixels.shape[1], pixels.shape[0], 1 + (model.postfilter is not None), detail_filtered)
-            encoded = encode_pixels(pixels, mode, model, rung, effort=effort)
+            encoded = encode_pixels(pixels, mode, model, rung, effort=effort, planes=planes)
     encoded.frames = frames
     return encoded

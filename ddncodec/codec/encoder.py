@@ -143,11 +143,20 @@ def encode_maps(
         return _walk_rung(pixels, model, rung, tables, effort, Filtering.NONE)[0]
 
 
-def code(pixels: np.ndarray, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1) -> Coded:
+def code(
+    pixels: np.ndarray,
+    model: CodecModel,
+    rung: Rung,
+    tables: int | None = None,
+    effort: int = 1,
+    planes: smooth.Planes | None = None,
+) -> Coded:
     """Walk (H, W, 3) uint8 pixels at ``rung`` and entropy-code the index maps with table
-    set ``tables`` (default: the rung's own), choosing with ``effort``."""
+    set ``tables`` (default: the rung's own), choosing with ``effort``; ``planes``: the
+    image's smooth blocks if the caller has found them (else found here at a detail rung)."""
     filtering = Filtering.NONE if model.postfilter is None else Filtering.LATER
-    planes = smooth.find(pixels, run=workers.bands) if rung.detail else None
+    if planes is None and rung.detail:
+        planes = smooth.find(pixels, run=workers.bands)
     if planes is not None and planes.smooth.all():  # all painted over: no walk is as good (format version 7)
         rung, filtering = Rung(0, rung.lam, rung.detail), Filtering.NONE
     maps, walked = _walk_rung(pixels, model, rung, tables, effort, filtering, planes)
@@ -217,9 +226,15 @@ def finish(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> En
 
 
 def encode_pixels(
-    pixels: np.ndarray, mode: str, model: CodecModel, rung: Rung, tables: int | None = None, effort: int = 1
+    pixels: np.ndarray,
+    mode: str,
+    model: CodecModel,
+    rung: Rung,
+    tables: int | None = None,
+    effort: int = 1,
+    planes: smooth.Planes | None = None,
 ) -> Encoded:
     """Encode (H, W, 3) uint8 pixels at one rung: the core of every encode. ``tables``
     overrides the rung's own entropy table set (``models.table_set``); ``effort`` is one of
-    ``choosing.EFFORTS``."""
-    return finish(code(pixels, model, rung, tables, effort), pixels, mode, model)
+    ``choosing.EFFORTS``; ``planes`` as for ``code``."""
+    return finish(code(pixels, model, rung, tables, effort, planes), pixels, mode, model)

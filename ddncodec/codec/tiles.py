@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from ddncodec.codec import workers
+from ddncodec.context import SYMBOL
 from ddncodec.model import Chooser
 from ddncodec.modelfile import CodecModel
 from ddncodec.postfilter import refined_flags
 from ddncodec.tensors import from_uint8, to_array, to_uint8
 
 TILE = 1024  # px: the largest tile side; part of the format
-SYMBOL_DTYPE = np.int16  # index grids at rest (K <= model.MAX_K = 4096); int64 would take 165 MB over a 100 MP walk
 
 Grids = list[list[np.ndarray]]
 """Per layer, per tile (or crop), the (rows, columns) grid of the symbols chosen there."""
@@ -99,7 +99,7 @@ def walk(
             image = x
             chosen.append(idx)
         pixels = to_uint8(image)
-        grids = [idx[0].numpy().astype(SYMBOL_DTYPE) for idx in chosen]
+        grids = [idx[0].numpy().astype(SYMBOL) for idx in chosen]
         kept = None
         if filtering is Filtering.NONE:
             paste(canvas, t, pixels)
