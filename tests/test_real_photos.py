@@ -3,6 +3,7 @@ image only by a few bytes per pixel, progress is reported, and ``Codec`` keeps a
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from PIL import Image
 
 import ddncodec
 from ddncodec import codec, container
-from ddncodec.codec import detail_filter, tiles
+from ddncodec.codec import decoder, detail_filter, tiles
+from ddncodec.codec.workers import ahead
 from ddncodec.errors import InputError
 from ddncodec.modelfile import CodecModel, load
 
@@ -52,6 +54,48 @@ def test_worker_counts_change_neither_bytes_nor_pixels(
         assert np.array_equal(codec.decode_pixels(files[1].data, detailed, threads=threads)[0], files[1].pixels)
     if "quality" in options:  # the detail rung: its filter ran, piece by piece
         assert container.unpack(files[1].data).header.detail_filtered
+
+
+@pytest.mark.parametrize("budget", [1, 1 << 30])
+def test_detail_levels_decoded_during_the_walk_change_no_pixel(
+    detailed: CodecModel, photo: Image.Image, budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On several workers the detail stream is decoded while the walk runs, up to a budget:
+    one band of three here (the rest after the walk), or all of it."""
+    monkeypatch.setattr(decoder, "DETAIL_AHEAD", budget)
+    encoded = codec.encode(photo, detailed, 5, threads=1)
+    assert np.array_equal(codec.decode_pixels(encoded.data, detailed, threads=2)[0], encoded.pixels)
+
+
+def test_items_drawn_ahead_stop_at_the_budget_and_come_in_order() -> None:
+    drawn: list[int] = []
+
+    def items():
+        for i in range(10):
+            drawn.append(i)
+            yield i
+
+    with codec.workers(2):
+        later = ahead(items(), budget=3, size=lambda _: 1)
+        deadline = time.monotonic() + 10
+        while len(drawn) < 3 and time.monotonic() < deadline:  # the worker draws while this thread waits
+            time.sleep(0.001)
+        assert drawn == [0, 1, 2]
+        assert list(later) == list(range(10))
+    with codec.workers(1):
+        assert list(ahead(iter("abc"), budget=1, size=len)) == ["a", "b", "c"]
+
+
+def test_an_error_drawing_ahead_is_raised_where_the_items_are_taken() -> None:
+    def items():
+        yield 1
+        msg = "corrupt"
+        raise ValueError(msg)
+
+    with codec.workers(2):
+        later = ahead(items(), budget=10, size=lambda _: 1)
+        with pytest.raises(ValueError, match="corrupt"):
+            list(later)
 
 
 def _peak(work) -> int:

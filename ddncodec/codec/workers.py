@@ -169,6 +169,36 @@ def aside(work: Callable[[], R]) -> Callable[[], R]:
     return pool.submit(work).result
 
 
+def ahead(items: Iterator[T], budget: int, size: Callable[[T], int]) -> Iterator[T]:
+    """``items`` drawn on one of the running workers while the caller goes on, until
+    ``budget`` bytes of them (by ``size``) are held; iterating the result yields those,
+    then draws the rest in the caller's thread. For a serial decoder whose output waits
+    for other work: the detail stream during the walk (a 12-megapixel decode on two
+    threads, 10.2 -> 9.5 s). Where there is one worker, ``items`` as they are."""
+    pool = _workers.pool
+    if pool is None:
+        return items
+    drawn: collections.deque[T] = collections.deque()
+
+    def draw() -> None:
+        held = 0
+        for item in items:
+            drawn.append(item)
+            held += size(item)
+            if held >= budget:
+                return
+
+    finished = pool.submit(draw)
+
+    def rest() -> Iterator[T]:
+        finished.result()  # the drawing's error, if any, is raised here
+        while drawn:
+            yield drawn.popleft()
+        yield from items
+
+    return rest()
+
+
 def bands(work: Callable[[T], R], items: list[T]) -> list[R]:
     """The detail layer's bands on the workers (not steps of ``progress``: they are quick)."""
     return each(work, items, counted=False)
