@@ -204,11 +204,16 @@ def check_fits(width: int, height: int, fmt: str) -> None:
 
 
 def from_pixels(pixels: np.ndarray, mode: str) -> Image.Image:
-    """(H, W, 3) uint8 -> a Pillow image of ``mode``; gray is the rounded channel mean."""
+    """(H, W, 3) uint8 -> a Pillow image of ``mode`` (``in_mode``)."""
+    return Image.fromarray(in_mode(pixels, mode), mode)
+
+
+def in_mode(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """(H, W, 3) uint8 -> the array of ``mode``: (H, W) gray, the rounded channel mean, for
+    "L"; the pixels themselves, contiguous, for "RGB"."""
     if mode == "L":
-        mean = (pixels.astype(np.uint16).sum(2) + 1) // 3
-        return Image.fromarray(mean.astype(np.uint8), "L")
-    return Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+        return ((pixels.astype(np.uint16).sum(2) + 1) // 3).astype(np.uint8)
+    return np.ascontiguousarray(pixels)
 
 
 def pad(pixels: np.ndarray, unit: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from ddncodec.container import DEFAULT_MAX_PIXELS
 from ddncodec.errors import DDNError, InputError
 
 if TYPE_CHECKING:
-    from PIL import Image
+    import numpy as np
 
     from ddncodec.codec import Progress
     from ddncodec.modelfile import CodecModel
@@ -125,27 +125,30 @@ class Coder:
         data = reading.input_bytes(item.source, s.max_pixels)
         header, _ = container.parse_header(data, s.max_pixels)
         imageio.check_fits(header.width, header.height, item.fmt)
-        image = codec.decode(data, self.model, s.layers, max_pixels=s.max_pixels, threads=s.threads, progress=progress)
+        pixels, mode = codec.decode_pixels(
+            data, self.model, s.layers, max_pixels=s.max_pixels, threads=s.threads, progress=progress
+        )
         try:
-            written = _written(image, item.fmt, s.threads)
+            written = _written(imageio.in_mode(pixels, mode), mode, item.fmt, s.threads)
         except Exception as exc:  # a writer's own limits or bugs: one line, and the batch goes on
             msg = f"cannot write {item.fmt} ({type(exc).__name__}: {exc})"
             raise InputError(msg) from exc
-        lines = [f"{item.name} -> {item.target}: {image.width}x{image.height} {image.mode}"]
+        lines = [f"{item.name} -> {item.target}: {header.width}x{header.height} {mode}"]
         return Coded(written, lines, 8 * len(data) / (header.width * header.height), None)
 
 
-def _written(image: Image.Image, fmt: str, threads: int | None) -> bytes:
-    """A decoded image in format ``fmt``: PNG deflated on ``threads`` threads (None: every core;
-    ``png``), any other format through Pillow."""
+def _written(pixels: np.ndarray, mode: str, fmt: str, threads: int | None) -> bytes:
+    """Decoded pixels of ``mode`` ((H, W) gray or (H, W, 3) RGB) in format ``fmt``: PNG
+    straight from the array, deflated on ``threads`` threads (None: every core; ``png``),
+    any other format through Pillow."""
     if fmt == "PNG":
-        import numpy as np
-
         from ddncodec import png
 
-        return png.encode(np.asarray(image), os.cpu_count() or 1 if threads is None else threads)
+        return png.encode(pixels, os.cpu_count() or 1 if threads is None else threads)
+    from PIL import Image
+
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
+    Image.fromarray(pixels, mode).save(buffer, format=fmt)
     return buffer.getvalue()
 
 
