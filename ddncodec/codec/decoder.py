@@ -40,7 +40,10 @@ def read_detail(parsed: container.Container) -> DetailLayer | None:
     if parsed.detail is None:
         return None
     planes, bands = _detail_bands(parsed)
-    return DetailLayer(planes, np.concatenate([band_levels for _, band_levels in bands], axis=1))
+    whole = np.zeros((3, *planes.smooth.shape, levels.BLOCK**2), dtype=levels.LEVEL)
+    for band, band_levels in bands:
+        whole[:, band] = band_levels
+    return DetailLayer(planes, whole)
 
 
 DETAIL_AHEAD = 128 << 20
@@ -56,6 +59,8 @@ def _detail_bands(parsed: container.Container) -> tuple[smooth.Planes, Iterator[
     rows, cols = detail.blocks(header.height, header.width)
     decoder = entropy.Decoder(parsed.detail, "detail stream")
     planes = smooth.read(decoder, rows, cols) if header.smooth_blocks else smooth.Planes.none(rows, cols)
+    if planes.smooth.all():  # no block has levels (format version 7's planes alone, say)
+        return planes, iter(())
     if header.legacy_detail:
         return planes, _channel_by_channel(decoder, header)
     return planes, levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth)
