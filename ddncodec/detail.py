@@ -169,13 +169,16 @@ def optimise(
         bits = code_lengths(tally(levels, classes))
     scaled = np.abs(coefficients) / step
     rounded = np.floor(scaled + 0.5)
-    sign = np.sign(coefficients).astype(LEVEL)
-    best, cost = np.zeros_like(levels), np.full(levels.shape, np.inf)
-    for magnitude in (rounded, np.maximum(rounded - 1, 0), np.zeros_like(rounded)):
-        level = sign * magnitude.astype(LEVEL)
+    best = np.zeros_like(levels)
+    open_ = rounded > 0  # where rounding gives 0, every candidate is 0: only these have a choice
+    scaled, rounded, sign, classes = scaled[open_], rounded[open_], np.sign(coefficients[open_]), classes[open_]
+    chosen, cost = np.zeros(rounded.shape, dtype=LEVEL), np.full(rounded.shape, np.inf)
+    for magnitude in (rounded, rounded - 1, np.zeros_like(rounded)):
+        level = (sign * magnitude).astype(LEVEL)
         candidate = (scaled - magnitude) ** 2 + RATE_WEIGHT * bits[classes, symbols(level)]
         better = candidate < cost
-        best[better], cost[better] = level[better], candidate[better]
+        chosen[better], cost[better] = level[better], candidate[better]
+    best[open_] = chosen
     return best
 
 
