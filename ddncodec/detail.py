@@ -170,15 +170,15 @@ def optimise(
     scaled = np.abs(coefficients) / step
     rounded = np.floor(scaled + 0.5)
     best = np.zeros_like(levels)
-    open_ = rounded > 0  # where rounding gives 0, every candidate is 0: only these have a choice
-    scaled, rounded, sign, classes = scaled[open_], rounded[open_], np.sign(coefficients[open_]), classes[open_]
+    nonzero = rounded > 0  # where rounding gives 0, every candidate is 0: only these have a choice
+    scaled, rounded, sign, classes = scaled[nonzero], rounded[nonzero], np.sign(coefficients[nonzero]), classes[nonzero]
     chosen, cost = np.zeros(rounded.shape, dtype=LEVEL), np.full(rounded.shape, np.inf)
     for magnitude in (rounded, rounded - 1, np.zeros_like(rounded)):
         level = (sign * magnitude).astype(LEVEL)
         candidate = (scaled - magnitude) ** 2 + RATE_WEIGHT * bits[classes, symbols(level)]
         better = candidate < cost
         chosen[better], cost[better] = level[better], candidate[better]
-    best[open_] = chosen
+    best[nonzero] = chosen
     return best
 
 

@@ -144,7 +144,7 @@ def _written(pixels: np.ndarray, mode: str, fmt: str, threads: int | None) -> by
     if fmt == "PNG":
         from ddncodec import png
 
-        return png.encode(pixels, os.cpu_count() or 1 if threads is None else threads)
+        return png.encode(pixels, (os.cpu_count() or 1) if threads is None else threads)
     from PIL import Image
 
     buffer = io.BytesIO()

@@ -48,7 +48,7 @@ def read_detail(parsed: container.Container) -> DetailLayer | None:
 
 DETAIL_AHEAD = 128 << 20
 """Bytes of detail levels a decoder on several workers decodes during the walk, on one of
-them (``workers.ahead``): all of a 12-megapixel photo's (72 MB), half of a 48-megapixel one's."""
+them (``workers.ahead``): a 12-megapixel photo's 72 MB all, 128 of a 24-megapixel one's 144 MB."""
 
 
 def _detail_bands(parsed: container.Container) -> tuple[smooth.Planes, Iterator[tuple[slice, np.ndarray]]]:
