@@ -8,6 +8,7 @@ changes no other byte, so the rate searches (``rate``) code many walks and finis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,12 @@ class Coded:
     rung: Rung
     maps: IndexMaps
     walked: Walked
-    streams: list[bytes]
+    written: Callable[[], list[bytes]]  # the layer streams, when written (``workers.aside``)
     planes: smooth.Planes | None = None  # the smooth blocks, found where the rung has a detail layer
+
+    @property
+    def streams(self) -> list[bytes]:
+        return self.written()
 
     def data(
         self,
@@ -160,7 +165,9 @@ def code(
     if planes is not None and planes.smooth.all():  # all painted over: no walk is as good (format version 7)
         rung, filtering = Rung(0, rung.lam, rung.detail), Filtering.NONE
     maps, walked = _walk_rung(pixels, model, rung, tables, effort, filtering, planes)
-    return Coded(rung, maps, walked, write_maps(maps, model), planes)
+    # The layer streams are written on a worker while the filters run (a 12-megapixel photo
+    # at q3: 1.6 s of serial entropy coding beside 1.2 s of post-filter).
+    return Coded(rung, maps, walked, workers.aside(lambda: write_maps(maps, model)), planes)
 
 
 def post_filter_choice(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> tuple[np.ndarray, bool]:
