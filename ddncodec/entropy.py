@@ -16,6 +16,8 @@ whole 100-megapixel layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import constriction
 import numpy as np
 
@@ -102,27 +104,32 @@ class Decoder:
             raise FormatError(msg)
 
 
-def _coding_order(
-    grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """A known layer's probabilities (N, K) and symbols (N,), in coding order."""
+def _steps(
+    grids: list[np.ndarray],
+    parents: list[np.ndarray],
+    initial: np.ndarray,
+    take: Callable[[np.ndarray, np.ndarray], object],
+) -> None:
+    """A known layer's steps in coding order: each one's probabilities (N, K) and symbols (N,)
+    handed to ``take`` as the model reaches it, so no layer-sized table of odds is held (a
+    24-megapixel layer of 4 px cells would take 190 MB of them)."""
     work = [np.asarray(g, dtype=np.int64).copy() for g in grids]
-    chunks: list[tuple[np.ndarray, np.ndarray]] = []
 
     def record(tile: int, step, freq: np.ndarray) -> np.ndarray:
         symbols = work[tile][step.row, step.columns]
-        chunks.append((probabilities(freq), symbols))
+        take(probabilities(freq), symbols)
         return symbols
 
     code_layer(initial, work, parents, record)
-    return np.concatenate([p for p, _ in chunks]), np.concatenate([s for _, s in chunks])
 
 
 def encode(grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarray) -> bytes:
     """One layer's index maps (one (rows, columns) grid per tile, in stream order) -> bytes.
     ``parents`` holds the co-located symbols of the layer before, ``initial`` the layer's
     (CONTEXTS, K) table in the file's table set."""
-    return encode_calls([_coding_order(grids, parents, initial)])
+    writer = Writer()
+    _steps(grids, parents, initial, writer.write)
+    return writer.finish()
 
 
 class Writer:
@@ -180,14 +187,6 @@ def _trimmed(data: bytes, steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
     return data[:high]
 
 
-def encode_calls(steps: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
-    """A stream of ``steps`` (probabilities, symbols), as ``Writer`` writes them."""
-    writer = Writer()
-    for probabilities, symbols in steps:
-        writer.write(probabilities, symbols)
-    return writer.finish()
-
-
 def decode(
     data: bytes, shapes: list[tuple[int, int]], parents: list[np.ndarray], initial: np.ndarray
 ) -> list[np.ndarray]:
@@ -200,4 +199,6 @@ def decode(
 
 def ideal_bits(grids: list[np.ndarray], parents: list[np.ndarray], initial: np.ndarray) -> float:
     """−Σ log2 p of a layer's symbols under the adaptive model: the length a perfect coder reaches."""
-    return _bits(*_coding_order(grids, parents, initial))
+    lengths: list[float] = []
+    _steps(grids, parents, initial, lambda p, symbols: lengths.append(_bits(p, symbols)))
+    return sum(lengths)
