@@ -271,13 +271,18 @@ def read_bands(
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``read`` for ``Layout.ROWS``, band by band of ``band_rows`` block rows: each band's
     slice of block rows and its levels (3, band rows, cols, 64), holding only the band and
-    the block row above it (its context), so a decoder's memory does not grow with the image."""
+    the block row above it (its context), so a decoder's memory does not grow with the image.
+    A band whose every block is in ``skip`` codes nothing and is not yielded: its levels are zero."""
     rows, cols = blocks(height, width)
     counts = _initial_counts()
     get = _reader(decoder)
-    above = np.zeros((3, 1, cols, BLOCK * BLOCK), dtype=LEVEL)  # the image's top: no context
+    nothing = np.zeros((3, 1, cols, BLOCK * BLOCK), dtype=LEVEL)
+    above = nothing  # the image's top: no context
     for top in range(0, rows, band_rows):
         band = slice(top, min(top + band_rows, rows))
+        if skip is not None and skip[band].all():
+            above = nothing
+            continue
         window = np.zeros((3, 1 + band.stop - band.start, cols, BLOCK * BLOCK), dtype=LEVEL)
         window[:, :1] = above
         skipped = None

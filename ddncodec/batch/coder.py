@@ -129,7 +129,7 @@ class Coder:
             data, self.model, s.layers, max_pixels=s.max_pixels, threads=s.threads, progress=progress
         )
         try:
-            written = _written(imageio.in_mode(pixels, mode), mode, item.fmt, s.threads)
+            written = _written(pixels, mode, item.fmt, s.threads)
         except Exception as exc:  # a writer's own limits or bugs: one line, and the batch goes on
             msg = f"cannot write {item.fmt} ({type(exc).__name__}: {exc})"
             raise InputError(msg) from exc
@@ -138,17 +138,17 @@ class Coder:
 
 
 def _written(pixels: np.ndarray, mode: str, fmt: str, threads: int | None) -> bytes:
-    """Decoded pixels of ``mode`` ((H, W) gray or (H, W, 3) RGB) in format ``fmt``: PNG
-    straight from the array, deflated on ``threads`` threads (None: every core; ``png``),
-    any other format through Pillow."""
+    """Decoded (H, W, 3) pixels as an image of ``mode`` in format ``fmt``: PNG straight from
+    the array, deflated on ``threads`` threads (None: every core; ``png``), any other
+    format through Pillow."""
+    from ddncodec import imageio
+
     if fmt == "PNG":
         from ddncodec import png
 
-        return png.encode(pixels, (os.cpu_count() or 1) if threads is None else threads)
-    from PIL import Image
-
+        return png.encode(imageio.in_mode(pixels, mode), (os.cpu_count() or 1) if threads is None else threads)
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode).save(buffer, format=fmt)
+    imageio.from_pixels(pixels, mode).save(buffer, format=fmt)
     return buffer.getvalue()
 
 

@@ -53,14 +53,13 @@ them (``workers.ahead``): a 12-megapixel photo's 72 MB all, 128 of a 24-megapixe
 
 def _detail_bands(parsed: container.Container) -> tuple[smooth.Planes, Iterator[tuple[slice, np.ndarray]]]:
     """The smooth blocks of a file's detail stream (version 6 on; else none), and its
-    levels band by band of detail.BAND_ROWS block rows, decoded as they are drawn."""
+    levels band by band of detail.BAND_ROWS block rows, decoded as they are drawn (bands
+    of smooth blocks alone, which hold no levels, left out)."""
     header = parsed.header
     assert parsed.detail is not None
     rows, cols = detail.blocks(header.height, header.width)
     decoder = entropy.Decoder(parsed.detail, "detail stream")
     planes = smooth.read(decoder, rows, cols) if header.smooth_blocks else smooth.Planes.none(rows, cols)
-    if planes.smooth.all():  # no block has levels (format version 7's planes alone, say)
-        return planes, iter(())
     if header.legacy_detail:
         return planes, _channel_by_channel(decoder, header)
     return planes, levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth)
