@@ -10,7 +10,13 @@ setup(
     # its post-filter and reads the rest from the default's file beside it); so do the
     # published curves bench draws against.
     package_data={
-        "ddncodec": ["models/default.safetensors", "models/default.md", "models/v9.safetensors", "models/v9.md"],
+        "ddncodec": [
+            "models/default.safetensors",
+            "models/default.md",
+            "models/v9.safetensors",
+            "models/v9.md",
+            "level_priors.npz",
+        ],
         "ddncodec.bench": ["published/kodak/*.json", "published/kodak/README.md"],
     },
     license="MIT",

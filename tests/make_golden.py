@@ -51,6 +51,9 @@ CASES = {
     "filtered_smooth_detail_q8": (8, False, DETAIL_STEP),
     # version 7: smooth blocks alone, no layer (the source replaced by two ramps and a flat channel)
     "painted_q8": (8, False, 12),
+    # version 8: version 6's, the levels coded with their blocks' last bands (the "smooth" source)
+    "summarised_q8": (8, False, 12),
+    "filtered_summarised_q8": (8, False, DETAIL_STEP),
 }
 
 
@@ -64,7 +67,7 @@ def source_for(name: str, photo: Image.Image) -> Image.Image:
         pixels[..., 1] = 30
         pixels[..., 2] = np.linspace(200, 200 - (height - 1) / 4, height).round().astype(np.uint8)[:, None]
         return Image.fromarray(pixels)
-    if "smooth" not in name:
+    if "smooth" not in name and "summarised" not in name:
         return photo
     pixels[:, :40] = (200, 30, 40)
     pixels[-24:] = np.linspace(0, 255, pixels.shape[1]).round().astype(np.uint8)[None, :, None]
@@ -141,6 +144,7 @@ def main() -> None:
             container.ROWS_DETAIL_VERSION,
             container.SMOOTH_DETAIL_VERSION,
             container.PAINTED_VERSION,
+            container.SUMMARISED_VERSION,
         ],
         "files": {},
     }

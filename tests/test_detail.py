@@ -106,7 +106,7 @@ def test_a_detail_rung_refines_the_same_walk_and_its_file_decodes_exactly(
     base = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0))
     fine = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 6))
     coarse = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 40))
-    assert base.data[3] == container.VERSION and fine.data[3] == container.SMOOTH_DETAIL_VERSION
+    assert base.data[3] == container.VERSION and fine.data[3] == container.SUMMARISED_VERSION
     # More bits, more PSNR: the tiny model's 3 layers reach about 22 dB, a step of 6 about 40.
     assert base.bpp < coarse.bpp < fine.bpp
     assert base.psnr + 1 < coarse.psnr < fine.psnr

@@ -26,6 +26,7 @@ def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: C
         container.ROWS_DETAIL_VERSION,
         container.SMOOTH_DETAIL_VERSION,
         container.PAINTED_VERSION,
+        container.SUMMARISED_VERSION,
     ]
     filtered = load(model_for("filtered"))
     assert filtered.fingerprint.hex()[:16] == FACTS["filtered_model"]

@@ -62,7 +62,8 @@ def _detail_bands(parsed: container.Container) -> tuple[smooth.Planes, Iterator[
     planes = smooth.read(decoder, rows, cols) if header.smooth_blocks else smooth.Planes.none(rows, cols)
     if header.legacy_detail:
         return planes, _channel_by_channel(decoder, header)
-    return planes, levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth)
+    layout = levels.Layout.SUMMARISED if header.summarised else levels.Layout.ROWS
+    return planes, levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth, layout)
 
 
 def _channel_by_channel(decoder: entropy.Decoder, header: container.Header) -> Iterator[tuple[slice, np.ndarray]]:

@@ -97,6 +97,7 @@ class Coded:
             len(details),
             detail_filtered,
             smooth_blocks=bool(step),
+            summarised=bool(step and lengths),
         )
         return container.pack(header, self.streams, details)
 
