@@ -50,7 +50,7 @@ class Layout(enum.Enum):
 
 _n = np.arange(BLOCK)
 # Frequency band of each of the 64 coefficients (row-major u, v): by u + v, the high ones merged.
-_BAND = np.digitize(_n[:, None] + _n[None, :], [1, 2, 3, 4, 6, 8, 11]).ravel()
+BAND_OF = np.digitize(_n[:, None] + _n[None, :], [1, 2, 3, 4, 6, 8, 11]).ravel()
 BANDS = 8
 CLASSES = 2 * BANDS * NEIGHBOURHOOD  # (luma or chroma) x band x neighbourhood
 INITIAL = np.array([max(4, 1024 >> (2 * abs(v))) for v in range(-LARGEST, LARGEST + 1)] + [4], dtype=np.int64)
@@ -85,7 +85,7 @@ _NEIGHBOURHOOD_OF = np.digitize(np.arange(5 * 3 + 1), [1, 2, 4])  # by the sum o
 
 def _class_of(tone: int, total: np.ndarray) -> np.ndarray:
     """Classes from a tone (0 luma, 1 chroma) and the neighbours' summed magnitudes (..., 64)."""
-    return (tone * BANDS + _BAND) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[total]
+    return (tone * BANDS + BAND_OF) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[total]
 
 
 def classes_of(levels: np.ndarray, above: np.ndarray | None) -> np.ndarray:
@@ -179,16 +179,20 @@ _NEAR = np.digitize(np.arange(5 * BANDS + 1), [1, 4, 9, 16])  # the neighbours' 
 NEAR = 5
 _LUMA_LAST = np.digitize(np.arange(LASTS), [1, 3, 5, 7]) + 1  # a chroma block's class of its luma's last band
 SUMMARY_CLASSES = 3 * NEAR * 6  # channel x neighbours x (luma's last band, 0 for luma itself)
-_ENDS = np.digitize(np.arange(LASTS), [3, 5, 7])  # which quarter of the bands a block ends in
+QUARTER = np.digitize(np.arange(LASTS), [3, 5, 7])  # which quarter of the bands a block ends in
 SUMMARISED_CLASSES = CLASSES * 8  # a level's class x its block's quarter (4) x in the last band or not
 PRIORS = Path(__file__).with_name("level_priors.npz")
 """The first counts of Layout.SUMMARISED, trained on bsds500 train + test
 (``models/training/level_priors.py``): part of format version 8, never to change."""
 
 
+_BAND_ENDS = (BAND_OF + 1).astype(np.int8)
+
+
 def last_bands(levels: np.ndarray) -> np.ndarray:
-    """(..., 64) levels -> (...) int8: each block's last band (0 if it holds no nonzero level)."""
-    return np.where(levels != 0, _BAND + 1, 0).max(-1).astype(np.int8)
+    """(..., 64) levels -> (...) int8: each block's last band (0 if it holds no nonzero level),
+    through int8 (a byte per level: the encoder takes a whole image's at once)."""
+    return np.where(levels != 0, _BAND_ENDS, np.int8(0)).max(-1)
 
 
 def _summary_classes(lasts: np.ndarray, group: _Group) -> np.ndarray:
@@ -205,15 +209,72 @@ def _summary_classes(lasts: np.ndarray, group: _Group) -> np.ndarray:
     return (group.channel * NEAR + _NEAR[total]) * 6 + luma
 
 
-_REFINED = (_ENDS[:, None] * 2 + (np.arange(LASTS)[:, None] - 1 == _BAND)).astype(np.int64)  # (LASTS, 64)
+REFINEMENT = (QUARTER[:, None] * 2 + (np.arange(LASTS)[:, None] - 1 == BAND_OF)).astype(np.int64)  # (LASTS, 64)
 
 
 def _summarised(classes: np.ndarray, lasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A group's coded positions (n, 64) bool, the bands below each block's last band, and
     their classes under Layout.SUMMARISED, from their ROWS ``classes`` (n, 64): each one's
-    class, its block's quarter and whether it lies in the last band (``_REFINED``)."""
-    inside = lasts[:, None] > _BAND
-    return inside, classes[inside] * 8 + _REFINED[lasts][inside]
+    class, its block's quarter and whether it lies in the last band (``REFINEMENT``)."""
+    inside = lasts[:, None] > BAND_OF
+    return inside, classes[inside] * 8 + REFINEMENT[lasts][inside]
+
+
+def summary_classes_of(lasts: np.ndarray, above: np.ndarray | None) -> np.ndarray:
+    """The class of every last band of a band of complete ``lasts`` (3, rows, cols), ``above``
+    the block row before it (3, cols; None at the top): what ``_summary_classes`` computes
+    group by group, all at once."""
+    near = np.zeros((3, 1, lasts.shape[2]), dtype=np.int64) if above is None else above[:, None].astype(np.int64)
+    up = np.pad(np.concatenate([near, lasts[:, :-1].astype(np.int64)], 1), ((0, 0), (0, 0), (1, 1)))
+    total = up[:, :, :-2] + up[:, :, 1:-1] + up[:, :, 2:]
+    beside = np.pad(lasts.astype(np.int64), ((0, 0), (0, 0), (1, 1)))
+    odd = np.arange(lasts.shape[2]) % 2 == 1
+    total[:, :, odd] += beside[:, :, :-2][:, :, odd] + beside[:, :, 2:][:, :, odd]
+    luma = np.concatenate(
+        [np.zeros_like(lasts[:1], dtype=np.int64), np.broadcast_to(_LUMA_LAST[lasts[0]], (2, *lasts.shape[1:]))]
+    )
+    return (np.arange(3)[:, None, None] * NEAR + _NEAR[total]) * 6 + luma
+
+
+def summarised_classes(levels: np.ndarray, above: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a band of complete ``levels`` (3, rows, cols, 64), ``above`` the block row before it
+    (None at the top), as Layout.SUMMARISED codes them: each block's last band and its class,
+    and each level's class (only those of bands below the last band are coded)."""
+    lasts = last_bands(levels)
+    summary = summary_classes_of(lasts, None if above is None else last_bands(above))
+    return lasts, summary, classes_of(levels, above) * 8 + REFINEMENT[lasts]
+
+
+def tallies(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """How often each symbol meets each class when ``levels`` are coded in Layout.SUMMARISED:
+    (SUMMARISED_CLASSES, SYMBOLS) for the levels and (SUMMARY_CLASSES, LASTS) for the last
+    bands, band by band of CLASS_BAND block rows; what the trained first counts (``PRIORS``)
+    are made of and the encoder prices its levels with."""
+    found = np.zeros(SUMMARISED_CLASSES * SYMBOLS, np.int64), np.zeros(SUMMARY_CLASSES * LASTS, np.int64)
+    rows = levels.shape[1]
+    for top in range(0, rows, CLASS_BAND):
+        band = slice(top, min(top + CLASS_BAND, rows))
+        lasts, summary, classes = summarised_classes(levels[:, band], levels[:, top - 1] if top else None)
+        coded = np.ones(lasts.shape, dtype=bool) if skip is None else np.broadcast_to(~skip[band], lasts.shape)
+        inside = coded[..., None] & (lasts[..., None] > BAND_OF)
+        found[0][:] += np.bincount(
+            (classes[inside] * SYMBOLS + symbols(levels[:, band][inside])), minlength=found[0].size
+        )
+        found[1][:] += np.bincount(summary[coded] * LASTS + lasts[coded], minlength=found[1].size)
+    return found[0].reshape(SUMMARISED_CLASSES, SYMBOLS), found[1].reshape(SUMMARY_CLASSES, LASTS)
+
+
+def summarised_lengths(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bits per symbol by class of the levels (SUMMARISED_CLASSES, SYMBOLS) and of the last
+    bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.SUMMARISED: the counts
+    their own tallies and the trained first counts give (an escape's payload included)."""
+    found = tallies(levels, skip)
+    lengths = []
+    for tally, first in zip(found, _trained(), strict=True):
+        counts = first + COUNT_INCREMENT * tally
+        lengths.append(np.log2(counts.sum(1, keepdims=True)) - np.log2(counts))
+    lengths[0][:, ESCAPE] += 2 * np.log2(PAYLOAD)
+    return lengths[0], lengths[1]
 
 
 @functools.cache
@@ -323,37 +384,6 @@ class _Reading:
         return from_payload(self.decoder(UNIFORM, 2 * count))
 
 
-@dataclass
-class _Tallying:
-    """A stream that codes nothing and counts every symbol by class into ``tallies``, keyed by alphabet size."""
-
-    tallies: dict[int, np.ndarray]
-
-    def symbols(self, known: np.ndarray | None, coding: _Coding) -> np.ndarray:
-        assert known is not None and coding.classes is not None
-        alphabet = coding.odds.shape[1]
-        classes = coding.classes if coding.sizes is None else np.repeat(coding.classes, coding.sizes)
-        self.tallies[alphabet] += _tally(classes, known[coding.order], self.tallies[alphabet])
-        return known
-
-    def escaped(self, known: np.ndarray | None, count: int) -> np.ndarray:
-        assert known is not None
-        return known
-
-
-def tallies(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """How often each symbol meets each class when ``levels`` are coded in Layout.SUMMARISED:
-    (SUMMARISED_CLASSES, SYMBOLS) for the levels and (SUMMARY_CLASSES, LASTS) for the last
-    bands, what the trained first counts (``PRIORS``) are made of."""
-    counts = _Counts(
-        np.ones((SUMMARISED_CLASSES, SYMBOLS), dtype=np.int64), np.ones((SUMMARY_CLASSES, LASTS), dtype=np.int64)
-    )
-    found = {SYMBOLS: np.zeros_like(counts.levels), LASTS: np.zeros_like(counts.lasts)}
-    work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
-    _run(work, Layout.SUMMARISED, _Tallying(found), skip, counts, complete=True)
-    return found[SYMBOLS], found[LASTS]
-
-
 def _levels(stream: _Stream, known: np.ndarray | None, coding: _Coding) -> np.ndarray:
     """A group's levels through ``stream``: their symbols, then the escaped ones' payloads."""
     codes = stream.symbols(None if known is None else symbols(known), coding)
@@ -404,6 +434,9 @@ def _run(
     if summarised:
         lasts = last_bands(levels) if complete else np.zeros(levels.shape[:3], dtype=np.int8)
         lasts[:, :start] = last_bands(levels[:, :start])
+        if complete and skip is not None and lasts[:, skip].any():  # they would be context, never coded
+            msg = "the levels of the blocks left out must be zero"
+            raise ValueError(msg)
     for group in _groups(levels, layout, skip, start, complete):
         known = levels[group.channel, group.row, group.cols] if complete else None
         if summarised:

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,12 +49,12 @@ def test_sparse_levels_with_smooth_blocks_round_trip_band_by_band(seed: int, row
     values = np.round(rng.laplace(0, 2, (3, rows, cols, 64))).astype(np.int64)
     values[rng.random(values.shape) > busy * 0.3] = 0
     last = rng.integers(0, levels.LASTS, (3, rows, cols))
-    values[levels._BAND[None, None, None, :] >= last[..., None]] = 0
+    values[levels.BAND_OF[None, None, None, :] >= last[..., None]] = 0
     skip = rng.random((rows, cols)) < 0.3
     values[:, skip] = 0
     for layout in (levels.Layout.SUMMARISED, levels.Layout.ROWS):
         assert np.array_equal(_banded(_written(values, layout, skip), values.shape, layout, skip), values)
-    assert np.array_equal(levels.last_bands(values), np.where(values != 0, levels._BAND + 1, 0).max(-1))
+    assert np.array_equal(levels.last_bands(values), np.where(values != 0, levels.BAND_OF + 1, 0).max(-1))
 
 
 def test_empty_blocks_cost_a_last_band_each() -> None:
@@ -83,3 +84,13 @@ def test_the_trained_first_counts_are_the_format_versions() -> None:
     assert (level_counts >= 4).all() and (last_counts >= 4).all()
     digest = hashlib.sha256(level_counts.astype("<i8").tobytes() + last_counts.astype("<i8").tobytes())
     assert digest.hexdigest()[:16] == "84b0ba9c962fdab0"
+
+
+def test_levels_under_a_left_out_block_are_refused() -> None:
+    """A smooth block's levels are not coded: nonzero ones would be context the decoder never sees."""
+    values = np.zeros((3, 2, 2, 64), dtype=np.int64)
+    values[0, 1, 1, 0] = 1
+    skip = np.zeros((2, 2), dtype=bool)
+    skip[1, 1] = True
+    with pytest.raises(ValueError, match="must be zero"):
+        levels.write(values, entropy.Writer(), skip)
