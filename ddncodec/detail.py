@@ -180,10 +180,16 @@ def truncate(
     if not busy.size:
         return levels
     flat = levels.reshape(-1, BLOCK * BLOCK)[busy]
-    scaled = np.abs(coefficients.reshape(-1, BLOCK * BLOCK)[busy]) / step
     ends = lasts.reshape(-1)[busy]
-    added = scaled**2 - (scaled - np.abs(flat)) ** 2  # the error each level adds if zeroed
+    # The error each level adds if zeroed, s² - (s - |l|)² = |l| (2 s - |l|) for s = |c| / step,
+    # in place: a band's float arrays are the RDO's largest.
+    added = np.abs(coefficients.reshape(-1, BLOCK * BLOCK)[busy])
+    added *= 2 / step
+    magnitude = np.abs(flat)
+    added -= magnitude
+    added *= magnitude
     per_band = added @ _ONE_HOT
+    del added
     # Ending at e zeroes bands e..7: a suffix sum of their errors, nothing past the last.
     error = np.concatenate([np.cumsum(per_band[:, ::-1], 1)[:, ::-1], np.zeros_like(per_band[:, :1])], 1)
     holds = (flat != 0).astype(np.float64) @ _ONE_HOT > 0
@@ -194,8 +200,8 @@ def truncate(
     unrefined, codes = classes.reshape(-1, BLOCK * BLOCK)[busy][coded] // 8, symbols(flat[coded])
     # A level's refinement for an end e is e's quarter and whether it lies in band e - 1:
     # its bits under each of the 8, summed by block and band, price every end at once.
-    priced = level_bits.reshape(-1, 8, level_bits.shape[1])[unrefined, :, codes]  # (coded, 8)
-    sums = np.stack([np.bincount(where, priced[:, r], busy.size * BANDS) for r in range(8)], 1)
+    by_refinement = level_bits.reshape(-1, 8, level_bits.shape[1])
+    sums = np.stack([np.bincount(where, by_refinement[unrefined, r, codes], busy.size * BANDS) for r in range(8)], 1)
     sums = sums.reshape(busy.size, BANDS, 4, 2)  # (block, band, quarter, in the last band)
     summary = summary.reshape(-1)[busy]
     cost = np.full((busy.size, LASTS), np.inf)

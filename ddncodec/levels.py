@@ -209,7 +209,7 @@ def _summary_classes(lasts: np.ndarray, group: _Group) -> np.ndarray:
     return (group.channel * NEAR + _NEAR[total]) * 6 + luma
 
 
-REFINEMENT = (QUARTER[:, None] * 2 + (np.arange(LASTS)[:, None] - 1 == BAND_OF)).astype(np.int64)  # (LASTS, 64)
+REFINEMENT = (QUARTER[:, None] * 2 + (np.arange(LASTS)[:, None] - 1 == BAND_OF)).astype(np.int8)  # (LASTS, 64)
 
 
 def _summarised(classes: np.ndarray, lasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +242,10 @@ def summarised_classes(levels: np.ndarray, above: np.ndarray | None) -> tuple[np
     and each level's class (only those of bands below the last band are coded)."""
     lasts = last_bands(levels)
     summary = summary_classes_of(lasts, None if above is None else last_bands(above))
-    return lasts, summary, classes_of(levels, above) * 8 + REFINEMENT[lasts]
+    classes = classes_of(levels, above)
+    classes *= 8  # in place: a band's classes are its largest array
+    classes += REFINEMENT[lasts]
+    return lasts, summary, classes
 
 
 def tallies(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -432,8 +435,10 @@ def _run(
     summarised = layout is Layout.SUMMARISED
     lasts = np.empty(0, dtype=np.int8)
     if summarised:
-        lasts = last_bands(levels) if complete else np.zeros(levels.shape[:3], dtype=np.int8)
-        lasts[:, :start] = last_bands(levels[:, :start])
+        lasts, known_rows = np.zeros(levels.shape[:3], dtype=np.int8), levels.shape[1] if complete else start
+        for top in range(0, known_rows, CLASS_BAND):  # a band at a time: no image-sized mask
+            rows = slice(top, min(top + CLASS_BAND, known_rows))
+            lasts[:, rows] = last_bands(levels[:, rows])
         if complete and skip is not None and lasts[:, skip].any():  # they would be context, never coded
             msg = "the levels of the blocks left out must be zero"
             raise ValueError(msg)
