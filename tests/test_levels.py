@@ -94,3 +94,31 @@ def test_levels_under_a_left_out_block_are_refused() -> None:
     skip[1, 1] = True
     with pytest.raises(ValueError, match="must be zero"):
         levels.write(values, entropy.Writer(), skip)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_vectorised_classes_are_the_coders(seed: int) -> None:
+    """``tallies`` (what the RDO prices with and the first counts are trained on) counts
+    exactly the classes the coder meets group by group: with counts that start at 1, a
+    writer's adapted counts are 1 + 32 x the tallies (no class passes the halving total)."""
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.laplace(0, 1.5, (3, 5, 6, 64))).astype(np.int64)
+    values[rng.random(values.shape) > 0.2] = 0
+    skip = rng.random((5, 6)) < 0.2
+    values[:, skip] = 0
+    counts = levels._Counts(
+        np.ones((levels.SUMMARISED_CLASSES, levels.SYMBOLS), np.int64),
+        np.ones((levels.SUMMARY_CLASSES, levels.LASTS), np.int64),
+    )
+    levels._run(
+        values.astype(levels.LEVEL),
+        levels.Layout.SUMMARISED,
+        levels._Writing(entropy.Writer()),
+        skip,
+        counts,
+        complete=True,
+    )
+    level_tally, last_tally = levels.tallies(values, skip)
+    assert np.array_equal(counts.levels, 1 + levels.COUNT_INCREMENT * level_tally)
+    assert np.array_equal(counts.lasts, 1 + levels.COUNT_INCREMENT * last_tally)
