@@ -176,7 +176,7 @@ _BAND_ENDS = (BAND_OF + 1).astype(np.int8)
 
 def last_bands(levels: np.ndarray) -> np.ndarray:
     """(..., 64) levels -> (...) int8: each block's last band (0 if it holds no nonzero level),
-    through int8 (a byte per level: the encoder takes a whole image's at once)."""
+    through int8 (a byte per level, where int64 took eight)."""
     return np.where(levels != 0, _BAND_ENDS, np.int8(0)).max(-1)
 
 
@@ -431,12 +431,12 @@ def _run(
         known = levels[group.channel, group.row, group.cols] if complete else None
         if summarised:
             assert counts.lasts is not None
-            chosen = _summary_classes(lasts, group)
+            # A few dozen symbols: one call, odds each.
+            last_coding = _coding(_summary_classes(lasts, group), counts.lasts, by_class=False)
             block_lasts = stream.symbols(
-                None if known is None else lasts[group.channel, group.row, group.cols].astype(np.int64),
-                _coding(chosen, counts.lasts, by_class=False),  # a few dozen symbols: one call, odds each
+                None if known is None else lasts[group.channel, group.row, group.cols].astype(np.int64), last_coding
             )
-            adapt(counts.lasts, _tally(chosen, block_lasts, counts.lasts), COUNT_INCREMENT)
+            _adapt(counts.lasts, last_coding, block_lasts)
             lasts[group.channel, group.row, group.cols] = block_lasts
             inside, classes = _summarised(group.classes, block_lasts)
         else:
