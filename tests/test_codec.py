@@ -598,6 +598,23 @@ def test_shipped_model_end_to_end(kodak_crop: Path) -> None:
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in models/")
+def test_the_default_q3_codes_the_detail_layer_and_files_of_the_former_q3_still_decode(kodak_crop: Path) -> None:
+    """q3 is the detail layer at step 170 on q1's walk (session 24); the rung it replaced, a
+    plain 12-layer walk at λ 3000, coded with table set 2, which the model keeps for its files."""
+    model = codec.load_model("default")
+    assert codec.ladder(model)[2] == Rung(6, 1e4, 170)
+    assert codec.table_set(model, codec.ladder(model)[2]) == 0  # q1's walk, q1's tables
+    pixels = pixels_of(kodak_crop)
+    q3 = codec.encode(kodak_crop, model, 3)
+    assert container.unpack(q3.data).header.detail_step == 170
+    former = encoder.encode_pixels(pixels, "RGB", model, Rung(12, 3000.0), tables=2)
+    header = container.unpack(former.data).header
+    assert (header.table_set, header.detail_step) == (2, 0)
+    assert np.array_equal(codec.decode_pixels(former.data, "default")[0], former.pixels)
+    assert len(q3.data) <= len(former.data) and q3.psnr > former.psnr + 0.3  # 880 B 26.80 dB against 897 B 26.32 dB
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in models/")
 @pytest.mark.parametrize(("name", "psnr"), [("v9_q1.ddn", 22.74), ("v9_q5.ddn", 31.83)])
 def test_the_default_model_decodes_files_of_version_9(kodak_crop: Path, name: str, psnr: float) -> None:
     """Files made by the version-9 default (its post-filter; at q5 its detail filter too) still

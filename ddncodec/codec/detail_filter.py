@@ -1,6 +1,6 @@
 """The model's detail filter over a whole image, piece by piece in bounded memory.
 
-It runs after the detail layer (q4-q8) and reads which 8×8 blocks that layer coded.
+It runs after the detail layer (q3-q8) and reads which 8×8 blocks that layer coded.
 """
 
 from __future__ import annotations
