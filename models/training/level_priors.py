@@ -1,7 +1,7 @@
 """The first counts of the detail levels' coder (format version 8, ``ddncodec/level_priors.npz``).
 
-Encodes every fourth photo of the folders given (sorted by name) at each detail rung of the
-default model, tallies how often each symbol meets each class when the levels are coded
+Encodes every fourth photo of the folders given (sorted by name) at the detail steps of q4–q8
+on the default model's walk, tallies how often each symbol meets each class when the levels are coded
 (``levels.tallies``), and turns the pooled tallies into counts worth STRENGTH coded symbols
 per class, never under FLOOR. Part of the format: a new table needs a new format version.
 
@@ -19,9 +19,11 @@ from PIL import Image
 from ddncodec import codec, detail, levels
 from ddncodec.codec import encoder
 from ddncodec.codec.models import ladder
+from ddncodec.ladder import Rung
 
 STRENGTH = 100  # coded symbols' worth of trust in the trained odds (on bsds500/val 56 and 150 gave within 0.3 %)
 FLOOR = 4  # an eighth of a coded symbol: no symbol is ever impossible
+STEPS = (100, 66, 37, 20, 8)  # q4-q8's detail steps, the ladder's detail rungs when the table was trained
 
 
 def counts_from(tally: np.ndarray) -> np.ndarray:
@@ -32,15 +34,15 @@ def counts_from(tally: np.ndarray) -> np.ndarray:
 
 
 def photo_tallies(path: Path, model: codec.CodecModel) -> tuple[np.ndarray, np.ndarray]:
-    """The tallies of one photo's levels at every detail rung of ``model``'s ladder."""
+    """The tallies of one photo's levels at each of STEPS, on the walk under ``model``'s detail rungs."""
     pixels = np.asarray(Image.open(path).convert("RGB"))
     found = [
         np.zeros((levels.SUMMARISED_CLASSES, levels.SYMBOLS), np.int64),
         np.zeros((levels.SUMMARY_CLASSES, levels.LASTS), np.int64),
     ]
-    for rung in ladder(model):
-        if not rung.detail:
-            continue
+    walk = next(r for r in ladder(model) if r.detail)  # q1's walk: every detail rung's
+    for step in STEPS:
+        rung = Rung(walk.layers, walk.lam, step)
         coded = encoder.code(pixels, model, rung)
         decoded, _ = encoder.post_filter_choice(coded, pixels, "RGB", model)
         skip = coded.planes.smooth
