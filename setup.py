@@ -6,8 +6,8 @@ setup(
     description="A learned image codec built on Discrete Distribution Networks",
     packages=find_packages(include=["ddncodec", "ddncodec.*"]),
     # The shipped models travel inside the package (ddncodec/models links to the top-level
-    # models/ in a checkout): the default, and version 9 for the files it made (it stores only
-    # its post-filter and reads the rest from the default's file beside it); so do the
+    # models/ in a checkout): the default, and versions 9 and 10 for the files they made (each
+    # stores only its own filters and reads the rest from the default's file beside it); so do the
     # published curves bench draws against.
     package_data={
         "ddncodec": [
@@ -15,6 +15,8 @@ setup(
             "models/default.md",
             "models/v9.safetensors",
             "models/v9.md",
+            "models/v10.safetensors",
+            "models/v10.md",
             "level_priors.npz",
         ],
         "ddncodec.bench": ["published/kodak/*.json", "published/kodak/README.md"],

@@ -27,6 +27,7 @@ ROWS_DETAIL_VERSION = 5  # the detail stream coded row by row and class by class
 SMOOTH_DETAIL_VERSION = 6  # version 5's, the detail stream opening with the smooth blocks (``smooth``)
 PAINTED_VERSION = 7  # version 6's with no layer at all: every block smooth, the image its planes alone
 SUMMARISED_VERSION = 8  # version 6's, the levels coded with their blocks' last bands (``levels.Layout.SUMMARISED``)
+PREDICTED_VERSION = 9  # version 8's, blocks' low frequencies predicted from the DCs around them (``detail.surface``)
 _READS = (
     VERSION,
     DETAIL_VERSION,
@@ -35,13 +36,14 @@ _READS = (
     SMOOTH_DETAIL_VERSION,
     PAINTED_VERSION,
     SUMMARISED_VERSION,
+    PREDICTED_VERSION,
 )
-_SMOOTH_VERSIONS = (SMOOTH_DETAIL_VERSION, PAINTED_VERSION, SUMMARISED_VERSION)
+_SMOOTH_VERSIONS = (SMOOTH_DETAIL_VERSION, PAINTED_VERSION, SUMMARISED_VERSION, PREDICTED_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
 _DETAIL = 0x40  # versions 3 to 5 only: a detail stream follows the layers
-_DETAIL_FILTERED = 0x20  # versions 5, 6 and 8 only: run the model's detail filter after the detail layer
+_DETAIL_FILTERED = 0x20  # versions 5, 6, 8 and 9 only: run the model's detail filter after the detail layer
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -75,7 +77,8 @@ class Header:
     detail_filtered: bool = False  # the decoder runs the model's detail filter after the detail layer
     legacy_detail: bool = False  # the detail stream is in the layout of versions 3 and 4 (``levels.Layout.CHANNELS``)
     smooth_blocks: bool = False  # the detail stream opens with the smooth blocks (version 6 on)
-    summarised: bool = False  # its levels are coded with their blocks' last bands (version 8)
+    summarised: bool = False  # its levels are coded with their blocks' last bands (version 8 on)
+    predicted: bool = False  # its blocks' lowest frequencies start from the DCs around them (version 9)
 
     @property
     def layers(self) -> int:
@@ -163,7 +166,10 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
         msg = "smooth blocks open a detail stream of version 6 on only"
         raise ValueError(msg)
     if header.summarised and not (header.smooth_blocks and header.layers):
-        msg = "summarised levels follow the smooth blocks of a file with layers (version 8) only"
+        msg = "summarised levels follow the smooth blocks of a file with layers (version 8 on) only"
+        raise ValueError(msg)
+    if header.predicted and not header.summarised:
+        msg = "predicted low frequencies come with summarised levels (version 9) only"
         raise ValueError(msg)
     if not 0 <= header.table_set <= 255:
         msg = f"table set {header.table_set} does not fit in a byte"
@@ -173,7 +179,8 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
 def _version(header: Header) -> int:
     """The format version of ``header``'s layout: 2 without a detail stream (what version 2
     readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks
-    (7 if they are all there is: no layer; 8 with summarised levels), else 5."""
+    (7 if they are all there is: no layer; 8 with summarised levels, 9 with predicted low
+    frequencies too), else 5."""
     if not header.detail_step:
         return VERSION
     if header.legacy_detail:
@@ -181,6 +188,8 @@ def _version(header: Header) -> int:
     if header.smooth_blocks and not header.layers:
         return PAINTED_VERSION
     if header.smooth_blocks:
+        if header.predicted:
+            return PREDICTED_VERSION
         return SUMMARISED_VERSION if header.summarised else SMOOTH_DETAIL_VERSION
     return ROWS_DETAIL_VERSION
 
@@ -284,7 +293,8 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         detail_filtered,
         version in (DETAIL_VERSION, FILTERED_DETAIL_VERSION),
         version in _SMOOTH_VERSIONS,
-        version == SUMMARISED_VERSION,
+        version in (SUMMARISED_VERSION, PREDICTED_VERSION),
+        version == PREDICTED_VERSION,
     )
     return header, pos
 

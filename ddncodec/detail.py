@@ -10,6 +10,11 @@ then this layer:
     per channel -> uniform quantiser (step in the header, dead zone on the encoder's side)
     -> integers, coded by the adaptive context model of ``levels``
 
+Format version 9 on, each block's five lowest frequencies start from the smooth surface
+the DCs around it describe (``surface``, what JPEG decoders call block smoothing, here part
+of the format): the encoder quantises the DCs first and codes the rest of each block
+against that prediction, which the decoder adds back.
+
 Both transforms are orthonormal, so the quantiser's squared error is the pixels' squared
 error. The pixel transforms run a band of BAND_ROWS block rows at a time, so their float
 working set does not grow with the image.
@@ -66,6 +71,66 @@ def inverse(coefficients: np.ndarray, height: int, width: int) -> np.ndarray:
     return tiles.reshape(3, rows * BLOCK, cols * BLOCK).transpose(1, 2, 0)[:height, :width] @ _ROTATION
 
 
+def block_dcs(residual: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float residual -> (3, rows, cols): ``forward``'s DC coefficients alone,
+    without the rest of the transform."""
+    height, width = residual.shape[:2]
+    rows, cols = blocks(height, width)
+    padded = np.zeros((rows * BLOCK, cols * BLOCK, 3))
+    padded[:height, :width] = residual
+    sums = (padded @ _ROTATION.T).reshape(rows, BLOCK, cols, BLOCK, 3).sum(axis=(1, 3))
+    return sums.transpose(2, 0, 1) / BLOCK
+
+
+# The surface's weights by tone (luma, then chroma): slope, curvature and twist. Least squares
+# on the detail residuals of 50 bsds500 training photos fits about these at every step from 8 to
+# 170 (luma within 0.01; chroma's slope 0.15-0.20); letting each low frequency read all 24 DCs
+# of the 5x5 blocks around it fitted no better (-2.27 % BD-rate against -2.31 %).
+SURFACE = np.array([[0.14, 0.084, 0.018], [0.18, 0.065, 0.032]])
+_SLOPE_H, _SLOPE_V, _CURVE_H, _CURVE_V, _TWIST = 1, BLOCK, 2, 2 * BLOCK, BLOCK + 1  # (row, column) frequencies
+
+
+def surface(dcs: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The predicted coefficients (3, rows, cols, 64) of the middle block rows of ``dcs``
+    (3, rows + 2, cols): DC coefficients with the block row above and below. Where
+    ``known`` (rows + 2, cols) is False (past the image, a smooth block) a neighbour counts as
+    the block itself, and such a block predicts nothing."""
+    rows, cols = dcs.shape[1] - 2, dcs.shape[2]
+    padded = np.pad(dcs, ((0, 0), (0, 0), (1, 1)))
+    present = np.pad(known, ((0, 0), (1, 1)))
+    centre = dcs[:, 1:-1]
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        where = (slice(1 + dy, 1 + dy + rows), slice(1 + dx, 1 + dx + cols))
+        return np.where(present[where], padded[(slice(None), *where)], centre)
+
+    left, right, up, down = at(0, -1), at(0, 1), at(-1, 0), at(1, 0)
+    slope, curvature, twist = SURFACE[[0, 1, 1]].T[:, :, None, None]
+    out = np.zeros((3, rows, cols, BLOCK * BLOCK))
+    out[..., _SLOPE_H] = slope * (left - right)
+    out[..., _SLOPE_V] = slope * (up - down)
+    out[..., _CURVE_H] = curvature * (left + right - 2 * centre)
+    out[..., _CURVE_V] = curvature * (up + down - 2 * centre)
+    out[..., _TWIST] = twist * (at(-1, -1) - at(-1, 1) - at(1, -1) + at(1, 1))
+    out[:, ~known[1:-1]] = 0
+    return out
+
+
+def band_surface(dc_levels: np.ndarray, step: int, band: slice, skip: np.ndarray | None = None) -> np.ndarray:
+    """``surface`` for the block rows ``band`` of an image's DC levels (3, rows, cols)
+    at ``step``, the smooth blocks of ``skip`` (rows, cols) not counted: reads the band
+    and the block row on each side of it."""
+    rows, cols = dc_levels.shape[1:]
+    top, bottom = band.start - 1, min(band.stop, rows) + 1
+    inside = slice(max(top, 0), min(bottom, rows))
+    dcs = np.zeros((3, bottom - top, cols))
+    known = np.zeros((bottom - top, cols), dtype=bool)
+    window = slice(inside.start - top, inside.stop - top)
+    dcs[:, window] = dc_levels[:, inside] * float(step)
+    known[window] = True if skip is None else ~skip[inside]
+    return surface(dcs, known)
+
+
 def quantise(coefficients: np.ndarray, step: int) -> np.ndarray:
     """Integer levels of ``coefficients`` at ``step``, rounded towards zero by DEAD_ZONE
     (a small coefficient costs more bits than the error it removes)."""
@@ -88,24 +153,48 @@ def in_turn(work: Callable[[Any], Any], items: Sequence) -> list:
 
 
 def apply(
-    pixels: np.ndarray, levels: np.ndarray, step: int, out: np.ndarray | None = None, run: Runner = in_turn
+    pixels: np.ndarray,
+    levels: np.ndarray,
+    step: int,
+    out: np.ndarray | None = None,
+    run: Runner = in_turn,
+    skip: np.ndarray | None = None,
+    predicted: bool = True,
 ) -> np.ndarray:
     """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added, rounded to 8
     bits, into ``out`` if given (``pixels`` itself, say: a decoder keeps no second image),
-    band by band through ``run``."""
+    band by band through ``run``; the low frequencies ``predicted`` from the DCs (format
+    version 9 on), the smooth blocks of ``skip`` not counted."""
     out = np.empty_like(pixels) if out is None else out
-    run(lambda band: add_band(pixels, levels[:, band], band, step, out), list(_bands(levels.shape[1])))
+    dc_levels = levels[..., 0]
+
+    def add(band: slice) -> None:
+        prediction = band_surface(dc_levels, step, band, skip) if predicted else None
+        add_band(pixels, levels[:, band], band, step, out, prediction)
+
+    run(add, list(_bands(levels.shape[1])))
     return out
 
 
-def add_band(pixels: np.ndarray, band_levels: np.ndarray, band: slice, step: int, out: np.ndarray) -> None:
-    """``apply`` for one band of block rows ``band`` and its levels (3, band rows, cols, 64)."""
+def add_band(
+    pixels: np.ndarray,
+    band_levels: np.ndarray,
+    band: slice,
+    step: int,
+    out: np.ndarray,
+    prediction: np.ndarray | None = None,
+) -> None:
+    """``apply`` for one band of block rows ``band``, its levels (3, band rows, cols, 64)
+    and the prediction ``band_surface`` gives them (None before format version 9)."""
     top, bottom = band.start * BLOCK, min(band.stop * BLOCK, pixels.shape[0])
-    if not band_levels.any():  # nothing to add: the pixels as they are
+    if not band_levels.any() and (prediction is None or not prediction.any()):  # the pixels as they are
         if out is not pixels:
             out[top:bottom] = pixels[top:bottom]
         return
-    detail = inverse(band_levels.astype(np.float64) * step, bottom - top, pixels.shape[1])
+    coefficients = band_levels.astype(np.float64) * step
+    if prediction is not None:
+        coefficients += prediction
+    detail = inverse(coefficients, bottom - top, pixels.shape[1])
     out[top:bottom] = np.clip(np.round(pixels[top:bottom] + detail), 0, 255)
 
 
@@ -121,16 +210,30 @@ def residual_levels(
     """What the encoder codes: the levels of ``image`` minus ``decoded`` (both (H, W, 3) uint8),
     dead-zone quantised, then rate-distortion optimised level by level (``optimise``) and
     block by block (``truncate``), band by band through ``run``: the bands are independent
-    once the class statistics are counted.
+    once the class statistics are counted. Every block's low frequencies are coded against
+    ``band_surface``'s prediction from the DCs around it, the DCs quantised first by the
+    dead zone alone (where the RDO then moves a DC, the decoder predicts from the moved one:
+    quantising them by the RDO first measured 0.14 % BD-rate better for twice its time).
     The blocks of ``skip`` (rows, cols) stay zero (the smooth blocks, painted over)."""
     height, width = image.shape[:2]
     rows, cols = blocks(height, width)
     bands = list(_bands(rows))
     levels = np.empty((3, rows, cols, BLOCK**2), dtype=LEVEL)
+    dc_levels = np.zeros((3, rows, cols), dtype=LEVEL)
+
+    def residual(band: slice) -> np.ndarray:
+        top, bottom = band.start * BLOCK, band.stop * BLOCK
+        return image[top:bottom].astype(np.float64) - decoded[top:bottom]
+
+    def dcs(band: slice) -> None:
+        dc_levels[:, band] = quantise(block_dcs(residual(band)), step)
+
+    run(dcs, bands)
+    if skip is not None:
+        dc_levels[:, skip] = 0
 
     def coefficients(band: slice) -> np.ndarray:
-        top, bottom = band.start * BLOCK, band.stop * BLOCK
-        return forward(image[top:bottom].astype(np.float64) - decoded[top:bottom])
+        return forward(residual(band)) - band_surface(dc_levels, step, band, skip)
 
     def quantised(band: slice) -> None:
         if skip is not None and skip[band].all():

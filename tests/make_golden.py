@@ -54,6 +54,9 @@ CASES = {
     # version 8: version 6's, the levels coded with their blocks' last bands (the "smooth" source)
     "summarised_q8": (8, False, 12),
     "filtered_summarised_q8": (8, False, DETAIL_STEP),
+    # version 9: version 8's, each block's low frequencies predicted from the DCs around it (the "smooth" source)
+    "predicted_q8": (8, False, 12),
+    "filtered_predicted_q8": (8, False, DETAIL_STEP),
 }
 
 
@@ -67,7 +70,7 @@ def source_for(name: str, photo: Image.Image) -> Image.Image:
         pixels[..., 1] = 30
         pixels[..., 2] = np.linspace(200, 200 - (height - 1) / 4, height).round().astype(np.uint8)[:, None]
         return Image.fromarray(pixels)
-    if "smooth" not in name and "summarised" not in name:
+    if not any(kind in name for kind in ("smooth", "summarised", "predicted")):
         return photo
     pixels[:, :40] = (200, 30, 40)
     pixels[-24:] = np.linspace(0, 255, pixels.shape[1]).round().astype(np.uint8)[None, :, None]
@@ -145,6 +148,7 @@ def main() -> None:
             container.SMOOTH_DETAIL_VERSION,
             container.PAINTED_VERSION,
             container.SUMMARISED_VERSION,
+            container.PREDICTED_VERSION,
         ],
         "files": {},
     }

@@ -144,7 +144,7 @@ def test_wrong_magic_version_and_trailing_data() -> None:
         container.unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
     with pytest.raises(VersionError, match=r"unsupported \.ddn format version 1 "):
         container.unpack(version_1_file())
-    newer = container.SUMMARISED_VERSION + 1  # the first version this ddncodec cannot read
+    newer = container.PREDICTED_VERSION + 1  # the first version this ddncodec cannot read
     with pytest.raises(VersionError, match=f"version {newer} "):
         container.unpack(data[:3] + bytes([newer]) + data[4:])
     with pytest.raises(CorruptError, match="trailing data"):

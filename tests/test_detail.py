@@ -104,6 +104,48 @@ def test_a_flat_residual_costs_next_to_nothing() -> None:
     assert len(levels_coding.encode(np.zeros((3, 64, 96, 64), dtype=np.int64))) < 1200
 
 
+def test_the_surface_through_the_dcs_predicts_a_ramps_low_frequencies() -> None:
+    """A gray ramp, 3 levels a pixel across and 1 down: the DCs around a block fix its
+    slopes (within 5 % of its own coefficients) and its zero curvature; a gray residual has
+    no chroma, and a block whose neighbours are all unknown predicts nothing."""
+    y, x = np.mgrid[0:40, 0:40].astype(np.float64)
+    residual = np.repeat((3 * x + y)[..., None], 3, axis=2)
+    coefficients = detail.forward(residual)
+    dc_levels = np.round(detail.block_dcs(residual)).astype(detail.LEVEL)
+    assert np.abs(dc_levels - coefficients[..., 0]).max() <= 0.5  # the shortcut's DCs are the transform's
+    predicted = detail.band_surface(dc_levels, 1, slice(0, 5))
+    centre, truth = predicted[0, 2, 2], coefficients[0, 2, 2]
+    assert abs(truth[1]) > 50 and abs(truth[8]) > 15
+    for frequency in (1, 8):  # across, down
+        assert centre[frequency] == pytest.approx(truth[frequency], rel=0.05)
+    assert abs(centre[2]) < 0.5 and abs(centre[16]) < 0.5 and abs(centre[9]) < 0.5
+    assert np.abs(predicted[1:]).max() < 1e-9
+    # At the image's edge the missing side counts as the block itself: half the slope.
+    assert predicted[0, 2, 0, 1] == pytest.approx(truth[1] / 2, rel=0.05)
+    smooth = np.ones((5, 5), dtype=bool)
+    smooth[2, 2] = False  # one block among smooth ones: nothing around it is known
+    assert not detail.band_surface(dc_levels, 1, slice(0, 5), smooth).any()
+
+
+def test_a_file_whose_bands_are_split_by_smooth_ones_decodes_as_coded_on_any_threads(
+    tiny_model: CodecModel, kodak_crop: Path
+) -> None:
+    """The decoder adds a band of block rows once the next one is read (its low frequencies
+    read the DCs below it); a band of smooth blocks alone is never read. 208 rows: a band
+    of photo, a flat one, then two more of photo."""
+    photo = pixels_of(kodak_crop)
+    pixels = np.concatenate([photo[:64], np.full((64, photo.shape[1], 3), (200, 30, 40), np.uint8), photo[:80]])
+    coder = tiny_model.replace(ladder=[[3, 0.0, 12]] * 8)
+    result = codec.encode(Image.fromarray(pixels), coder, 8)
+    assert result.data[3] == container.PREDICTED_VERSION
+    layer = codec.read_detail(container.unpack(result.data))
+    assert layer is not None and layer.planes.smooth[8:16].all() and not layer.planes.smooth[:8].all()
+    for threads in (1, 2):
+        decoded, _ = codec.decode_pixels(result.data, tiny_model, threads=threads)
+        assert np.array_equal(decoded, result.pixels)
+    assert np.array_equal(result.pixels[64:128], pixels[64:128])
+
+
 def test_a_detail_rung_refines_the_same_walk_and_its_file_decodes_exactly(
     tiny_model: CodecModel, kodak_crop: Path
 ) -> None:
@@ -111,7 +153,7 @@ def test_a_detail_rung_refines_the_same_walk_and_its_file_decodes_exactly(
     base = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0))
     fine = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 6))
     coarse = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 40))
-    assert base.data[3] == container.VERSION and fine.data[3] == container.SUMMARISED_VERSION
+    assert base.data[3] == container.VERSION and fine.data[3] == container.PREDICTED_VERSION
     # More bits, more PSNR: the tiny model's 3 layers reach about 22 dB, a step of 6 about 40.
     assert base.bpp < coarse.bpp < fine.bpp
     assert base.psnr + 1 < coarse.psnr < fine.psnr

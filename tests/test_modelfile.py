@@ -223,18 +223,25 @@ def test_a_named_model_without_its_sibling_leaves_the_other_named_models_decodin
         codec.decode_pixels(made_by_the_former.data, "newer")
 
 
-@pytest.mark.skipif(not (MODELS_DIR / "v9.safetensors").is_file(), reason="no shipped models in models/")
-def test_the_shipped_version_9_shares_the_defaults_tensors_and_the_cli_decodes_its_files(
-    kodak_crop: Path, tmp_path: Path
+@pytest.mark.skipif(not (MODELS_DIR / "v10.safetensors").is_file(), reason="no shipped models in models/")
+@pytest.mark.parametrize(
+    ("name", "stored", "fingerprints", "made", "psnr"),
+    [
+        ("v9", {"postfilter", "detailfilter"}, ("374bc717", "1d6a4a82"), "v9_q5.ddn", 31.83),
+        ("v10", {"detailfilter"}, ("2addd6f1", "243546ce"), "v10_q5.ddn", 31.97),
+    ],
+)
+def test_the_shipped_former_versions_share_the_defaults_tensors_and_the_cli_decodes_their_files(
+    kodak_crop: Path, tmp_path: Path, name: str, stored: set[str], fingerprints: tuple[str, str], made: str, psnr: float
 ) -> None:
-    """models/v9.safetensors stores only its post-filter; with the default beside it, it is
-    the model of its card (fingerprint 374bc717, core 1d6a4a82), and a plain ``ddncodec
-    decode`` finds it for a file it made (PSNR as its encoder reported)."""
-    assert {name.split(".")[0] for name in stored_names(MODELS_DIR / "v9.safetensors")} == {"postfilter"}
-    v9 = load("v9")
-    assert (v9.fingerprint.hex()[:8], v9.core_fingerprint.hex()[:8]) == ("374bc717", "1d6a4a82")
-    result = run("decode", DATA / "v9_q5.ddn", "-o", tmp_path / "back.png")
+    """models/v9.safetensors and v10.safetensors store only the filters they do not share
+    with the default; with the default beside them, each is the model of its card, and a
+    plain ``ddncodec decode`` finds it for a file it made (PSNR as its encoder reported)."""
+    assert {tensor.split(".")[0] for tensor in stored_names(MODELS_DIR / f"{name}.safetensors")} == stored
+    former = load(name)
+    assert (former.fingerprint.hex()[:8], former.core_fingerprint.hex()[:8]) == fingerprints
+    result = run("decode", DATA / made, "-o", tmp_path / "back.png")
     assert result.exit_code == 0, result.output
     back = np.asarray(Image.open(tmp_path / "back.png").convert("RGB"))
     original = np.asarray(Image.open(kodak_crop).convert("RGB"))
-    assert codec.psnr(back, original, "RGB") == pytest.approx(31.83, abs=0.05)
+    assert codec.psnr(back, original, "RGB") == pytest.approx(psnr, abs=0.05)

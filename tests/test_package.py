@@ -42,6 +42,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     names = zipfile.ZipFile(wheel).namelist()
     assert "ddncodec/models/default.safetensors" in names
     assert "ddncodec/models/v9.safetensors" in names  # with the default, whose tensors it shares: v9's files decode
+    assert "ddncodec/models/v10.safetensors" in names  # the same for version 10's files
     assert "ddncodec/bench/published/kodak/bmshj2018-factorized.json" in names
     assert "ddncodec/level_priors.npz" in names  # the detail levels' first counts: format version 8
 
@@ -78,7 +79,7 @@ def test_wheel_encodes_decodes_and_reports_with_the_shipped_model(
     # q5, the default: a detail layer, so the levels' coder and its packaged first counts run
     encoded = _run([ddncodec, "encode", "photo.png", "-o", "photo.ddn", "-q", "5"], tmp_path, env)
     assert encoded.returncode == 0, encoded.stderr
-    assert (tmp_path / "photo.ddn").read_bytes()[3] == 8  # format version 8
+    assert (tmp_path / "photo.ddn").read_bytes()[3] == 9  # format version 9
     decoded = _run([ddncodec, "decode", "photo.ddn", "-o", "back.png"], tmp_path, env)
     assert decoded.returncode == 0, decoded.stderr
     info = _run([ddncodec, "info", "photo.ddn"], tmp_path, env)

@@ -82,20 +82,36 @@ def _add_detail(
     bands: Iterator[tuple[slice, np.ndarray]],
 ) -> np.ndarray:
     """``pixels`` with a file's detail layer: the levels of ``bands`` added band by band as
-    they come, then the detail filter where the file runs it, then the smooth blocks of
-    ``planes`` painted."""
+    they come (from version 9 on, a band once the next one is there: its low frequencies
+    are predicted from the DCs around it), then the detail filter where the file runs it,
+    then the smooth blocks of ``planes`` painted."""
     coded = np.zeros(planes.smooth.shape, dtype=bool)
+    step = header.detail_step
+    dc_levels = np.zeros((3, *planes.smooth.shape), dtype=levels.LEVEL)
 
     def add(item: tuple[slice, np.ndarray]) -> None:
         band, band_levels = item
         coded[band] = detail.coded_blocks(band_levels)
-        detail.add_band(pixels, band_levels, band, header.detail_step, pixels)
+        prediction = detail.band_surface(dc_levels, step, band, planes.smooth) if header.predicted else None
+        detail.add_band(pixels, band_levels, band, step, pixels, prediction)
 
-    workers.overlapped(add, bands)
+    workers.overlapped(add, _with_dcs(bands, dc_levels) if header.predicted else bands)
     if header.detail_filtered:
-        pixels = detail_filtered(model, pixels, coded, header.detail_step)
+        pixels = detail_filtered(model, pixels, coded, step)
     smooth.paint(pixels, planes)
     return pixels
+
+
+def _with_dcs(bands: Iterator[tuple[slice, np.ndarray]], dc_levels: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """``bands`` one behind, each once ``dc_levels`` holds the DCs of the block rows around it."""
+    held = None
+    for band, band_levels in bands:
+        dc_levels[:, band] = band_levels[..., 0]
+        if held is not None:
+            yield held
+        held = band, band_levels
+    if held is not None:
+        yield held
 
 
 def decode_maps(maps: IndexMaps, model: CodecModel, post_filter: bool = False) -> np.ndarray:

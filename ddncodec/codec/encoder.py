@@ -98,6 +98,7 @@ class Coded:
             detail_filtered,
             smooth_blocks=bool(step),
             summarised=bool(step and lengths),
+            predicted=bool(step and lengths),
         )
         return container.pack(header, self.streams, details)
 
@@ -195,7 +196,7 @@ def with_detail(
     if mode == "L":
         levels[1:] = 0
     stream = workers.aside(lambda: _detail_stream(planes, levels))  # coded while the filter runs
-    image, filtered = detail.apply(decoded, levels, step, run=workers.bands), False
+    image, filtered = detail.apply(decoded, levels, step, run=workers.bands, skip=planes.smooth), False
     candidates = [image]
     if model.detailfilter is not None and not planes.smooth.all():
         candidates.append(detail_filtered(model, image, detail.coded_blocks(levels), step))
