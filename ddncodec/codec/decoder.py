@@ -87,15 +87,15 @@ def _add_detail(
     then the smooth blocks of ``planes`` painted."""
     coded = np.zeros(planes.smooth.shape, dtype=bool)
     step = header.detail_step
-    dc_levels = np.zeros((3, *planes.smooth.shape), dtype=levels.LEVEL)
+    dc_levels = np.zeros((3, *planes.smooth.shape), dtype=levels.LEVEL) if header.predicted else None
 
     def add(item: tuple[slice, np.ndarray]) -> None:
         band, band_levels = item
         coded[band] = detail.coded_blocks(band_levels)
-        prediction = detail.band_surface(dc_levels, step, band, planes.smooth) if header.predicted else None
+        prediction = None if dc_levels is None else detail.band_surface(dc_levels, step, band, planes.smooth)
         detail.add_band(pixels, band_levels, band, step, pixels, prediction)
 
-    workers.overlapped(add, _with_dcs(bands, dc_levels) if header.predicted else bands)
+    workers.overlapped(add, bands if dc_levels is None else _with_dcs(bands, dc_levels))
     if header.detail_filtered:
         pixels = detail_filtered(model, pixels, coded, step)
     smooth.paint(pixels, planes)
