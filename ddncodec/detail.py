@@ -87,7 +87,8 @@ def block_dcs(residual: np.ndarray) -> np.ndarray:
 # 170 (luma within 0.01; chroma's slope 0.15-0.20); letting each low frequency read all 24 DCs
 # of the 5x5 blocks around it fitted no better (-2.27 % BD-rate against -2.31 %).
 SURFACE = np.array([[0.14, 0.084, 0.018], [0.18, 0.065, 0.032]])
-_SLOPE_H, _SLOPE_V, _CURVE_H, _CURVE_V, _TWIST = 1, BLOCK, 2, 2 * BLOCK, BLOCK + 1  # (row, column) frequencies
+# Their coefficients, at u * 8 + v for the vertical frequency u and the horizontal one v:
+_SLOPE_H, _SLOPE_V, _CURVE_H, _CURVE_V, _TWIST = 1, BLOCK, 2, 2 * BLOCK, BLOCK + 1
 
 
 def surface(dcs: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -159,18 +160,17 @@ def apply(
     out: np.ndarray | None = None,
     run: Runner = in_turn,
     skip: np.ndarray | None = None,
-    predicted: bool = True,
 ) -> np.ndarray:
-    """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added, rounded to 8
-    bits, into ``out`` if given (``pixels`` itself, say: a decoder keeps no second image),
-    band by band through ``run``; the low frequencies ``predicted`` from the DCs (format
-    version 9 on), the smooth blocks of ``skip`` not counted."""
+    """Decoded DDN pixels (H, W, 3) uint8 with the detail of ``levels`` added as format
+    version 9 adds it (low frequencies predicted from the DCs, the smooth blocks of ``skip``
+    not counted), rounded to 8 bits, into ``out`` if given (``pixels`` itself, say: a decoder
+    keeps no second image), band by band through ``run``. The decoder, which reads every
+    version, adds band by band itself (``add_band``)."""
     out = np.empty_like(pixels) if out is None else out
     dc_levels = levels[..., 0]
 
     def add(band: slice) -> None:
-        prediction = band_surface(dc_levels, step, band, skip) if predicted else None
-        add_band(pixels, levels[:, band], band, step, out, prediction)
+        add_band(pixels, levels[:, band], band, step, out, band_surface(dc_levels, step, band, skip))
 
     run(add, list(_bands(levels.shape[1])))
     return out
@@ -213,7 +213,7 @@ def residual_levels(
     once the class statistics are counted. Every block's low frequencies are coded against
     ``band_surface``'s prediction from the DCs around it, the DCs quantised first by the
     dead zone alone (where the RDO then moves a DC, the decoder predicts from the moved one:
-    quantising them by the RDO first measured 0.14 % BD-rate better for twice its time).
+    quantising them by a first pass of the RDO measured 0.14 % BD-rate better).
     The blocks of ``skip`` (rows, cols) stay zero (the smooth blocks, painted over)."""
     height, width = image.shape[:2]
     rows, cols = blocks(height, width)
