@@ -53,15 +53,20 @@ _DCT[0] /= np.sqrt(2)
 _DCT2 = np.kron(_DCT, _DCT)  # the 2-D DCT of a row-major 8x8 block as one 64x64 matrix
 
 
-def forward(residual: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float residual -> (3, rows, cols, 64) coefficients (zero-padded to whole blocks)."""
+def _tiles(residual: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float residual -> (3, rows, cols, 64): colour-rotated, zero-padded to whole
+    blocks, each block's pixels in row-major order."""
     height, width = residual.shape[:2]
     rows, cols = blocks(height, width)
     padded = np.zeros((rows * BLOCK, cols * BLOCK, 3))
     padded[:height, :width] = residual
     rotated = (padded @ _ROTATION.T).transpose(2, 0, 1)
-    tiles = rotated.reshape(3, rows, BLOCK, cols, BLOCK).transpose(0, 1, 3, 2, 4).reshape(3, rows, cols, BLOCK**2)
-    return tiles @ _DCT2.T
+    return rotated.reshape(3, rows, BLOCK, cols, BLOCK).transpose(0, 1, 3, 2, 4).reshape(3, rows, cols, BLOCK**2)
+
+
+def forward(residual: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float residual -> (3, rows, cols, 64) coefficients (zero-padded to whole blocks)."""
+    return _tiles(residual) @ _DCT2.T
 
 
 def inverse(coefficients: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -72,14 +77,9 @@ def inverse(coefficients: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def block_dcs(residual: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float residual -> (3, rows, cols): ``forward``'s DC coefficients alone,
-    without the rest of the transform."""
-    height, width = residual.shape[:2]
-    rows, cols = blocks(height, width)
-    padded = np.zeros((rows * BLOCK, cols * BLOCK, 3))
-    padded[:height, :width] = residual
-    sums = (padded @ _ROTATION.T).reshape(rows, BLOCK, cols, BLOCK, 3).sum(axis=(1, 3))
-    return sums.transpose(2, 0, 1) / BLOCK
+    """(H, W, 3) float residual -> (3, rows, cols): ``forward``'s DC coefficients alone
+    (the DC basis is 1/8 on every pixel), without the rest of the transform."""
+    return _tiles(residual).sum(-1) / BLOCK
 
 
 # The surface's weights by tone (luma, then chroma): slope, curvature and twist. Least squares

@@ -84,6 +84,7 @@ class Coded:
         """The file, with the detail stream ``details`` of quantiser ``step`` if one is given
         (decoded through the detail filter if ``detail_filtered``)."""
         lengths = tuple(len(s) for s in self.streams)
+        newest_detail = bool(step and lengths)  # format version 9's levels: summarised and predicted
         fingerprint = model.file_fingerprint(detail_filtered)
         header = container.Header(
             fingerprint,
@@ -97,8 +98,8 @@ class Coded:
             len(details),
             detail_filtered,
             smooth_blocks=bool(step),
-            summarised=bool(step and lengths),
-            predicted=bool(step and lengths),
+            summarised=newest_detail,
+            predicted=newest_detail,
         )
         return container.pack(header, self.streams, details)
 
