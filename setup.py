@@ -17,6 +17,8 @@ setup(
             "models/v9.md",
             "models/v10.safetensors",
             "models/v10.md",
+            "models/v11.safetensors",
+            "models/v11.md",
             "level_priors.npz",
         ],
         "ddncodec.bench": ["published/kodak/*.json", "published/kodak/README.md"],
