@@ -108,6 +108,40 @@ def test_the_filter_runs_in_pieces_as_on_the_whole_image(
     assert not np.array_equal(pieces, decoded)
 
 
+def test_a_filter_that_reaches_past_the_margin_gets_more_context(
+    filtered_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter of 9 blocks reads 80 px around a pixel, past DETAIL_MARGIN (64): its pieces
+    take 80 px of context and give the single pass's pixels, which 64 px would not."""
+    config = replace(filtered_model.detailfilter.config, channels=4, blocks=9)
+    assert detail_filter.reach(config) == 80 and detail_filter.margin(config) == 80
+    assert detail_filter.margin(filtered_model.detailfilter.config) == detail_filter.DETAIL_MARGIN
+    torch.manual_seed(0)
+    deep = PostFilter(config)
+    for name, weight in deep.named_parameters():
+        if name.endswith("weight"):
+            torch.nn.init.normal_(weight, std=0.25)  # every block changes what it is given, far pixels too
+    model = filtered_model.replace(detailfilter=deep.eval())
+    original = pixels_of(kodak_crop)
+    base = codec.encode_pixels(original, "RGB", model, Rung(RUNG.layers, RUNG.lam)).pixels
+    levels = detail.residual_levels(original, base, STEP)
+    decoded = detail.apply(base, levels, STEP)
+    with torch.inference_mode():
+        whole = to_uint8(deep(to_tensor(decoded[None]), detail_flags(levels, deep, decoded.shape[:2]), STEP))
+    whole = whole[0].permute(1, 2, 0).numpy().astype(int)
+
+    def in_pieces_is_whole() -> bool:
+        with torch.inference_mode():
+            pieces = detail_filter.detail_filtered(model, decoded, detail.coded_blocks(levels), STEP)
+        difference = np.abs(pieces.astype(int) - whole)
+        return bool(difference.max() <= 1 and (difference == 0).mean() > 0.999)
+
+    monkeypatch.setattr(detail_filter, "DETAIL_STRIP", 24)
+    assert in_pieces_is_whole()
+    monkeypatch.setattr(detail_filter, "margin", lambda config: detail_filter.DETAIL_MARGIN)
+    assert not in_pieces_is_whole()  # 0.27 % of the pixels differ
+
+
 def test_a_model_file_keeps_its_detail_filter_and_info_shows_it(
     filtered_model: CodecModel, kodak_crop: Path, tmp_path: Path
 ) -> None:
