@@ -614,23 +614,6 @@ def test_the_default_q3_codes_the_detail_layer_and_files_of_the_former_q3_still_
     assert len(q3.data) <= len(former.data) and q3.psnr > former.psnr + 0.3  # 880 B 26.80 dB against 897 B 26.32 dB
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in models/")
-@pytest.mark.parametrize(
-    ("name", "psnr"), [("v9_q1.ddn", 22.74), ("v9_q5.ddn", 31.83), ("v10_q5.ddn", 31.97), ("v11_q5.ddn", 31.93)]
-)
-def test_the_default_model_decodes_files_of_former_versions(kodak_crop: Path, name: str, psnr: float) -> None:
-    """Files made by the version-9 default (its post-filter; at q5 its detail filter too), by
-    version 10 at q5 (format version 8, its detail filter) and by version 11 at q5 (format
-    version 9, its detail filter) still decode by name: the shipped former models carry their
-    fingerprints (the PSNR is what that encoder reported)."""
-    import ddncodec
-
-    data = (Path(__file__).parent / "data" / name).read_bytes()
-    assert container.unpack(data).header.fingerprint != codec.load_model("default").fingerprint[:4]
-    decoded = np.asarray(ddncodec.decode(data))
-    assert codec.psnr(decoded, pixels_of(kodak_crop), "RGB") == pytest.approx(psnr, abs=0.05)
-
-
 def test_a_named_model_decodes_the_files_of_the_named_model_that_made_them(
     tiny_model: CodecModel, kodak_crop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

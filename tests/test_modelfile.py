@@ -17,7 +17,7 @@ from safetensors import safe_open
 from test_cli_codec import one_error_line
 from test_hardening import rewrite_model
 
-from ddncodec import codec
+from ddncodec import codec, container
 from ddncodec.cli import main
 from ddncodec.errors import FormatError, ModelError
 from ddncodec.modelfile import MODELS_DIR, CodecModel, load, named_models
@@ -227,22 +227,30 @@ def test_a_named_model_without_its_sibling_leaves_the_other_named_models_decodin
 @pytest.mark.parametrize(
     ("name", "stored", "fingerprints", "made", "psnr"),
     [
+        ("v9", {"postfilter", "detailfilter"}, ("374bc717", "1d6a4a82"), "v9_q1.ddn", 22.74),
         ("v9", {"postfilter", "detailfilter"}, ("374bc717", "1d6a4a82"), "v9_q5.ddn", 31.83),
         ("v10", {"detailfilter"}, ("2addd6f1", "243546ce"), "v10_q5.ddn", 31.97),
         ("v11", {"detailfilter"}, ("48ab50b4", "243546ce"), "v11_q5.ddn", 31.93),
     ],
 )
-def test_the_shipped_former_versions_share_the_defaults_tensors_and_the_cli_decodes_their_files(
+def test_the_shipped_former_versions_share_the_defaults_tensors_and_decode_their_files(
     kodak_crop: Path, tmp_path: Path, name: str, stored: set[str], fingerprints: tuple[str, str], made: str, psnr: float
 ) -> None:
     """models/v9, v10 and v11.safetensors store only the filters they do not share
     with the default; with the default beside them, each is the model of its card, and a
-    plain ``ddncodec decode`` finds it for a file it made (PSNR as its encoder reported)."""
+    plain ``ddncodec decode``, like ``ddncodec.decode`` in Python, finds it for a file it
+    made (version 9's at q1, its post-filter alone, and at q5; versions 10 and 11 at q5,
+    formats 8 and 9, their detail filters), at the PSNR its encoder reported."""
+    import ddncodec
+
     assert {tensor.split(".")[0] for tensor in stored_names(MODELS_DIR / f"{name}.safetensors")} == stored
     former = load(name)
     assert (former.fingerprint.hex()[:8], former.core_fingerprint.hex()[:8]) == fingerprints
+    data = (DATA / made).read_bytes()
+    assert container.unpack(data).header.fingerprint != load("default").fingerprint[:4]
     result = run("decode", DATA / made, "-o", tmp_path / "back.png")
     assert result.exit_code == 0, result.output
     back = np.asarray(Image.open(tmp_path / "back.png").convert("RGB"))
+    assert np.array_equal(np.asarray(ddncodec.decode(data)), back)
     original = np.asarray(Image.open(kodak_crop).convert("RGB"))
     assert codec.psnr(back, original, "RGB") == pytest.approx(psnr, abs=0.05)
