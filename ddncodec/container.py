@@ -16,6 +16,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from ddncodec.colour import BYTES as COLOUR_BYTES
 from ddncodec.errors import FormatError
 from ddncodec.ladder import MAX_DETAIL_STEP
 
@@ -28,6 +29,7 @@ SMOOTH_DETAIL_VERSION = 6  # version 5's, the detail stream opening with the smo
 PAINTED_VERSION = 7  # version 6's with no layer at all: every block smooth, the image its planes alone
 SUMMARISED_VERSION = 8  # version 6's, the levels coded with their blocks' last bands (``levels.Layout.SUMMARISED``)
 PREDICTED_VERSION = 9  # version 8's, blocks' low frequencies predicted from the DCs around them (``detail.surface``)
+COLOUR_VERSION = 10  # version 9's (or 2's, without a detail stream) with a colour correction in the header (``colour``)
 _READS = (
     VERSION,
     DETAIL_VERSION,
@@ -37,6 +39,7 @@ _READS = (
     PAINTED_VERSION,
     SUMMARISED_VERSION,
     PREDICTED_VERSION,
+    COLOUR_VERSION,
 )
 _SMOOTH_VERSIONS = (SMOOTH_DETAIL_VERSION, PAINTED_VERSION, SUMMARISED_VERSION, PREDICTED_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
@@ -78,7 +81,8 @@ class Header:
     legacy_detail: bool = False  # the detail stream is in the layout of versions 3 and 4 (``levels.Layout.CHANNELS``)
     smooth_blocks: bool = False  # the detail stream opens with the smooth blocks (version 6 on)
     summarised: bool = False  # its levels are coded with their blocks' last bands (version 8 on)
-    predicted: bool = False  # its blocks' lowest frequencies start from the DCs around them (version 9)
+    predicted: bool = False  # its blocks' lowest frequencies start from the DCs around them (version 9 on)
+    colour: bytes = b""  # the decode's colour correction (``colour.Correction``, version 10); empty: none
 
     @property
     def layers(self) -> int:
@@ -171,6 +175,11 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
     if header.predicted and not header.summarised:
         msg = "predicted low frequencies come with summarised levels (version 9) only"
         raise ValueError(msg)
+    if header.colour and (
+        len(header.colour) != COLOUR_BYTES or not header.layers or (header.detail_step and not header.predicted)
+    ):
+        msg = f"a colour correction is {COLOUR_BYTES} bytes, in a file with layers whose detail stream (if any) is version 9's"
+        raise ValueError(msg)
     if not 0 <= header.table_set <= 255:
         msg = f"table set {header.table_set} does not fit in a byte"
         raise ValueError(msg)
@@ -180,7 +189,9 @@ def _version(header: Header) -> int:
     """The format version of ``header``'s layout: 2 without a detail stream (what version 2
     readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks
     (7 if they are all there is: no layer; 8 with summarised levels, 9 with predicted low
-    frequencies too), else 5."""
+    frequencies too), else 5; 10 for any with a colour correction."""
+    if header.colour:
+        return COLOUR_VERSION
     if not header.detail_step:
         return VERSION
     if header.legacy_detail:
@@ -213,6 +224,7 @@ def _header_bytes(header: Header) -> bytes:
         head += _varint(length)
     if header.detail_step:
         head += bytes((header.detail_step,)) + _varint(header.detail_length)
+    head += header.colour
     head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
     return bytes(head)
 
@@ -253,6 +265,11 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
             raise CorruptError(msg)
         detail_step = data[pos]
         detail_length, pos = _read_varint(data, pos + 1, "detail length")
+    colour, layout = b"", version  # layout: the version whose streams the file holds
+    if version == COLOUR_VERSION:
+        colour = bytes(data[pos : pos + COLOUR_BYTES])
+        pos += COLOUR_BYTES
+        layout = PREDICTED_VERSION if has_detail else VERSION
     if len(data) < pos + _HEADER_CRC_BYTES:
         msg = "truncated .ddn header"
         raise CorruptError(msg)
@@ -263,7 +280,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     pos += _HEADER_CRC_BYTES
     filtered = bool(mode_byte & _FILTERED)
     detail_filtered = version == FILTERED_DETAIL_VERSION
-    if version in (ROWS_DETAIL_VERSION, *_SMOOTH_VERSIONS):
+    if layout in (ROWS_DETAIL_VERSION, *_SMOOTH_VERSIONS):
         detail_filtered = bool(mode_byte & _DETAIL_FILTERED)
         mode_byte &= ~_DETAIL_FILTERED
     mode_byte &= ~(_FILTERED | (_DETAIL if has_detail else 0))
@@ -276,7 +293,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     if has_detail and detail_step == 0:
         msg = "corrupt .ddn header: detail step 0"
         raise CorruptError(msg)
-    if version != VERSION and not has_detail:
+    if layout != VERSION and not has_detail:
         msg = f"corrupt .ddn header: a version {version} file without a detail stream"
         raise CorruptError(msg)
     _check_size(width, height, max_pixels)
@@ -292,9 +309,10 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         detail_length,
         detail_filtered,
         version in (DETAIL_VERSION, FILTERED_DETAIL_VERSION),
-        version in _SMOOTH_VERSIONS,
-        version in (SUMMARISED_VERSION, PREDICTED_VERSION),
-        version == PREDICTED_VERSION,
+        layout in _SMOOTH_VERSIONS,
+        layout in (SUMMARISED_VERSION, PREDICTED_VERSION),
+        layout == PREDICTED_VERSION,
+        colour,
     )
     return header, pos
 

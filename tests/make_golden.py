@@ -57,6 +57,9 @@ CASES = {
     # version 9: version 8's, each block's low frequencies predicted from the DCs around it (the "smooth" source)
     "predicted_q8": (8, False, 12),
     "filtered_predicted_q8": (8, False, DETAIL_STEP),
+    # version 10: a colour correction in the header, without a detail stream and with version 9's (the "smooth" source)
+    "colour_q8": (8, False, 0),
+    "colour_predicted_q8": (8, False, DETAIL_STEP),
 }
 
 
@@ -149,6 +152,7 @@ def main() -> None:
             container.PAINTED_VERSION,
             container.SUMMARISED_VERSION,
             container.PREDICTED_VERSION,
+            container.COLOUR_VERSION,
         ],
         "files": {},
     }

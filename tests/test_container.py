@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import struct
 import zlib
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ddncodec import container
-from ddncodec.container import CorruptError, Header, NotDDNError, VersionError
+from ddncodec.container import COLOUR_BYTES, CorruptError, Header, NotDDNError, VersionError
 
 FINGERPRINT = bytes.fromhex("f6d48267")
 CRC = container.LAYER_CRC_BYTES
@@ -144,7 +145,7 @@ def test_wrong_magic_version_and_trailing_data() -> None:
         container.unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
     with pytest.raises(VersionError, match=r"unsupported \.ddn format version 1 "):
         container.unpack(version_1_file())
-    newer = container.PREDICTED_VERSION + 1  # the first version this ddncodec cannot read
+    newer = container.COLOUR_VERSION + 1  # the first version this ddncodec cannot read
     with pytest.raises(VersionError, match=f"version {newer} "):
         container.unpack(data[:3] + bytes([newer]) + data[4:])
     with pytest.raises(CorruptError, match="trailing data"):
@@ -228,3 +229,25 @@ def test_overlong_varint_is_refused() -> None:
         container._read_varint(b"\x85\x00", 0, "width")
     with pytest.raises(CorruptError, match="longer than 5 bytes"):
         container._read_varint(b"\xff" * 6, 0, "width")
+
+
+def test_a_colour_correction_makes_version_10_with_or_without_a_detail_stream() -> None:
+    streams, detail, colour = (b"\x11" * 40, b"\x22" * 90), b"\x33" * 300, bytes(range(223, 256))
+    plain = Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), colour=colour)
+    detailed = Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), True, 37, 300, True, False, True, True, True, colour)
+    for header, stream in ((plain, b""), (detailed, detail)):
+        data = container.pack(header, streams, stream)
+        assert data[3] == container.COLOUR_VERSION
+        parsed = container.unpack(data)
+        assert parsed.header == header and parsed.streams == streams and parsed.detail == (stream or None)
+        without = container.pack(dataclasses.replace(header, colour=b""), streams, stream)
+        assert len(data) == len(without) + COLOUR_BYTES and without[3] in (
+            container.VERSION,
+            container.PREDICTED_VERSION,
+        )
+        with pytest.raises(CorruptError, match=r"truncated \.ddn header"):  # cut inside the correction
+            container.unpack(data[: container.parse_header(data)[1] - 5])
+    with pytest.raises(ValueError, match=f"colour correction is {COLOUR_BYTES} bytes"):
+        container.pack(dataclasses.replace(plain, colour=b"\x01" * 11), streams)
+    with pytest.raises(ValueError, match=f"colour correction is {COLOUR_BYTES} bytes"):  # version 8's detail stream
+        container.pack(dataclasses.replace(detailed, predicted=False), streams, detail)

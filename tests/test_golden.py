@@ -28,6 +28,7 @@ def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: C
         container.PAINTED_VERSION,
         container.SUMMARISED_VERSION,
         container.PREDICTED_VERSION,
+        container.COLOUR_VERSION,
     ]
     filtered = load(model_for("filtered"))
     assert filtered.fingerprint.hex()[:16] == FACTS["filtered_model"]

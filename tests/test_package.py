@@ -80,7 +80,7 @@ def test_wheel_encodes_decodes_and_reports_with_the_shipped_model(
     # q5, the default: a detail layer, so the levels' coder and its packaged first counts run
     encoded = _run([ddncodec, "encode", "photo.png", "-o", "photo.ddn", "-q", "5"], tmp_path, env)
     assert encoded.returncode == 0, encoded.stderr
-    assert (tmp_path / "photo.ddn").read_bytes()[3] == 9  # format version 9
+    assert (tmp_path / "photo.ddn").read_bytes()[3] == 10  # format version 10: with a colour correction
     decoded = _run([ddncodec, "decode", "photo.ddn", "-o", "back.png"], tmp_path, env)
     assert decoded.returncode == 0, decoded.stderr
     info = _run([ddncodec, "info", "photo.ddn"], tmp_path, env)

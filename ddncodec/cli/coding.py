@@ -353,6 +353,7 @@ def info(file: Path, as_json: bool) -> None:
         "detail_step": header.detail_step,
         "detail_bytes": detail_bytes,
         "detail_filter": header.detail_filtered,
+        "colour_correction": header.colour.hex() or None,
     }
     if as_json:
         click.echo(json.dumps(facts))
@@ -369,6 +370,6 @@ def info(file: Path, as_json: bool) -> None:
     click.echo(
         f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
         f"model {facts['model']}, {present}, every stream's checksum verified, "
-        f"post-filter {'on' if header.filtered else 'off'}\n"
+        f"post-filter {'on' if header.filtered else 'off'}, colour correction {'on' if header.colour else 'off'}\n"
         f"bytes per layer: {' '.join(map(str, layer_bytes)) or 'none, every block is smooth'} (header {facts['header_bytes']})"
     )

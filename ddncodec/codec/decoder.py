@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddncodec import container, detail, entropy, imageio, levels, smooth
+from ddncodec import colour, container, detail, entropy, imageio, levels, smooth
 from ddncodec.codec import workers
 from ddncodec.codec.detail_filter import detail_filtered, expect_work
 from ddncodec.codec.maps import IndexMaps, read_maps
@@ -84,7 +84,7 @@ def _add_detail(
     """``pixels`` with a file's detail layer: the levels of ``bands`` added band by band as
     they come (from version 9 on, a band once the next one is there: its low frequencies
     are predicted from the DCs around it), then the detail filter where the file runs it,
-    then the smooth blocks of ``planes`` painted."""
+    then its colour correction, then the smooth blocks of ``planes`` painted."""
     coded = np.zeros(planes.smooth.shape, dtype=bool)
     step = header.detail_step
     dc_levels = np.zeros((3, *planes.smooth.shape), dtype=levels.LEVEL) if header.predicted else None
@@ -98,8 +98,15 @@ def _add_detail(
     workers.overlapped(add, bands if dc_levels is None else _with_dcs(bands, dc_levels))
     if header.detail_filtered:
         pixels = detail_filtered(model, pixels, coded, step)
+    _correct(pixels, header)
     smooth.paint(pixels, planes)
     return pixels
+
+
+def _correct(pixels: np.ndarray, header: container.Header) -> None:
+    """Put ``pixels`` through the file's colour correction, if it has one (format version 10)."""
+    if header.colour:
+        colour.Correction.from_bytes(header.colour).apply(pixels, run=workers.bands)
 
 
 def _with_dcs(bands: Iterator[tuple[slice, np.ndarray]], dc_levels: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
@@ -189,4 +196,6 @@ def decode_pixels(
         pixels = decode_maps(maps, model, header.filtered)
         if with_detail:
             pixels = _add_detail(pixels, header, model, planes, bands)
+        elif count == header.layers and not header.detail_step:  # the whole file: its correction too
+            _correct(pixels, header)
     return pixels, header.mode

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ddncodec import container, detail, entropy, imageio, smooth
+from ddncodec import colour, container, detail, entropy, imageio, smooth
 from ddncodec import levels as level_coding
 from ddncodec.codec import workers
 from ddncodec.codec.choosing import LOOKAHEAD_LAMBDA, rate_aware
@@ -80,9 +80,10 @@ class Coded:
         details: bytes = b"",
         step: int = 0,
         detail_filtered: bool = False,
+        correction: bytes = b"",
     ) -> bytes:
         """The file, with the detail stream ``details`` of quantiser ``step`` if one is given
-        (decoded through the detail filter if ``detail_filtered``)."""
+        (decoded through the detail filter if ``detail_filtered``) and the colour ``correction``."""
         lengths = tuple(len(s) for s in self.streams)
         newest_detail = bool(step and lengths)  # format version 9's levels: summarised and predicted
         fingerprint = model.file_fingerprint(detail_filtered)
@@ -100,6 +101,7 @@ class Coded:
             smooth_blocks=bool(step),
             summarised=newest_detail,
             predicted=newest_detail,
+            colour=correction,
         )
         return container.pack(header, self.streams, details)
 
@@ -225,8 +227,30 @@ def file(
         assert coded.planes is not None  # ``code`` finds them for every rung with a detail step
         details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, coded.planes)
     data = coded.data(model, mode, filtered, details, step, detail_on)
+    quality = psnr(decoded, pixels, mode)
+    painted = coded.planes if step else None  # the decoder paints them with a detail stream only
+    if coded.streams and (found := colour_corrected(pixels, mode, decoded, painted, quality, len(data))):
+        correction, decoded, quality = found
+        data = coded.data(model, mode, filtered, details, step, detail_on, correction.to_bytes())
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
-    return Encoded(data, decoded, mode, psnr(decoded, pixels, mode), rung)
+    return Encoded(data, decoded, mode, quality, rung)
+
+
+def colour_corrected(
+    pixels: np.ndarray, mode: str, decoded: np.ndarray, planes: smooth.Planes | None, quality: float, file_bytes: int
+) -> tuple[colour.Correction, np.ndarray, float] | None:
+    """The photo's colour correction, the image it decodes to and that image's PSNR, where it
+    pays for its bytes in a file of ``file_bytes`` whose decode has PSNR ``quality``. RGB
+    only: a gray image's chroma is not its own."""
+    if mode != "RGB":
+        return None
+    correction = colour.fit(decoded, pixels, run=workers.bands)
+    corrected = decoded.copy()
+    correction.apply(corrected, run=workers.bands)
+    if planes is not None:
+        smooth.paint(corrected, planes)  # painted last, as the decoder does: they stay exact
+    better = psnr(corrected, pixels, mode)
+    return (correction, corrected, better) if colour.worth_it(better - quality, file_bytes) else None
 
 
 def finish(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ddncodec import colour
 from ddncodec.codec import encoder
 from ddncodec.codec.encoder import Coded, Encoded
 from ddncodec.codec.models import ladder, table_set
@@ -108,7 +109,8 @@ class _PlainSearch:
         """Walk at ``rung``; whether the search is over."""
         coded = encoder.code(self.pixels, self.model, rung, tables, self.effort)
         height, width = self.pixels.shape[:2]
-        bpp = 8 * len(coded.data(self.model, self.mode, False)) / (width * height)
+        likely = colour.BYTES if self.mode == "RGB" else 0  # the finished file's colour correction, most often there
+        bpp = 8 * (len(coded.data(self.model, self.mode, False)) + likely) / (width * height)
         if not self.tried or abs(math.log(bpp / self.target)) < min(
             abs(math.log(b / self.target)) for *_, b in self.tried
         ):
