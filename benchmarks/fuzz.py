@@ -134,9 +134,10 @@ class Anatomy:
             fields["detail length"] = (pos + 1, varint_end(pos + 1))
             lengths.append(container._read_varint(data, pos + 1, "length")[0])
             pos = fields["detail length"][1]
-        if colour:
-            fields["colour"] = (pos, pos + container.COLOUR_BYTES)
-            pos += container.COLOUR_BYTES
+        for name, flag in (("walk colour", 0x08), ("colour", 0x10)):  # version 10's corrections, as flagged
+            if colour and data[fields["mode"][0]] & flag:
+                fields[name] = (pos, pos + container.COLOUR_BYTES)
+                pos += container.COLOUR_BYTES
         crc_at = pos
         fields["header crc"] = (pos, pos + 2)
         pos += 2
@@ -166,7 +167,7 @@ def _forge(head: bytes, streams: list[bytes]) -> bytes:
 def _field_value(data: bytes, name: str, span: tuple[int, int], rng: np.random.Generator) -> bytes:
     """New bytes for a field: an edge value, a neighbour of the current one, or random."""
     old = data[span[0] : span[1]]
-    if name in ("fingerprint", "colour") or name.endswith("crc"):
+    if name in ("fingerprint", "colour", "walk colour") or name.endswith("crc"):
         return rng.bytes(len(old))
     if name in ("version", "mode", "table set", "layer count", "detail step"):
         return bytes([int(rng.choice([0, 1, 2, 255, (old[0] + 1) % 256, (old[0] - 1) % 256]))])

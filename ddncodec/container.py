@@ -29,7 +29,7 @@ SMOOTH_DETAIL_VERSION = 6  # version 5's, the detail stream opening with the smo
 PAINTED_VERSION = 7  # version 6's with no layer at all: every block smooth, the image its planes alone
 SUMMARISED_VERSION = 8  # version 6's, the levels coded with their blocks' last bands (``levels.Layout.SUMMARISED``)
 PREDICTED_VERSION = 9  # version 8's, blocks' low frequencies predicted from the DCs around them (``detail.surface``)
-COLOUR_VERSION = 10  # version 9's (or 2's, without a detail stream) with a colour correction in the header (``colour``)
+COLOUR_VERSION = 10  # version 9's (or 2's, without a detail stream) with colour corrections in the header (``colour``)
 _READS = (
     VERSION,
     DETAIL_VERSION,
@@ -46,7 +46,9 @@ FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
 _DETAIL = 0x40  # versions 3 to 5 only: a detail stream follows the layers
-_DETAIL_FILTERED = 0x20  # versions 5, 6, 8 and 9 only: run the model's detail filter after the detail layer
+_DETAIL_FILTERED = 0x20  # versions 5, 6, 8, 9 and 10 only: run the model's detail filter after the detail layer
+_COLOUR = 0x10  # version 10 only: the header holds the decode's colour correction
+_WALK_COLOUR = 0x08  # version 10 only: the header holds the walk's colour correction (before the detail layer)
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -82,7 +84,10 @@ class Header:
     smooth_blocks: bool = False  # the detail stream opens with the smooth blocks (version 6 on)
     summarised: bool = False  # its levels are coded with their blocks' last bands (version 8 on)
     predicted: bool = False  # its blocks' lowest frequencies start from the DCs around them (version 9 on)
-    colour: bytes = b""  # the decode's colour correction (``colour.Correction``, version 10); empty: none
+    colour: bytes = b""  # the decode's colour correction, applied last (``colour.Correction``, version 10); empty: none
+    walk_colour: bytes = (
+        b""  # the walk's, applied before the detail layer (version 10 with a detail stream); empty: none
+    )
 
     @property
     def layers(self) -> int:
@@ -175,10 +180,17 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
     if header.predicted and not header.summarised:
         msg = "predicted low frequencies come with summarised levels (version 9) only"
         raise ValueError(msg)
-    if header.colour and (
-        len(header.colour) != COLOUR_BYTES or not header.layers or (header.detail_step and not header.predicted)
+    corrections = [c for c in (header.colour, header.walk_colour) if c]
+    if corrections and (
+        any(len(c) != COLOUR_BYTES for c in corrections)
+        or not header.layers
+        or (header.detail_step and not header.predicted)
+        or (header.walk_colour and not header.detail_step)
     ):
-        msg = f"a colour correction is {COLOUR_BYTES} bytes, in a file with layers whose detail stream (if any) is version 9's"
+        msg = (
+            f"a colour correction is {COLOUR_BYTES} bytes, in a file with layers whose detail stream (if any) is "
+            "version 9's; the walk's needs one"
+        )
         raise ValueError(msg)
     if not 0 <= header.table_set <= 255:
         msg = f"table set {header.table_set} does not fit in a byte"
@@ -190,7 +202,7 @@ def _version(header: Header) -> int:
     readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks
     (7 if they are all there is: no layer; 8 with summarised levels, 9 with predicted low
     frequencies too), else 5; 10 for any with a colour correction."""
-    if header.colour:
+    if header.colour or header.walk_colour:
         return COLOUR_VERSION
     if not header.detail_step:
         return VERSION
@@ -210,6 +222,7 @@ def _mode_byte(header: Header) -> int:
     flags = (_FILTERED if header.filtered else 0) | (_DETAIL if header.detail_step else 0)
     if header.detail_filtered and not header.legacy_detail:
         flags |= _DETAIL_FILTERED
+    flags |= (_COLOUR if header.colour else 0) | (_WALK_COLOUR if header.walk_colour else 0)
     return MODES.index(header.mode) | flags
 
 
@@ -224,7 +237,7 @@ def _header_bytes(header: Header) -> bytes:
         head += _varint(length)
     if header.detail_step:
         head += bytes((header.detail_step,)) + _varint(header.detail_length)
-    head += header.colour
+    head += header.walk_colour + header.colour
     head += struct.pack(">H", binascii.crc_hqx(bytes(head), 0))
     return bytes(head)
 
@@ -265,10 +278,15 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
             raise CorruptError(msg)
         detail_step = data[pos]
         detail_length, pos = _read_varint(data, pos + 1, "detail length")
-    colour, layout = b"", version  # layout: the version whose streams the file holds
+    colour, walk_colour, layout = b"", b"", version  # layout: the version whose streams the file holds
     if version == COLOUR_VERSION:
-        colour = bytes(data[pos : pos + COLOUR_BYTES])
-        pos += COLOUR_BYTES
+        corrections = []
+        for flag in (_WALK_COLOUR, _COLOUR):
+            present = bool(mode_byte & flag)
+            corrections.append(bytes(data[pos : pos + COLOUR_BYTES * present]))
+            pos += COLOUR_BYTES * present
+        walk_colour, colour = corrections
+        mode_byte &= ~(_WALK_COLOUR | _COLOUR)
         layout = PREDICTED_VERSION if has_detail else VERSION
     if len(data) < pos + _HEADER_CRC_BYTES:
         msg = "truncated .ddn header"
@@ -286,6 +304,9 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
     mode_byte &= ~(_FILTERED | (_DETAIL if has_detail else 0))
     if mode_byte >= len(MODES):
         msg = f"corrupt .ddn header: unknown mode {mode_byte}"
+        raise CorruptError(msg)
+    if (version == COLOUR_VERSION and not (colour or walk_colour)) or (walk_colour and not has_detail):
+        msg = "corrupt .ddn header: a version 10 file without its colour correction"
         raise CorruptError(msg)
     if (layers == 0) != (version == PAINTED_VERSION):
         msg = f"corrupt .ddn header: {layers} layers in a version {version} file"
@@ -313,6 +334,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         layout in (SUMMARISED_VERSION, PREDICTED_VERSION),
         layout == PREDICTED_VERSION,
         colour,
+        walk_colour,
     )
     return header, pos
 

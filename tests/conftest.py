@@ -43,3 +43,13 @@ def tiny_model_path(tiny_model: CodecModel, tmp_path_factory: pytest.TempPathFac
 def kodak_crop() -> Path:
     """A 256x192 crop of kodim23 (evaluation data: used to test, never to train)."""
     return DATA / "kodak" / "kodim23_crop.png"
+
+
+@pytest.fixture()
+def no_colour_correction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder without colour corrections (format version 10): for tests of what comes
+    before them (tiles, prefixes, the detail layer and its filter), which the corrections,
+    fitted to the whole file, would change."""
+    from ddncodec.codec import encoder
+
+    monkeypatch.setattr(encoder, "colour_corrected", lambda *_args: None)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from ddncodec import codec, colour, container, entropy, imageio
+from ddncodec import codec, container, entropy, imageio
 from ddncodec.codec import Rung, encoder, tiles
 from ddncodec.data import to_tensor
 from ddncodec.errors import FormatError, InputError, ModelError
@@ -64,7 +64,9 @@ def layer_ends(data: bytes) -> list[int]:
     return ends
 
 
-def test_tiles_and_prefixes(tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiles_and_prefixes(
+    tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch, no_colour_correction: None
+) -> None:
     """With 64 px tiles the 256x192 crop is 12 tiles: they decode to the encoder's
     reconstruction, and every layer prefix of the stream decodes."""
     monkeypatch.setattr(tiles, "TILE", 64)
@@ -72,7 +74,6 @@ def test_tiles_and_prefixes(tiny_model: CodecModel, kodak_crop: Path, monkeypatc
     result = codec.encode(kodak_crop, tiny_model, layers=3)
     assert np.array_equal(codec.decode_pixels(result.data, tiny_model)[0], result.pixels)
     ends = layer_ends(result.data)
-    monkeypatch.setattr(colour, "worth_it", lambda _gain, _bytes: False)  # fitted to the whole: not in a prefix
     for layers in (1, 2):
         coarse = codec.encode(kodak_crop, tiny_model, layers=layers).pixels
         cut = result.data[: ends[layers - 1]]

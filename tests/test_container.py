@@ -231,23 +231,29 @@ def test_overlong_varint_is_refused() -> None:
         container._read_varint(b"\xff" * 6, 0, "width")
 
 
-def test_a_colour_correction_makes_version_10_with_or_without_a_detail_stream() -> None:
-    streams, detail, colour = (b"\x11" * 40, b"\x22" * 90), b"\x33" * 300, bytes(range(223, 256))
+def test_colour_corrections_make_version_10_with_or_without_a_detail_stream() -> None:
+    streams, detail = (b"\x11" * 40, b"\x22" * 90), b"\x33" * 300
+    colour, walk = bytes(range(223, 256)), bytes(range(COLOUR_BYTES))
     plain = Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), colour=colour)
     detailed = Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), True, 37, 300, True, False, True, True, True, colour)
-    for header, stream in ((plain, b""), (detailed, detail)):
+    for header, stream in (
+        (plain, b""),
+        (detailed, detail),
+        (dataclasses.replace(detailed, walk_colour=walk), detail),
+        (dataclasses.replace(detailed, colour=b"", walk_colour=walk), detail),
+    ):
         data = container.pack(header, streams, stream)
         assert data[3] == container.COLOUR_VERSION
         parsed = container.unpack(data)
         assert parsed.header == header and parsed.streams == streams and parsed.detail == (stream or None)
-        without = container.pack(dataclasses.replace(header, colour=b""), streams, stream)
-        assert len(data) == len(without) + COLOUR_BYTES and without[3] in (
-            container.VERSION,
-            container.PREDICTED_VERSION,
-        )
-        with pytest.raises(CorruptError, match=r"truncated \.ddn header"):  # cut inside the correction
+        without = container.pack(dataclasses.replace(header, colour=b"", walk_colour=b""), streams, stream)
+        added = COLOUR_BYTES * (bool(header.colour) + bool(header.walk_colour))
+        assert len(data) == len(without) + added and without[3] in (container.VERSION, container.PREDICTED_VERSION)
+        with pytest.raises(CorruptError, match=r"truncated \.ddn header"):  # cut inside a correction
             container.unpack(data[: container.parse_header(data)[1] - 5])
     with pytest.raises(ValueError, match=f"colour correction is {COLOUR_BYTES} bytes"):
         container.pack(dataclasses.replace(plain, colour=b"\x01" * 11), streams)
+    with pytest.raises(ValueError, match="the walk's needs one"):  # no detail stream
+        container.pack(dataclasses.replace(plain, walk_colour=walk), streams)
     with pytest.raises(ValueError, match=f"colour correction is {COLOUR_BYTES} bytes"):  # version 8's detail stream
         container.pack(dataclasses.replace(detailed, predicted=False), streams, detail)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from ddncodec import codec, colour, container, detail
+from ddncodec import codec, container, detail
 from ddncodec import levels as levels_coding
 from ddncodec.codec import Rung
 from ddncodec.container import CorruptError, Header
@@ -147,9 +147,8 @@ def test_a_file_whose_bands_are_split_by_smooth_ones_decodes_as_coded_on_any_thr
 
 
 def test_a_detail_rung_refines_the_same_walk_and_its_file_decodes_exactly(
-    tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: CodecModel, kodak_crop: Path, no_colour_correction: None
 ) -> None:
-    monkeypatch.setattr(colour, "worth_it", lambda _gain, _bytes: False)  # fitted to whole files: ``test_colour``
     original = pixels_of(kodak_crop)
     base = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0))
     fine = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 6))

@@ -16,7 +16,7 @@ from make_golden import DETAIL_STEP as STEP
 from make_golden import detail_flags, fit_detail_filter
 from PIL import Image
 
-from ddncodec import codec, colour, container, detail
+from ddncodec import codec, container, detail
 from ddncodec.cli import main
 from ddncodec.codec import Rung, detail_filter
 from ddncodec.container import Header
@@ -42,9 +42,8 @@ def filtered_model(tiny_model: CodecModel) -> CodecModel:
 
 
 def test_the_encoder_runs_the_filter_where_it_helps_and_the_decoder_follows(
-    tiny_model: CodecModel, filtered_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model: CodecModel, filtered_model: CodecModel, kodak_crop: Path, no_colour_correction: None
 ) -> None:
-    monkeypatch.setattr(colour, "worth_it", lambda _gain, _bytes: False)  # the filter alone (``test_colour``)
     original = pixels_of(kodak_crop)
     plain = codec.encode_pixels(original, "RGB", tiny_model, RUNG)
     smooth = codec.encode_pixels(original, "RGB", filtered_model, RUNG)

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import ddncodec
-from ddncodec import codec, colour, container
+from ddncodec import codec, container
 from ddncodec.atomic import write_atomically
 from ddncodec.cli import main
 from ddncodec.codec import tiles
@@ -124,11 +124,10 @@ def test_a_file_decodes_alike_alone_and_in_a_batch(tiny_model_path: Path, tmp_pa
 
 
 def test_tiles_are_coded_independently(
-    tiny_model: CodecModel, photo: Image.Image, small_tiles: None, monkeypatch: pytest.MonkeyPatch
+    tiny_model: CodecModel, photo: Image.Image, small_tiles: None, no_colour_correction: None
 ) -> None:
     """The top-left 32 px tile of the photo decodes to what that tile decodes to on its own
-    (the walk's: the colour correction is fitted to the whole image)."""
-    monkeypatch.setattr(colour, "worth_it", lambda _gain, _bytes: False)
+    (the walk's: colour corrections are fitted to the whole image)."""
     whole = codec.encode(photo, tiny_model, 8)
     corner = codec.encode(photo.crop((0, 0, 32, 32)), tiny_model, 8)
     assert np.array_equal(whole.pixels[:32, :32], corner.pixels)

@@ -98,15 +98,15 @@ def _add_detail(
     workers.overlapped(add, bands if dc_levels is None else _with_dcs(bands, dc_levels))
     if header.detail_filtered:
         pixels = detail_filtered(model, pixels, coded, step)
-    _correct(pixels, header)
+    _correct(pixels, header.colour)
     smooth.paint(pixels, planes)
     return pixels
 
 
-def _correct(pixels: np.ndarray, header: container.Header) -> None:
-    """Put ``pixels`` through the file's colour correction, if it has one (format version 10)."""
-    if header.colour:
-        colour.Correction.from_bytes(header.colour).apply(pixels, run=workers.bands)
+def _correct(pixels: np.ndarray, correction: bytes) -> None:
+    """Put ``pixels`` through a colour correction of the header, if it has it (format version 10)."""
+    if correction:
+        colour.Correction.from_bytes(correction).apply(pixels, run=workers.bands)
 
 
 def _with_dcs(bands: Iterator[tuple[slice, np.ndarray]], dc_levels: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
@@ -195,7 +195,8 @@ def decode_pixels(
             bands = workers.ahead(bands, DETAIL_AHEAD, lambda item: item[1].nbytes)
         pixels = decode_maps(maps, model, header.filtered)
         if with_detail:
+            _correct(pixels, header.walk_colour)
             pixels = _add_detail(pixels, header, model, planes, bands)
         elif count == header.layers and not header.detail_step:  # the whole file: its correction too
-            _correct(pixels, header)
+            _correct(pixels, header.colour)
     return pixels, header.mode

@@ -81,9 +81,11 @@ class Coded:
         step: int = 0,
         detail_filtered: bool = False,
         correction: bytes = b"",
+        walk_correction: bytes = b"",
     ) -> bytes:
         """The file, with the detail stream ``details`` of quantiser ``step`` if one is given
-        (decoded through the detail filter if ``detail_filtered``) and the colour ``correction``."""
+        (decoded through the detail filter if ``detail_filtered``) and the colour corrections
+        of the decode (``correction``) and of the walk before the detail layer."""
         lengths = tuple(len(s) for s in self.streams)
         newest_detail = bool(step and lengths)  # format version 9's levels: summarised and predicted
         fingerprint = model.file_fingerprint(detail_filtered)
@@ -102,6 +104,7 @@ class Coded:
             summarised=newest_detail,
             predicted=newest_detail,
             colour=correction,
+            walk_colour=walk_correction,
         )
         return container.pack(header, self.streams, details)
 
@@ -222,35 +225,47 @@ def file(
     coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel, decoded: np.ndarray, filtered: bool, step: int
 ) -> Encoded:
     """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
-    details, detail_on = b"", False
+    details, detail_on, walk_correction = b"", False, b""
     if step:
         assert coded.planes is not None  # ``code`` finds them for every rung with a detail step
+        # The walk's correction pays in the detail layer, which codes what it leaves: on wherever it helps
+        # the walk at all, 2.6 % off the BD-rate on bsds500/val (with the decode's); gated by the walk's own
+        # bytes, as the decode's is by the file's, 2.2 %.
+        if coded.streams and (found := colour_corrected(pixels, mode, decoded, None, None)):
+            walk_correction, decoded = found[0].to_bytes(), found[1]
         details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, coded.planes)
-    data = coded.data(model, mode, filtered, details, step, detail_on)
+    data = coded.data(model, mode, filtered, details, step, detail_on, walk_correction=walk_correction)
     quality = psnr(decoded, pixels, mode)
     painted = coded.planes if step else None  # the decoder paints them with a detail stream only
-    if coded.streams and (found := colour_corrected(pixels, mode, decoded, painted, quality, len(data))):
+    if coded.streams and (found := colour_corrected(pixels, mode, decoded, painted, len(data), quality)):
         correction, decoded, quality = found
-        data = coded.data(model, mode, filtered, details, step, detail_on, correction.to_bytes())
+        data = coded.data(model, mode, filtered, details, step, detail_on, correction.to_bytes(), walk_correction)
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
     return Encoded(data, decoded, mode, quality, rung)
 
 
 def colour_corrected(
-    pixels: np.ndarray, mode: str, decoded: np.ndarray, planes: smooth.Planes | None, quality: float, file_bytes: int
+    pixels: np.ndarray,
+    mode: str,
+    decoded: np.ndarray,
+    planes: smooth.Planes | None,
+    file_bytes: int | None,
+    quality: float | None = None,
 ) -> tuple[colour.Correction, np.ndarray, float] | None:
-    """The photo's colour correction, the image it decodes to and that image's PSNR, where it
-    pays for its bytes in a file of ``file_bytes`` whose decode has PSNR ``quality``. RGB
-    only: a gray image's chroma is not its own."""
+    """The photo's colour correction for ``decoded`` (whose PSNR is ``quality``, if known), the
+    image it gives and that image's PSNR, where the gain pays for its bytes in a file of
+    ``file_bytes`` (None: where it gains at all). RGB only: a gray image's chroma is not its own."""
     if mode != "RGB":
         return None
+    quality = psnr(decoded, pixels, mode) if quality is None else quality
     correction = colour.fit(decoded, pixels, run=workers.bands)
     corrected = decoded.copy()
     correction.apply(corrected, run=workers.bands)
     if planes is not None:
         smooth.paint(corrected, planes)  # painted last, as the decoder does: they stay exact
     better = psnr(corrected, pixels, mode)
-    return (correction, corrected, better) if colour.worth_it(better - quality, file_bytes) else None
+    pays = better > quality if file_bytes is None else colour.worth_it(better - quality, file_bytes)
+    return (correction, corrected, better) if pays else None
 
 
 def finish(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:
