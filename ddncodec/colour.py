@@ -62,23 +62,31 @@ class Correction:
         values = np.frombuffer(data, dtype=np.int8).astype(np.int64).reshape(3, KNOTS + 2)
         return cls(values[:, :KNOTS], values[:, KNOTS:])
 
-    def curves(self) -> np.ndarray:
-        """(3, 256) int32: each channel's curve at every level, in 1/128 level, rounding added."""
+    def tables(self) -> np.ndarray:
+        """(3 outputs, 3 inputs, 256) int32: the map as a sum of lookups, in 1/128 level. Output c
+        is (Σ_i tables[c][i][p[i]]) >> SHIFT: its own channel's entry holds 128·p, the curve, the
+        rounding and minus the cross weights times p; the others', their weight times p."""
         below, within = _LEVELS // SPACING, _LEVELS % SPACING
-        weights = self.knots[:, below] * (SPACING - within) + self.knots[:, below + 1] * within
-        return (weights + (1 << (SHIFT - 1))).astype(np.int32)
+        curves = self.knots[:, below] * (SPACING - within) + self.knots[:, below + 1] * within
+        tables = np.zeros((3, 3, 256), dtype=np.int64)
+        for c, others in enumerate(_OTHERS):
+            tables[c, c] = (_LEVELS << SHIFT) + curves[c] + (1 << (SHIFT - 1)) - self.cross[c].sum() * _LEVELS
+            for weight, other in zip(self.cross[c], others, strict=True):
+                tables[c, other] = weight * _LEVELS
+        return tables.astype(np.int32)
 
     def apply(self, pixels: np.ndarray, run: Runner | None = None) -> None:
         """Correct (H, W, 3) uint8 ``pixels`` in place, STRIP pixels at a time (on ``run``'s workers)."""
-        curves, cross = self.curves(), self.cross.astype(np.int32)
+        tables = self.tables()
 
         def strip(rows: slice) -> None:
-            levels = pixels[rows].astype(np.int32)
-            for c, others in enumerate(_OTHERS):
-                own = levels[..., c]
-                change = curves[c][own] + cross[c, 0] * (levels[..., others[0]] - own)
-                change += cross[c, 1] * (levels[..., others[1]] - own)
-                pixels[rows, :, c] = np.clip(own + (change >> SHIFT), 0, 255)
+            levels = pixels[rows].copy()  # every channel is mapped from the pixel before correction
+            for c in range(3):
+                total = tables[c, 0].take(levels[..., 0])
+                total += tables[c, 1].take(levels[..., 1])
+                total += tables[c, 2].take(levels[..., 2])
+                total >>= SHIFT
+                pixels[rows, :, c] = np.clip(total, 0, 255)
 
         _strips(strip, pixels.shape, run)
 
