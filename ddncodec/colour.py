@@ -34,6 +34,7 @@ RIDGE = 1e-4
 shadows, say) is otherwise free, and its value would be any size."""
 STRIP = 1 << 16  # pixels fitted or mapped at once: bounded memory on any photo
 SAMPLED = 2  # the fit reads one pixel in SAMPLED² (bsds500/val at q3: the same gain to 0.001 dB)
+BLOCK = 8  # the smooth blocks' size (``smooth.BLOCK``), which a fit may leave out
 RATE_SLOPE = 2.0
 """dB a photo's PSNR gains per e-fold of its bytes near the rungs that use the map (q1-q5
 on bsds500/val move 2-5 dB per e-fold): the correction must gain more than its bytes buy."""
@@ -91,12 +92,22 @@ class Correction:
         _strips(strip, pixels.shape, run)
 
 
-def fit(decoded: np.ndarray, original: np.ndarray, run: Runner | None = None) -> Correction:
+def fit(
+    decoded: np.ndarray, original: np.ndarray, run: Runner | None = None, left_out: np.ndarray | None = None
+) -> Correction:
     """The least-squares correction from ``decoded`` to ``original`` (both (H, W, 3) uint8),
     rounded to the file's precision, from every SAMPLED-th row and column (as good a fit on a
-    photo, in a fraction of the time). A curve's basis depends only on the channel's level,
-    so the normal equations are built from sums per level (``_moments``, on ``run``'s workers)."""
-    moments = _moments(decoded[::SAMPLED, ::SAMPLED], original[::SAMPLED, ::SAMPLED], run)
+    photo, in a fraction of the time), leaving out the BLOCK×BLOCK blocks of ``left_out``
+    (rows, cols): the smooth blocks, painted over whatever the map makes of them (under them a
+    walk can be anything: fitted to, they bent a whole curve). A curve's basis depends only on
+    the channel's level, so the normal equations are built from sums per level (``_moments``,
+    on ``run``'s workers)."""
+    kept = None
+    if left_out is not None:  # the sampled pixels' blocks
+        height, width = decoded.shape[:2]
+        rows, cols = (np.arange(0, n, SAMPLED) // BLOCK for n in (height, width))
+        kept = ~left_out[rows[:, None], cols[None, :]]
+    moments = _moments(decoded[::SAMPLED, ::SAMPLED], original[::SAMPLED, ::SAMPLED], run, kept)
     below, within = _LEVELS // SPACING, _LEVELS % SPACING
     hats = np.zeros((256, KNOTS))  # each level's weights on the knots
     hats[_LEVELS, below] = (SPACING - within) / SPACING
@@ -115,15 +126,18 @@ def fit(decoded: np.ndarray, original: np.ndarray, run: Runner | None = None) ->
     return Correction(*(np.clip(np.round(x), -128, 127).astype(np.int64) for x in (knots, cross)))
 
 
-def _moments(decoded: np.ndarray, original: np.ndarray, run: Runner | None) -> np.ndarray:
+def _moments(decoded: np.ndarray, original: np.ndarray, run: Runner | None, kept: np.ndarray | None) -> np.ndarray:
     """(3 channels, 9, 256): per channel c and level of c, the count of pixels, the sums of the
     two differences d1, d2 to the other channels, of d1², d1·d2, d2², of the error e
-    (original - decoded) in c, of e·d1 and of e·d2; STRIP pixels at a time."""
+    (original - decoded) in c, of e·d1 and of e·d2; STRIP pixels at a time, of the pixels
+    ``kept`` (all if None)."""
 
     def strip(rows: slice) -> np.ndarray:
         sums = np.zeros((3, 9, 256))
         levels = decoded[rows].reshape(-1, 3).astype(np.int64)
         errors = original[rows].reshape(-1, 3) - levels
+        if kept is not None:
+            levels, errors = levels[kept[rows].ravel()], errors[kept[rows].ravel()]
         for c, (a, b) in enumerate(_OTHERS):
             first, second, error = levels[:, a] - levels[:, c], levels[:, b] - levels[:, c], errors[:, c]
             terms = (None, first, second, first * first, first * second, second * second, error)

@@ -52,4 +52,4 @@ def no_colour_correction(monkeypatch: pytest.MonkeyPatch) -> None:
     fitted to the whole file, would change."""
     from ddncodec.codec import encoder
 
-    monkeypatch.setattr(encoder, "colour_corrected", lambda *_args: None)
+    monkeypatch.setattr(encoder, "colour_corrected", lambda *_args, **_kwargs: None)

@@ -231,7 +231,8 @@ def file(
         # The walk's correction pays in the detail layer, which codes what it leaves: on wherever it helps
         # the walk at all, 2.6 % off the BD-rate on bsds500/val (with the decode's); gated by the walk's own
         # bytes, as the decode's is by the file's, 2.2 %.
-        if coded.streams and (found := colour_corrected(pixels, mode, decoded, None, None)):
+        found = colour_corrected(pixels, mode, decoded, None, None, left_out=coded.planes.smooth)
+        if coded.streams and found:
             walk_correction, decoded = found[0].to_bytes(), found[1]
         details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, coded.planes)
     data = coded.data(model, mode, filtered, details, step, detail_on, walk_correction=walk_correction)
@@ -251,14 +252,18 @@ def colour_corrected(
     planes: smooth.Planes | None,
     file_bytes: int | None,
     quality: float | None = None,
+    left_out: np.ndarray | None = None,
 ) -> tuple[colour.Correction, np.ndarray, float] | None:
-    """The photo's colour correction for ``decoded`` (whose PSNR is ``quality``, if known), the
-    image it gives and that image's PSNR, where the gain pays for its bytes in a file of
-    ``file_bytes`` (None: where it gains at all). RGB only: a gray image's chroma is not its own."""
+    """The photo's colour correction for ``decoded`` (whose PSNR is ``quality``, if known), fitted
+    without the smooth blocks of ``planes`` (or of ``left_out``: the walk's, painted only at the
+    end), the image it gives with those of ``planes`` painted over it, and that image's PSNR,
+    where the gain pays for its bytes in a file of ``file_bytes`` (None: where it gains at all).
+    RGB only: a gray image's chroma is not its own."""
     if mode != "RGB":
         return None
     quality = psnr(decoded, pixels, mode) if quality is None else quality
-    correction = colour.fit(decoded, pixels, run=workers.bands)
+    left_out = planes.smooth if planes is not None else left_out
+    correction = colour.fit(decoded, pixels, workers.bands, left_out)
     corrected = decoded.copy()
     correction.apply(corrected, run=workers.bands)
     if planes is not None:
