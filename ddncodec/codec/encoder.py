@@ -228,12 +228,8 @@ def file(
     details, detail_on, walk_correction = b"", False, b""
     if step:
         assert coded.planes is not None  # ``code`` finds them for every rung with a detail step
-        # The walk's correction pays in the detail layer, which codes what it leaves: on wherever it helps
-        # the walk at all, 2.6 % off the BD-rate on bsds500/val (with the decode's); gated by the walk's own
-        # bytes, as the decode's is by the file's, 2.2 %.
-        found = colour_corrected(pixels, mode, decoded, None, None, left_out=coded.planes.smooth)
-        if coded.streams and found:
-            walk_correction, decoded = found[0].to_bytes(), found[1]
+        if coded.streams:
+            decoded, walk_correction = corrected_walk(pixels, mode, decoded, coded.planes)
         details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, coded.planes)
     data = coded.data(model, mode, filtered, details, step, detail_on, walk_correction=walk_correction)
     quality = psnr(decoded, pixels, mode)
@@ -243,6 +239,19 @@ def file(
         data = coded.data(model, mode, filtered, details, step, detail_on, correction.to_bytes(), walk_correction)
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
     return Encoded(data, decoded, mode, quality, rung)
+
+
+def corrected_walk(
+    pixels: np.ndarray, mode: str, walked: np.ndarray, planes: smooth.Planes
+) -> tuple[np.ndarray, bytes]:
+    """The walk's image as the detail layer starts from it, and the bytes of its colour
+    correction (none where it does not bring the walk closer to the photo), fitted without the
+    smooth blocks of ``planes``, which the decoder paints at the end. It pays in the detail
+    layer, which codes what it leaves: on wherever it helps the walk at all, 2.6 % off the
+    BD-rate on bsds500/val (with the decode's); gated by the walk's own bytes, as the decode's
+    is by the file's, 2.2 %."""
+    found = colour_corrected(pixels, mode, walked, None, None, left_out=planes.smooth)
+    return (walked, b"") if found is None else (found[1], found[0].to_bytes())
 
 
 def colour_corrected(

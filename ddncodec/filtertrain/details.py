@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddncodec import codec, detail
+from ddncodec import codec, detail, smooth
 from ddncodec.atomic import write_atomically
+from ddncodec.codec import encoder
 from ddncodec.data import list_images, load_rgb
 from ddncodec.errors import InputError
 from ddncodec.filtertrain.pools import ALIGN, POOL_CHUNK, Log, Windows, psnr
@@ -92,8 +93,11 @@ def detail_walk(model: CodecModel, rungs: list[codec.Rung] | None) -> codec.Rung
 
 
 def _with_detail(model: CodecModel, photo: np.ndarray, walk: codec.Rung, steps: list[int]) -> list[DetailDecode]:
-    """``photo`` as the encoder codes it on ``walk``, then with the detail layer at each step."""
-    walked = codec.encode_pixels(photo, "RGB", model, walk).pixels
+    """``photo`` as the encoder codes it on ``walk``, post-filtered and with the walk's colour
+    correction (format version 10), then with the detail layer at each step."""
+    coded = encoder.code(photo, model, walk)
+    walked, _ = encoder.post_filter_choice(coded, photo, "RGB", model)
+    walked, _ = encoder.corrected_walk(photo, "RGB", walked, smooth.Planes.none(*detail.blocks(*photo.shape[:2])))
     truth = _planar(photo)  # one tensor for every step: stored once in a pool file
     out = []
     for step in steps:
