@@ -84,10 +84,8 @@ class Header:
     smooth_blocks: bool = False  # the detail stream opens with the smooth blocks (version 6 on)
     summarised: bool = False  # its levels are coded with their blocks' last bands (version 8 on)
     predicted: bool = False  # its blocks' lowest frequencies start from the DCs around them (version 9 on)
-    colour: bytes = b""  # the decode's colour correction, applied last (``colour.Correction``, version 10); empty: none
-    walk_colour: bytes = (
-        b""  # the walk's, applied before the detail layer (version 10 with a detail stream); empty: none
-    )
+    colour: bytes = b""  # the decode's colour correction, applied last (``colour.Correction``, version 10)
+    walk_colour: bytes = b""  # the walk's, applied before the detail layer (version 10 with a detail stream)
 
     @property
     def layers(self) -> int:

@@ -118,6 +118,8 @@ def test_a_detail_file_corrects_its_walk_first_and_codes_less_for_more(
     header = container.unpack(corrected.data).header
     assert corrected.data[3] == container.COLOUR_VERSION and header.predicted
     assert len(header.walk_colour) == len(header.colour) == colour.BYTES
+    shown = CliRunner().invoke(main, ["info", "-"], input=corrected.data).stdout
+    assert "colour corrections: the walk's and the decode's" in shown
     for threads in (1, 2):
         assert np.array_equal(codec.decode_pixels(corrected.data, tiny_model, threads=threads)[0], corrected.pixels)
     monkeypatch.setattr(encoder, "colour_corrected", lambda *_args, **_kwargs: None)

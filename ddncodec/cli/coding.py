@@ -13,7 +13,7 @@ import click
 from ddncodec import batch, reading
 from ddncodec.atomic import write_atomically
 from ddncodec.cli import FORCE, main, refuse_existing
-from ddncodec.container import DEFAULT_MAX_PIXELS
+from ddncodec.container import DEFAULT_MAX_PIXELS, Header
 from ddncodec.errors import DDNError
 
 
@@ -316,6 +316,12 @@ def decode(
     _code(settings, inputs, output, _image_format, model, force, quiet, jobs, engine, address, workers)
 
 
+def _corrections(header: Header) -> str:
+    """Which colour corrections a header holds (format version 10), in words."""
+    held = [name for name, present in (("the walk's", header.walk_colour), ("the decode's", header.colour)) if present]
+    return " and ".join(held) or "none"
+
+
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
@@ -354,6 +360,7 @@ def info(file: Path, as_json: bool) -> None:
         "detail_bytes": detail_bytes,
         "detail_filter": header.detail_filtered,
         "colour_correction": header.colour.hex() or None,
+        "walk_colour_correction": header.walk_colour.hex() or None,
     }
     if as_json:
         click.echo(json.dumps(facts))
@@ -370,6 +377,6 @@ def info(file: Path, as_json: bool) -> None:
     click.echo(
         f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
         f"model {facts['model']}, {present}, every stream's checksum verified, "
-        f"post-filter {'on' if header.filtered else 'off'}, colour correction {'on' if header.colour else 'off'}\n"
+        f"post-filter {'on' if header.filtered else 'off'}, colour corrections: {_corrections(header)}\n"
         f"bytes per layer: {' '.join(map(str, layer_bytes)) or 'none, every block is smooth'} (header {facts['header_bytes']})"
     )
