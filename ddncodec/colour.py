@@ -42,6 +42,9 @@ on bsds500/val move 2-5 dB per e-fold): the correction must gain more than its b
 Runner = Callable[[Callable[[slice], object], list[slice]], list]
 _OTHERS = ((1, 2), (0, 2), (0, 1))  # the channels whose differences to channel c it adds
 _LEVELS = np.arange(256)
+_WEIGHTS = np.zeros((256, KNOTS), dtype=np.int64)  # each level's weights on the knots, summing to SPACING
+_WEIGHTS[_LEVELS, _LEVELS // SPACING] = SPACING - _LEVELS % SPACING
+_WEIGHTS[_LEVELS, _LEVELS // SPACING + 1] = _LEVELS % SPACING
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,7 @@ class Correction:
         """(3 outputs, 3 inputs, 256) int32: the map as a sum of lookups, in 1/128 level. Output c
         is (Σ_i tables[c][i][p[i]]) >> SHIFT: its own channel's entry holds 128·p, the curve, the
         rounding and minus the cross weights times p; the others', their weight times p."""
-        below, within = _LEVELS // SPACING, _LEVELS % SPACING
-        curves = self.knots[:, below] * (SPACING - within) + self.knots[:, below + 1] * within
+        curves = self.knots @ _WEIGHTS.T
         tables = np.zeros((3, 3, 256), dtype=np.int64)
         for c, others in enumerate(_OTHERS):
             tables[c, c] = (_LEVELS << SHIFT) + curves[c] + (1 << (SHIFT - 1)) - self.cross[c].sum() * _LEVELS
@@ -108,10 +110,7 @@ def fit(
         rows, cols = (np.arange(0, n, SAMPLED) // BLOCK for n in (height, width))
         kept = ~left_out[rows[:, None], cols[None, :]]
     moments = _moments(decoded[::SAMPLED, ::SAMPLED], original[::SAMPLED, ::SAMPLED], run, kept)
-    below, within = _LEVELS // SPACING, _LEVELS % SPACING
-    hats = np.zeros((256, KNOTS))  # each level's weights on the knots
-    hats[_LEVELS, below] = (SPACING - within) / SPACING
-    hats[_LEVELS, below + 1] = within / SPACING
+    hats = _WEIGHTS / SPACING
     knots, cross = np.zeros((3, KNOTS)), np.zeros((3, 2))
     for c in range(3):
         count, first, second, first2, both, second2, target, target_first, target_second = moments[c]

@@ -222,14 +222,20 @@ def _detail_stream(planes: smooth.Planes, levels: np.ndarray) -> bytes:
 
 
 def file(
-    coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel, decoded: np.ndarray, filtered: bool, step: int
+    coded: Coded,
+    pixels: np.ndarray,
+    mode: str,
+    model: CodecModel,
+    decoded: np.ndarray,
+    filtered: bool,
+    step: int,
+    walk_correction: bytes = b"",
 ) -> Encoded:
-    """The file of a coded walk that decodes to ``decoded``, plus a detail layer at ``step`` (0: none)."""
-    details, detail_on, walk_correction = b"", False, b""
+    """The file of a coded walk that decodes to ``decoded`` (through the walk's colour
+    correction, ``corrected_walk``, if one is given), plus a detail layer at ``step`` (0: none)."""
+    details, detail_on = b"", False
     if step:
         assert coded.planes is not None  # ``code`` finds them for every rung with a detail step
-        if coded.streams:
-            decoded, walk_correction = corrected_walk(pixels, mode, decoded, coded.planes)
         details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, coded.planes)
     data = coded.data(model, mode, filtered, details, step, detail_on, walk_correction=walk_correction)
     quality = psnr(decoded, pixels, mode)
@@ -241,16 +247,14 @@ def file(
     return Encoded(data, decoded, mode, quality, rung)
 
 
-def corrected_walk(
-    pixels: np.ndarray, mode: str, walked: np.ndarray, planes: smooth.Planes
-) -> tuple[np.ndarray, bytes]:
-    """The walk's image as the detail layer starts from it, and the bytes of its colour
-    correction (none where it does not bring the walk closer to the photo), fitted without the
-    smooth blocks of ``planes``, which the decoder paints at the end. It pays in the detail
+def corrected_walk(coded: Coded, pixels: np.ndarray, mode: str, walked: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """The walk's image as a detail layer starts from it, and the bytes of its colour
+    correction (none where it does not bring the walk closer to the photo, or the file has
+    no layers), fitted without the walk's smooth blocks, which the decoder paints at the end. It pays in the detail
     layer, which codes what it leaves: on wherever it helps the walk at all, 2.6 % off the
     BD-rate on bsds500/val (with the decode's); gated by the walk's own bytes, as the decode's
     is by the file's, 2.2 %."""
-    found = colour_corrected(pixels, mode, walked, None, None, left_out=planes.smooth)
+    found = colour_corrected(pixels, mode, walked, coded.planes, None, paint=False) if coded.streams else None
     return (walked, b"") if found is None else (found[1], found[0].to_bytes())
 
 
@@ -261,21 +265,20 @@ def colour_corrected(
     planes: smooth.Planes | None,
     file_bytes: int | None,
     quality: float | None = None,
-    left_out: np.ndarray | None = None,
+    paint: bool = True,
 ) -> tuple[colour.Correction, np.ndarray, float] | None:
     """The photo's colour correction for ``decoded`` (whose PSNR is ``quality``, if known), fitted
-    without the smooth blocks of ``planes`` (or of ``left_out``: the walk's, painted only at the
-    end), the image it gives with those of ``planes`` painted over it, and that image's PSNR,
-    where the gain pays for its bytes in a file of ``file_bytes`` (None: where it gains at all).
-    RGB only: a gray image's chroma is not its own."""
+    without the smooth blocks of ``planes``, the image it gives (those blocks painted over it if
+    ``paint``: not on the walk, whose are painted at the end) and that image's PSNR, where the
+    gain pays for its bytes in a file of ``file_bytes`` (None: where it gains at all). RGB only:
+    a gray image's chroma is not its own."""
     if mode != "RGB":
         return None
     quality = psnr(decoded, pixels, mode) if quality is None else quality
-    left_out = planes.smooth if planes is not None else left_out
-    correction = colour.fit(decoded, pixels, workers.bands, left_out)
+    correction = colour.fit(decoded, pixels, workers.bands, None if planes is None else planes.smooth)
     corrected = decoded.copy()
     correction.apply(corrected, run=workers.bands)
-    if planes is not None:
+    if planes is not None and paint:
         smooth.paint(corrected, planes)  # painted last, as the decoder does: they stay exact
     better = psnr(corrected, pixels, mode)
     pays = better > quality if file_bytes is None else colour.worth_it(better - quality, file_bytes)
@@ -285,7 +288,10 @@ def colour_corrected(
 def finish(coded: Coded, pixels: np.ndarray, mode: str, model: CodecModel) -> Encoded:
     """The file of a coded walk: post-filter on if it helps, then the rung's detail layer."""
     decoded, filtered = post_filter_choice(coded, pixels, mode, model)
-    return file(coded, pixels, mode, model, decoded, filtered, coded.rung.detail)
+    walk_correction = b""
+    if coded.rung.detail:
+        decoded, walk_correction = corrected_walk(coded, pixels, mode, decoded)
+    return file(coded, pixels, mode, model, decoded, filtered, coded.rung.detail, walk_correction)
 
 
 def encode_pixels(

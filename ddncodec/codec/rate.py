@@ -190,11 +190,12 @@ def search_detail(pixels: np.ndarray, mode: str, model: CodecModel, base: Rung, 
     each about 1 s on a Kodak image once the walk was 6 layers."""
     coded = encoder.code(pixels, model, base, None, effort)
     decoded, filtered = encoder.post_filter_choice(coded, pixels, mode, model)
+    decoded, walk_correction = encoder.corrected_walk(coded, pixels, mode, decoded)  # once, for every step tried
     files: dict[int, Encoded] = {}
     fine, coarse = 0, MAX_DETAIL_STEP + 1  # steps known to give more, and less, than the target
     step = first_step(model, target)
     while True:
-        files[step] = found = encoder.file(coded, pixels, mode, model, decoded, filtered, step)
+        files[step] = found = encoder.file(coded, pixels, mode, model, decoded, filtered, step, walk_correction)
         if reached(found, target):
             break
         fine, coarse = (fine, step) if found.bpp < target else (step, coarse)

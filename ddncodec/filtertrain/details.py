@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddncodec import codec, detail, smooth
+from ddncodec import codec, detail
 from ddncodec.atomic import write_atomically
 from ddncodec.codec import encoder
 from ddncodec.data import list_images, load_rgb
@@ -97,7 +97,7 @@ def _with_detail(model: CodecModel, photo: np.ndarray, walk: codec.Rung, steps: 
     correction (format version 10), then with the detail layer at each step."""
     coded = encoder.code(photo, model, walk)
     walked, _ = encoder.post_filter_choice(coded, photo, "RGB", model)
-    walked, _ = encoder.corrected_walk(photo, "RGB", walked, smooth.Planes.none(*detail.blocks(*photo.shape[:2])))
+    walked, _ = encoder.corrected_walk(coded, photo, "RGB", walked)
     truth = _planar(photo)  # one tensor for every step: stored once in a pool file
     out = []
     for step in steps:
