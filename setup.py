@@ -19,6 +19,8 @@ setup(
             "models/v10.md",
             "models/v11.safetensors",
             "models/v11.md",
+            "models/v12.safetensors",
+            "models/v12.md",
             "level_priors.npz",
         ],
         "ddncodec.bench": ["published/kodak/*.json", "published/kodak/README.md"],

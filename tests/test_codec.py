@@ -601,11 +601,12 @@ def test_shipped_model_end_to_end(kodak_crop: Path) -> None:
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model in models/")
 def test_the_default_q3_codes_the_detail_layer_and_files_of_the_former_q3_still_decode(kodak_crop: Path) -> None:
-    """q3 is the detail layer at step 170 on q1's walk (session 24); the rung it replaced, a
-    plain 12-layer walk at λ 3000, coded with table set 2, which the model keeps for its files."""
+    """q3 is the detail layer at step 170 on a 4-layer walk (model version 13; 6 layers since
+    session 24); the rung it replaced then, a plain 12-layer walk at λ 3000, coded with table
+    set 2, which the model keeps for its files."""
     model = codec.load_model("default")
-    assert codec.ladder(model)[2] == Rung(6, 1e4, 170)
-    assert codec.table_set(model, codec.ladder(model)[2]) == 0  # q1's walk, q1's tables
+    assert codec.ladder(model)[2] == Rung(4, 1e4, 170)
+    assert codec.table_set(model, codec.ladder(model)[2]) == 1  # q2's walk and tables (q1's for these layers)
     pixels = pixels_of(kodak_crop)
     q3 = codec.encode(kodak_crop, model, 3)
     assert container.unpack(q3.data).header.detail_step == 170

@@ -231,16 +231,17 @@ def test_a_named_model_without_its_sibling_leaves_the_other_named_models_decodin
         ("v9", {"postfilter", "detailfilter"}, ("374bc717", "1d6a4a82"), "v9_q5.ddn", 31.83),
         ("v10", {"detailfilter"}, ("2addd6f1", "243546ce"), "v10_q5.ddn", 31.97),
         ("v11", {"detailfilter"}, ("48ab50b4", "243546ce"), "v11_q5.ddn", 31.93),
+        ("v12", {"detailfilter"}, ("92e12265", "243546ce"), "v12_q5.ddn", 32.04),
     ],
 )
 def test_the_shipped_former_versions_share_the_defaults_tensors_and_decode_their_files(
     kodak_crop: Path, tmp_path: Path, name: str, stored: set[str], fingerprints: tuple[str, str], made: str, psnr: float
 ) -> None:
-    """models/v9, v10 and v11.safetensors store only the filters they do not share
+    """models/v9, v10, v11 and v12.safetensors store only the filters they do not share
     with the default; with the default beside them, each is the model of its card, and a
     plain ``ddncodec decode``, like ``ddncodec.decode`` in Python, finds it for a file it
-    made (version 9's at q1, its post-filter alone, and at q5; versions 10 and 11 at q5,
-    formats 8 and 9, their detail filters), at the PSNR its encoder reported."""
+    made (version 9's at q1, its post-filter alone, and at q5; versions 10, 11 and 12 at q5,
+    formats 8, 9 and 10, their detail filters), at the PSNR its encoder reported."""
     import ddncodec
 
     assert {tensor.split(".")[0] for tensor in stored_names(MODELS_DIR / f"{name}.safetensors")} == stored

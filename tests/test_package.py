@@ -44,6 +44,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     assert "ddncodec/models/v9.safetensors" in names  # with the default, whose tensors it shares: v9's files decode
     assert "ddncodec/models/v10.safetensors" in names  # the same for version 10's files
     assert "ddncodec/models/v11.safetensors" in names  # and for version 11's
+    assert "ddncodec/models/v12.safetensors" in names  # and 12's
     assert "ddncodec/bench/published/kodak/bmshj2018-factorized.json" in names
     assert "ddncodec/level_priors.npz" in names  # the detail levels' first counts: format version 8
 

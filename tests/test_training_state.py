@@ -42,7 +42,7 @@ def test_the_network_checkpoint_continues_the_shipped_run(shipped: CodecModel) -
 
 @pytest.mark.parametrize(
     ("name", "slot", "step"),
-    [("postfilter_v10.ckpt.pt", "postfilter", 8000), ("detailfilter_v12.ckpt.pt", "detailfilter", 16000)],
+    [("postfilter_v10.ckpt.pt", "postfilter", 8000), ("detailfilter_v13.ckpt.pt", "detailfilter", 6000)],
 )
 def test_the_filter_checkpoints_resume_the_shipped_filters(
     shipped: CodecModel, name: str, slot: str, step: int

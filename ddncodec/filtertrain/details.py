@@ -84,7 +84,8 @@ class DetailDecodes:
 
 def detail_walk(model: CodecModel, rungs: list[codec.Rung] | None) -> codec.Rung:
     """The walk under the detail layer: that of the first detail rung of ``rungs`` (by
-    default the model's ladder); the ladder's detail rungs all share q1's."""
+    default the model's ladder: q2's 4 layers, which q3-q5 walk too; q6-q8 walk 6, which
+    matter little under their fine steps)."""
     base = next((r for r in rungs or codec.ladder(model) if r.detail), None)
     if base is None:
         msg = "--detail: the model's ladder has no detail rung to walk as"

@@ -40,7 +40,7 @@ def photo_tallies(path: Path, model: codec.CodecModel) -> tuple[np.ndarray, np.n
         np.zeros((levels.SUMMARISED_CLASSES, levels.SYMBOLS), np.int64),
         np.zeros((levels.SUMMARY_CLASSES, levels.LASTS), np.int64),
     ]
-    walk = next(r for r in ladder(model) if r.detail)  # q1's walk: every detail rung's
+    walk = next(r for r in ladder(model) if r.detail)  # the first detail rung's walk
     for step in STEPS:
         rung = Rung(walk.layers, walk.lam, step)
         coded = encoder.code(pixels, model, rung)
