@@ -18,7 +18,7 @@ from PIL import Image
 
 from ddncodec import codec, container, detail
 from ddncodec import levels as levels_coding
-from ddncodec.codec import Rung
+from ddncodec.codec import Rung, rate
 from ddncodec.container import CorruptError, Header
 from ddncodec.errors import FormatError, ModelError
 from ddncodec.modelfile import CodecModel
@@ -198,6 +198,24 @@ def test_a_bpp_search_above_the_plain_rungs_searches_the_detail_step(tiny_model:
         assert np.array_equal(codec.decode_pixels(result.data, model)[0], result.pixels)
     low = codec.encode(kodak_crop, model, bpp=0.05)  # below what any detail step costs: the plain rungs
     assert low.rung.detail == 0
+
+
+def test_a_bpp_search_under_the_coarsest_detail_step_and_past_the_plain_rungs_walks_deeper(
+    tiny_model: CodecModel, kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between what the one plain rung reaches at λ = 0 (2 layers: 0.031 bpp) and the first
+    detail rung's coarsest step (about 0.14 bpp), as model version 13's q1 and q2: λ along a
+    walk DEEPER times as deep (here all 3 layers) reaches the target, where the plain rung
+    alone falls short."""
+    ladder = [[2, 1000.0]] + [[2, 0.0, step] for step in (255, 120, 80, 40, 20, 10, 5)]
+    card = {**tiny_model.card, "ladder_on_val": [{"bpp": b} for b in (0.02, 0.15, 0.29, 0.4, 0.8, 1.6, 3.0, 5.0)]}
+    model = tiny_model.replace(ladder=ladder, card=card)
+    found = codec.encode(kodak_crop, model, bpp=0.06)
+    assert codec.reached(found, 0.06), found.bpp
+    assert (found.rung.layers, found.rung.detail) == (3, 0)
+    monkeypatch.setattr(rate, "DEEPER", 1)
+    short = codec.encode(kodak_crop, model, bpp=0.06)
+    assert short.rung.layers == 2 and short.bpp < 0.6 * 0.06
 
 
 def test_ladders_with_detail_steps_load_and_bad_steps_are_refused(tiny_model: CodecModel) -> None:

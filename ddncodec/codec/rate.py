@@ -27,6 +27,12 @@ RATE_SLOPE = 0.5  # the search's first guess of -d log bpp / d log(λ + LAMBDA_F
 STEP_LIMIT = 4.0  # the search's largest step outside a bracket, in log(λ + LAMBDA_FLOOR)
 BRACKET_WIDTH = 0.02  # a bracket this narrow in log(λ + LAMBDA_FLOOR) ends the search
 LAMBDA_MIN, LAMBDA_MAX = 1.0, 1e7  # below: as good as 0; above: every cell takes its cheapest symbol
+DEEPER = 2
+"""A target past λ = 0 of every plain rung (and under the detail layer's coarsest step) is
+searched along λ on a walk this many times the deepest plain rung's layers (up to the
+layers allowed): on model version 13, whose q2 is the detail layer, kodim05's coarsest
+detail file takes 0.125 bpp and q1's 6 layers at λ = 0 reach 0.065; version 12's plain
+12-layer q2 covered those rates."""
 DETAIL_SLOPE = 0.85
 """-d log bpp / d log step of the detail layer, the search's first guess: the default model's
 detail rungs on the validation crops when it was set (0.44 bpp at step 100 to 3.64 bpp at
@@ -70,7 +76,18 @@ def search_bpp(
     rungs = [Rung(min(full[i].layers, max_layers), full[i].lam) for i in plain]
     rates = [on_val[i] for i in plain]
     unique = [i for i in range(len(rungs)) if rungs[i] not in rungs[:i]]  # a ladder may repeat a rung
-    search = _PlainSearch(pixels, mode, model, target, effort, [rungs[i] for i in unique], [rates[i] for i in unique])
+    deepest = max(rungs, key=lambda r: r.layers)
+    deeper = Rung(min(DEEPER * deepest.layers, max_layers), deepest.lam)
+    search = _PlainSearch(
+        pixels,
+        mode,
+        model,
+        target,
+        effort,
+        [rungs[i] for i in unique],
+        [rates[i] for i in unique],
+        deeper if deeper.layers > deepest.layers else None,
+    )
     return search.run()
 
 
@@ -90,6 +107,7 @@ class _PlainSearch:
     effort: int
     rungs: list[Rung]
     on_val: list[float]
+    deeper: Rung | None = None  # walked along λ where every walk of the rungs falls short (``DEEPER``)
     tried: list[Walk] = field(default_factory=list)
     best: Coded | None = None  # the walk nearest the target so far
 
@@ -97,6 +115,10 @@ class _PlainSearch:
         start, fallback = self._ladder_walks()
         if not self._over:
             self._lambda_walks(start, fallback)
+        if self.deeper is not None and not self._over and all(bpp < self.target for *_, bpp in self.tried):
+            tables = table_set(self.model, self.deeper)
+            if not self.attempt(self.deeper, tables):
+                along_lambda(self.deeper.layers, tables, None, self.target, self.tried, self.attempt)
         assert self.best is not None
         return encoder.finish(self.best, self.pixels, self.mode, self.model)
 
