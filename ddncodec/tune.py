@@ -193,8 +193,8 @@ def detail_bases(layer_count: int) -> list[tuple[int, float]]:
     layers, at λ 3000 and 10⁴. On 16 whole validation photos the 26-layer model's detail
     rungs cost the same bits (within 0.4 %) on a 6-layer walk at λ = 10⁴ as on a 12-layer
     one, for about half the network's time. On 17 with format version 10, 4 layers beat 6
-    under steps 66-255 (170: 0.6 % more bytes for +0.06 dB) and tied them under 8-37; 3 did
-    not beat 4."""
+    under steps 100-255 (170: 0.6 % more bytes for +0.06 dB), were about even under 66 and
+    lost a little under 20-37; 3 did not beat 4."""
     counts = sorted({max(1, round(layer_count * share)) for share in (0.15, 0.25, 0.45, 0.7)})
     return [(n, lam) for n in counts for lam in (3000.0, 10000.0)]
 

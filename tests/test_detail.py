@@ -218,6 +218,17 @@ def test_a_bpp_search_under_the_coarsest_detail_step_and_past_the_plain_rungs_wa
     assert short.rung.layers == 2 and short.bpp < 0.6 * 0.06
 
 
+def test_a_bpp_search_under_a_ladder_of_detail_rungs_alone_walks_their_walk_plain(
+    tiny_model: CodecModel, kodak_crop: Path
+) -> None:
+    """Under the coarsest step of a ladder without a plain rung (2 layers: 0.031 bpp at
+    λ = 0, the detail layer far above), the first detail rung's walk is searched along λ."""
+    model = tiny_model.replace(ladder=[[2, 0.0, step] for step in (255, 200, 120, 80, 40, 20, 10, 5)])
+    found = codec.encode(kodak_crop, model, bpp=0.02)  # the tiny model's rate moves in jumps along λ
+    assert 0.02 / 1.5 < found.bpp < 0.02 * 1.5 and found.rung.detail == 0, (found.bpp, found.rung)
+    assert np.array_equal(codec.decode_pixels(found.data, model)[0], found.pixels)
+
+
 def test_ladders_with_detail_steps_load_and_bad_steps_are_refused(tiny_model: CodecModel) -> None:
     assert tiny_model.replace(ladder=[[3, 0.0, 20]] * 8).ladder[0] == Rung(3, 0.0, 20)
     for bad in ([[3, 0.0, 256]] * 8, [[3, 0.0, -1]] * 8, [[3, 0.0, 2.5]] * 8, [[3, 0.0, 1, 1]] * 8):

@@ -72,7 +72,8 @@ def search_bpp(
         found = search_detail(pixels, mode, model, full[first], target, effort)
         if reached(found, target) or found.bpp < target:  # else the target is under what detail costs
             return found
-    plain = [i for i, r in enumerate(full) if not r.detail]
+    # A ladder of detail rungs alone: the first one's walk, plain, is the plain search's rung.
+    plain = [i for i, r in enumerate(full) if not r.detail] or [first or 0]
     rungs = [Rung(min(full[i].layers, max_layers), full[i].lam) for i in plain]
     rates = [on_val[i] for i in plain]
     unique = [i for i in range(len(rungs)) if rungs[i] not in rungs[:i]]  # a ladder may repeat a rung
