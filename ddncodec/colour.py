@@ -136,7 +136,8 @@ def _moments(decoded: np.ndarray, original: np.ndarray, run: Runner | None, kept
         levels = decoded[rows].reshape(-1, 3).astype(np.int64)
         errors = original[rows].reshape(-1, 3) - levels
         if kept is not None:
-            levels, errors = levels[kept[rows].ravel()], errors[kept[rows].ravel()]
+            mask = kept[rows].ravel()
+            levels, errors = levels[mask], errors[mask]
         for c, (a, b) in enumerate(_OTHERS):
             first, second, error = levels[:, a] - levels[:, c], levels[:, b] - levels[:, c], errors[:, c]
             terms = (None, first, second, first * first, first * second, second * second, error)
