@@ -128,14 +128,14 @@ class Anatomy:
             lengths.append(container._read_varint(data, pos, "length")[0])
             pos = fields[f"length {i}"][1]
         layers = len(lengths)
-        colour = data[3] == container.COLOUR_VERSION
-        if data[3] != container.VERSION and (not colour or data[fields["mode"][0]] & 0x40):  # a detail stream
+        corrected = data[3] in (container.COLOUR_VERSION, container.ESCAPE_LENGTHS_VERSION)  # flags say what follows
+        if data[3] != container.VERSION and (not corrected or data[fields["mode"][0]] & 0x40):  # a detail stream
             fields["detail step"] = (pos, pos + 1)
             fields["detail length"] = (pos + 1, varint_end(pos + 1))
             lengths.append(container._read_varint(data, pos + 1, "length")[0])
             pos = fields["detail length"][1]
-        for name, flag in (("walk colour", 0x08), ("colour", 0x10)):  # version 10's corrections, as flagged
-            if colour and data[fields["mode"][0]] & flag:
+        for name, flag in (("walk colour", 0x08), ("colour", 0x10)):  # versions 10 and 11's corrections, as flagged
+            if corrected and data[fields["mode"][0]] & flag:
                 fields[name] = (pos, pos + container.COLOUR_BYTES)
                 pos += container.COLOUR_BYTES
         crc_at = pos

@@ -30,6 +30,7 @@ PAINTED_VERSION = 7  # version 6's with no layer at all: every block smooth, the
 SUMMARISED_VERSION = 8  # version 6's, the levels coded with their blocks' last bands (``levels.Layout.SUMMARISED``)
 PREDICTED_VERSION = 9  # version 8's, blocks' low frequencies predicted from the DCs around them (``detail.surface``)
 COLOUR_VERSION = 10  # version 9's (or 2's, without a detail stream) with colour corrections in the header (``colour``)
+ESCAPE_LENGTHS_VERSION = 11  # version 10's with a detail stream, its corrections optional, escapes by bit length
 _READS = (
     VERSION,
     DETAIL_VERSION,
@@ -40,15 +41,17 @@ _READS = (
     SUMMARISED_VERSION,
     PREDICTED_VERSION,
     COLOUR_VERSION,
+    ESCAPE_LENGTHS_VERSION,
 )
 _SMOOTH_VERSIONS = (SMOOTH_DETAIL_VERSION, PAINTED_VERSION, SUMMARISED_VERSION, PREDICTED_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
 MODES = ("RGB", "L")  # the mode byte's low bits index this tuple; never reorder it
 _FILTERED = 0x80  # the mode byte's top bit: run the model's post-filter
 _DETAIL = 0x40  # versions 3 to 5 only: a detail stream follows the layers
-_DETAIL_FILTERED = 0x20  # versions 5, 6, 8, 9 and 10 only: run the model's detail filter after the detail layer
-_COLOUR = 0x10  # version 10 only: the header holds the decode's colour correction
-_WALK_COLOUR = 0x08  # version 10 only: the header holds the walk's colour correction (before the detail layer)
+_DETAIL_FILTERED = 0x20  # versions 5, 6 and 8 to 11 only: run the model's detail filter after the detail layer
+_COLOUR = 0x10  # versions 10 and 11 only: the header holds the decode's colour correction
+_WALK_COLOUR = 0x08  # versions 10 and 11 only: the header holds the walk's colour correction (before the detail layer)
+_CORRECTED_VERSIONS = (COLOUR_VERSION, ESCAPE_LENGTHS_VERSION)
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -84,8 +87,9 @@ class Header:
     smooth_blocks: bool = False  # the detail stream opens with the smooth blocks (version 6 on)
     summarised: bool = False  # its levels are coded with their blocks' last bands (version 8 on)
     predicted: bool = False  # its blocks' lowest frequencies start from the DCs around them (version 9 on)
-    colour: bytes = b""  # the decode's colour correction, applied last (``colour.Correction``, version 10)
-    walk_colour: bytes = b""  # the walk's, applied before the detail layer (version 10 with a detail stream)
+    colour: bytes = b""  # the decode's colour correction, applied last (``colour.Correction``, version 10 on)
+    walk_colour: bytes = b""  # the walk's, applied before the detail layer (version 10 on, with a detail stream)
+    escape_lengths: bool = False  # its escaped levels code their bit lengths (version 11, ``levels.Layout``)
 
     @property
     def layers(self) -> int:
@@ -178,6 +182,9 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
     if header.predicted and not header.summarised:
         msg = "predicted low frequencies come with summarised levels (version 9) only"
         raise ValueError(msg)
+    if header.escape_lengths and not header.predicted:
+        msg = "escapes by bit length come with predicted low frequencies (version 11) only"
+        raise ValueError(msg)
     corrections = [c for c in (header.colour, header.walk_colour) if c]
     if corrections and (
         any(len(c) != COLOUR_BYTES for c in corrections)
@@ -199,7 +206,10 @@ def _version(header: Header) -> int:
     """The format version of ``header``'s layout: 2 without a detail stream (what version 2
     readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks
     (7 if they are all there is: no layer; 8 with summarised levels, 9 with predicted low
-    frequencies too), else 5; 10 for any with a colour correction."""
+    frequencies too), else 5; 10 for any with a colour correction; 11 for any whose
+    detail stream codes its escapes by bit length."""
+    if header.escape_lengths:
+        return ESCAPE_LENGTHS_VERSION
     if header.colour or header.walk_colour:
         return COLOUR_VERSION
     if not header.detail_step:
@@ -277,7 +287,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         detail_step = data[pos]
         detail_length, pos = _read_varint(data, pos + 1, "detail length")
     colour, walk_colour, layout = b"", b"", version  # layout: the version whose streams the file holds
-    if version == COLOUR_VERSION:
+    if version in _CORRECTED_VERSIONS:
         corrections = []
         for flag in (_WALK_COLOUR, _COLOUR):
             present = bool(mode_byte & flag)
@@ -285,7 +295,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
             pos += COLOUR_BYTES * present
         walk_colour, colour = corrections
         mode_byte &= ~(_WALK_COLOUR | _COLOUR)
-        layout = PREDICTED_VERSION if has_detail else VERSION
+        layout = PREDICTED_VERSION if has_detail or version == ESCAPE_LENGTHS_VERSION else VERSION
     if len(data) < pos + _HEADER_CRC_BYTES:
         msg = "truncated .ddn header"
         raise CorruptError(msg)
@@ -333,6 +343,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         layout == PREDICTED_VERSION,
         colour,
         walk_colour,
+        version == ESCAPE_LENGTHS_VERSION,
     )
     return header, pos
 

@@ -3,16 +3,19 @@
 A coefficient's odds come from counts per class (channel, frequency band, the magnitudes
 of the same coefficient in the neighbouring blocks already coded) that adapt as the layer
 is coded (``context.adapt``, the index model's rule): integers only, so both sides build
-the same odds. Levels -LARGEST..LARGEST are symbols of their own, larger ones escape with
-a uniform payload; smooth blocks (``smooth``) reuse these symbols for their planes.
+the same odds. Levels -LARGEST..LARGEST are symbols of their own, larger ones escape: from
+format version 11 on with their bit length coded adaptively, then their sign and bits
+(``Layout.ESCAPE_LENGTHS``), before that with a uniform 14-bit payload. Smooth blocks
+(``smooth``) reuse these symbols and the uniform payload for their planes.
 
-Three layouts of the stream (``Layout``). Format version 8 on codes block row by block
+Four layouts of the stream (``Layout``). Format version 8 on codes block row by block
 row (every channel of a row before the next row, so a decoder needs one block row of
 context); each group opens with its blocks' last bands, then codes only the levels below
 them, class by class (one constriction model per class present), its counts starting
 from a table trained offline. Versions 5 and 6 coded the same rows without the last
 bands, from one generic start; versions 3 and 4 coded channel by channel and each
-coefficient with odds of its own. All are still read.
+coefficient with odds of its own. Version 11 codes escapes by their bit lengths; levels
+without escapes are the same bytes in versions 8 to 11. All are still read.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class Layout(enum.Enum):
 
     CHANNELS = 3  # format versions 3 and 4
     ROWS = 5  # format versions 5 and 6
-    SUMMARISED = 8  # format version 8 on: ROWS, each block's last band first, trained first counts
+    SUMMARISED = 8  # format versions 8 to 10: ROWS, each block's last band first, trained first counts
+    ESCAPE_LENGTHS = 11  # format version 11: SUMMARISED, each escape's bit length coded adaptively (``_lengths``)
 
 
 _n = np.arange(BLOCK)
@@ -254,14 +258,15 @@ def tallies(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndar
 
 def summarised_lengths(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bits per symbol by class of the levels (SUMMARISED_CLASSES, SYMBOLS) and of the last
-    bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.SUMMARISED: the counts
-    their own tallies and the trained first counts give (an escape's payload included)."""
+    bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.ESCAPE_LENGTHS: the
+    counts their own tallies and the trained first counts give (an escape's mean payload
+    included, ``escape_bits``)."""
     found = tallies(levels, skip)
     lengths = []
     for tally, first in zip(found, _trained(), strict=True):
         counts = first + COUNT_INCREMENT * tally
         lengths.append(np.log2(counts.sum(1, keepdims=True)) - np.log2(counts))
-    lengths[0][:, ESCAPE] += 2 * np.log2(PAYLOAD)
+    lengths[0][:, ESCAPE] += escape_bits(levels)
     return lengths[0], lengths[1]
 
 
@@ -273,16 +278,19 @@ def _trained() -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class _Counts:
-    """The adaptive counts of a stream: of the levels by class and (SUMMARISED) of the last bands."""
+    """The adaptive counts of a stream: of the levels by class, (SUMMARISED on) of the last
+    bands and (ESCAPE_LENGTHS) of the escapes' bit lengths, (1, ESCAPE_LENGTH_CLASSES)."""
 
     levels: np.ndarray
     lasts: np.ndarray | None = None
+    escapes: np.ndarray | None = None
 
     @classmethod
     def first(cls, layout: Layout) -> _Counts:
-        if layout is Layout.SUMMARISED:
+        if layout in (Layout.SUMMARISED, Layout.ESCAPE_LENGTHS):
             levels, lasts = _trained()
-            return cls(levels.copy(), lasts.copy())
+            escapes = INITIAL_ESCAPES[None].copy() if layout is Layout.ESCAPE_LENGTHS else None
+            return cls(levels.copy(), lasts.copy(), escapes)
         return cls(np.tile(INITIAL, (CLASSES, 1)))
 
 
@@ -302,6 +310,61 @@ def from_payload(symbols: np.ndarray) -> np.ndarray:
     word = symbols[0::2] << 7 | symbols[1::2]
     magnitude = (word & ((1 << PAYLOAD_BITS) - 1)) + LARGEST + 1
     return np.where(word >> PAYLOAD_BITS, -magnitude, magnitude)
+
+
+# ---------------------------------------------------------------- escapes by bit length (Layout.ESCAPE_LENGTHS)
+# At fine steps many levels escape (on 17 bsds500/val photos at q8, step 8: about 2,000 a photo,
+# 6 % of the detail bits under the uniform payload), most of them within a few dozen of LARGEST.
+# Version 11 codes each escape's excess |level| - LARGEST >= 1 as its bit length n (adaptive counts,
+# one class for the whole stream: contexts by channel or band bought under 0.05 bits), then one
+# uniform symbol of 2^(n+1) values, the sign above the n bits below the excess's leading one:
+# about 5.5 bits an escape against 14.
+ESCAPE_LENGTH_CLASSES = PAYLOAD_BITS + 1  # bit lengths 0..13: excesses up to 2^14 - 1, past any level a step gives
+INITIAL_ESCAPES = np.array([64, 128, 128, 128, 64, 32, 16, 8, 8, 8, 8, 8, 8, 8], dtype=np.int64)
+"""The first counts of the bit lengths (shaped like bsds500's at q8, worth ~20 escapes): part of
+format version 11, never to change."""
+
+
+def _lengths(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Escaped levels -> each one's bit length n (the excess's leading one at bit n) and
+    its word: the sign at bit n, the excess's n bits below its leading one under it."""
+    excess = np.abs(values.astype(np.int64)) - LARGEST
+    n = np.frexp(excess.astype(np.float64))[1].astype(np.int64) - 1  # exact: excesses are far below 2^53
+    word = (values < 0).astype(np.int64) << n | (excess - (1 << n))
+    return n, word
+
+
+def _from_lengths(n: np.ndarray, word: np.ndarray) -> np.ndarray:
+    magnitude = LARGEST + (1 << n) + (word & ((1 << n) - 1))
+    return np.where(word >> n, -magnitude, magnitude)
+
+
+@functools.cache
+def _uniform(size: int) -> np.ndarray:
+    return np.full(size, 1 / size)
+
+
+def escape_bits(levels: np.ndarray) -> float:
+    """The mean bits of an escape's payload in ``levels`` (3, rows, cols, 64) under
+    ``Layout.ESCAPE_LENGTHS``: its bit length under the counts the image's own escapes
+    give, its sign and its bits (0 without escapes), band by band of CLASS_BAND block rows
+    (no image-sized mask)."""
+    tally = np.zeros(ESCAPE_LENGTH_CLASSES, dtype=np.int64)
+    for top in range(0, levels.shape[1], CLASS_BAND):
+        band = levels[:, top : top + CLASS_BAND]
+        escaped = band[(band > LARGEST) | (band < -LARGEST)]
+        if escaped.size:
+            tally += np.bincount(_lengths(escaped)[0], minlength=ESCAPE_LENGTH_CLASSES)
+    if not tally.any():
+        return 0.0
+    counts = INITIAL_ESCAPES + COUNT_INCREMENT * tally
+    bits = np.log2(counts.sum()) - np.log2(counts) + 1 + np.arange(ESCAPE_LENGTH_CLASSES)
+    return float((tally * bits).sum() / tally.sum())
+
+
+def has_escapes(levels: np.ndarray) -> bool:
+    """Whether any level escapes: a stream without escapes is the same bytes in format versions 8 to 11."""
+    return bool(levels.size) and (int(levels.max()) > LARGEST or int(levels.min()) < -LARGEST)
 
 
 @dataclass
@@ -337,7 +400,7 @@ class _Stream(Protocol):
 
     def symbols(self, known: np.ndarray | None, coding: _Coding) -> np.ndarray: ...
 
-    def escaped(self, known: np.ndarray | None, count: int) -> np.ndarray: ...
+    def escaped(self, known: np.ndarray | None, count: int, lengths: np.ndarray | None) -> np.ndarray: ...
 
 
 @dataclass
@@ -352,9 +415,17 @@ class _Writing:
             self.writer.runs(coding.odds, coding.sizes, known[coding.order])
         return known
 
-    def escaped(self, known: np.ndarray | None, count: int) -> np.ndarray:
+    def escaped(self, known: np.ndarray | None, count: int, lengths: np.ndarray | None) -> np.ndarray:
+        """The escaped levels ``known``: a uniform payload each, or (``lengths``, the bit
+        lengths' counts) their bit lengths, then their words, bit length by bit length."""
         assert known is not None
-        self.writer.write(UNIFORM, payload(known))
+        if lengths is None:
+            self.writer.write(UNIFORM, payload(known))
+            return known
+        n, word = _lengths(known)
+        self.writer.write(entropy.probabilities(lengths)[0], n)
+        for length in np.unique(n).tolist():
+            self.writer.write(_uniform(2 << length), word[n == length])
         return known
 
 
@@ -368,17 +439,28 @@ class _Reading:
         codes[coding.order] = self.decoder.runs(coding.odds, coding.sizes) if by_class else self.decoder(coding.odds)
         return codes
 
-    def escaped(self, known: np.ndarray | None, count: int) -> np.ndarray:
-        return from_payload(self.decoder(UNIFORM, 2 * count))
+    def escaped(self, known: np.ndarray | None, count: int, lengths: np.ndarray | None) -> np.ndarray:
+        if lengths is None:
+            return from_payload(self.decoder(UNIFORM, 2 * count))
+        n = self.decoder(entropy.probabilities(lengths)[0], count)
+        word = np.empty(count, dtype=np.int64)
+        for length in np.unique(n).tolist():
+            at = n == length
+            word[at] = self.decoder(_uniform(2 << length), int(at.sum()))
+        return _from_lengths(n, word)
 
 
-def _levels(stream: _Stream, known: np.ndarray | None, coding: _Coding) -> np.ndarray:
-    """A group's levels through ``stream``: their symbols, then the escaped ones' payloads."""
+def _levels(stream: _Stream, known: np.ndarray | None, coding: _Coding, lengths: np.ndarray | None) -> np.ndarray:
+    """A group's levels through ``stream``: their symbols, then the escaped ones' payloads
+    (by bit length under the counts ``lengths``, adapted to them, where given)."""
     codes = stream.symbols(None if known is None else symbols(known), coding)
     values = codes - LARGEST
     escaped = codes == ESCAPE
     if escaped.any():
-        values[escaped] = stream.escaped(None if known is None else known[escaped], int(escaped.sum()))
+        values[escaped] = stream.escaped(None if known is None else known[escaped], int(escaped.sum()), lengths)
+        if lengths is not None:
+            tally = np.bincount(_lengths(values[escaped])[0], minlength=ESCAPE_LENGTH_CLASSES)
+            adapt(lengths, tally[None], COUNT_INCREMENT)
     return values
 
 
@@ -417,7 +499,7 @@ def _run(
     writer reads them from ``complete`` levels (read only, so other work may read them
     meanwhile), the reader decodes them into ``levels``."""
     counts = _Counts.first(layout) if counts is None else counts
-    summarised = layout is Layout.SUMMARISED
+    summarised = layout in (Layout.SUMMARISED, Layout.ESCAPE_LENGTHS)
     lasts = np.empty(0, dtype=np.int8)
     if summarised:
         lasts, known_rows = np.zeros(levels.shape[:3], dtype=np.int8), levels.shape[1] if complete else start
@@ -446,7 +528,7 @@ def _run(
         if known is not None:
             known = known.ravel() if inside is None else known[inside]
         coding = _coding(classes, counts.levels, layout is not Layout.CHANNELS)
-        values = _levels(stream, known, coding)
+        values = _levels(stream, known, coding, counts.escapes)
         if not complete:
             block = levels[group.channel, group.row, group.cols]  # a copy: zeros where the decoder begins
             if inside is None:
@@ -458,15 +540,16 @@ def _run(
 
 
 def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = None) -> None:
-    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.SUMMARISED``). A
+    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.ESCAPE_LENGTHS``:
+    without escapes, ``has_escapes``, the bytes of ``Layout.SUMMARISED``). A
     group's classes read only steps already taken, so the complete levels serve as the
     coder's state (read, never written). The blocks of ``skip`` are not coded."""
     work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
-    _run(work, Layout.SUMMARISED, _Writing(writer), skip, complete=True)
+    _run(work, Layout.ESCAPE_LENGTHS, _Writing(writer), skip, complete=True)
 
 
 def encode(levels: np.ndarray) -> bytes:
-    """(3, rows, cols, 64) integer levels -> a detail stream of them alone (``Layout.SUMMARISED``)."""
+    """(3, rows, cols, 64) integer levels -> a detail stream of them alone (``Layout.ESCAPE_LENGTHS``)."""
     writer = entropy.Writer()
     write(levels, writer)
     return writer.finish()
@@ -476,7 +559,7 @@ def read(
     decoder: entropy.Decoder,
     height: int,
     width: int,
-    layout: Layout = Layout.SUMMARISED,
+    layout: Layout = Layout.ESCAPE_LENGTHS,
     skip: np.ndarray | None = None,
 ) -> np.ndarray:
     """The levels of an image of (height, width), decoded from ``decoder`` -> (3, rows, cols, 64);
@@ -493,7 +576,7 @@ def read_bands(
     width: int,
     band_rows: int,
     skip: np.ndarray | None = None,
-    layout: Layout = Layout.SUMMARISED,
+    layout: Layout = Layout.ESCAPE_LENGTHS,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``read`` for the row by row layouts, band by band of ``band_rows`` block rows: each
     band's slice of block rows and its levels (3, band rows, cols, 64), holding only the
@@ -521,6 +604,6 @@ def read_bands(
         yield band, window[:, 1:]
 
 
-def decode(data: bytes, height: int, width: int, layout: Layout = Layout.SUMMARISED) -> np.ndarray:
+def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ESCAPE_LENGTHS) -> np.ndarray:
     """A detail stream of levels alone (``encode``'s, or format versions 3-5 in theirs) -> (3, rows, cols, 64) levels."""
     return read(entropy.Decoder(data, "detail stream"), height, width, layout)

@@ -137,7 +137,7 @@ def test_existing_output_needs_force_and_the_input_is_never_overwritten(
         (lambda d: d[: len(d) // 2], "truncated"),
         (lambda d: d[:-5] + bytes([d[-5] ^ 4]) + d[-4:], "checksum mismatch"),
         (lambda d: b"XYZ" + d[3:], "not a .ddn file"),
-        (lambda d: d[:3] + b"\x0b" + d[3 + 1 :], "version 11"),
+        (lambda d: d[:3] + b"\x0c" + d[3 + 1 :], "version 12"),
         (lambda _d: (KODAK / "kodim05_crop.png").read_bytes(), "not a .ddn file"),
     ],
 )

@@ -317,7 +317,7 @@ def decode(
 
 
 def _corrections(header: Header) -> str:
-    """Which colour corrections a header holds (format version 10), in words."""
+    """Which colour corrections a header holds (format versions 10 and 11), in words."""
     held = [name for name, present in (("the walk's", header.walk_colour), ("the decode's", header.colour)) if present]
     return " and ".join(held) or "none"
 

@@ -63,6 +63,8 @@ def _detail_bands(parsed: container.Container) -> tuple[smooth.Planes, Iterator[
     if header.legacy_detail:
         return planes, _channel_by_channel(decoder, header)
     layout = levels.Layout.SUMMARISED if header.summarised else levels.Layout.ROWS
+    if header.escape_lengths:
+        layout = levels.Layout.ESCAPE_LENGTHS
     return planes, levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth, layout)
 
 

@@ -57,6 +57,16 @@ class Encoded:
         return imageio.from_pixels(self.pixels, self.mode)
 
 
+@dataclass(frozen=True)
+class DetailStream:
+    """A detail layer as a file holds it."""
+
+    data: bytes
+    step: int  # its quantiser step
+    filtered: bool  # decoded through the model's detail filter (the encoder's choice: where it helps)
+    escape_lengths: bool  # it holds escapes, coded by bit length (format version 11; without, version 9's bytes)
+
+
 @dataclass
 class Coded:
     """One encoder walk at one rung, entropy-coded: all of the file but the post-filter
@@ -77,16 +87,15 @@ class Coded:
         model: CodecModel,
         mode: str,
         filtered: bool,
-        details: bytes = b"",
-        step: int = 0,
-        detail_filtered: bool = False,
+        details: DetailStream | None = None,
         correction: bytes = b"",
         walk_correction: bytes = b"",
     ) -> bytes:
-        """The file, with the detail stream ``details`` of quantiser ``step`` if one is given
-        (decoded through the detail filter if ``detail_filtered``) and the colour corrections
-        of the decode (``correction``) and of the walk before the detail layer."""
+        """The file, with its detail layer if one is given and the colour corrections of
+        the decode (``correction``) and of the walk before the detail layer."""
         lengths = tuple(len(s) for s in self.streams)
+        step = 0 if details is None else details.step
+        detail_filtered = details is not None and details.filtered
         newest_detail = bool(step and lengths)  # format version 9's levels: summarised and predicted
         fingerprint = model.file_fingerprint(detail_filtered)
         header = container.Header(
@@ -98,15 +107,16 @@ class Coded:
             lengths,
             filtered,
             step,
-            len(details),
+            0 if details is None else len(details.data),
             detail_filtered,
             smooth_blocks=bool(step),
             summarised=newest_detail,
             predicted=newest_detail,
             colour=correction,
             walk_colour=walk_correction,
+            escape_lengths=details is not None and details.escape_lengths,
         )
-        return container.pack(header, self.streams, details)
+        return container.pack(header, self.streams, b"" if details is None else details.data)
 
 
 def _walk_rung(
@@ -193,9 +203,8 @@ def post_filter_choice(coded: Coded, pixels: np.ndarray, mode: str, model: Codec
 
 def with_detail(
     pixels: np.ndarray, mode: str, decoded: np.ndarray, step: int, model: CodecModel, planes: smooth.Planes
-) -> tuple[bytes, np.ndarray, bool]:
-    """The detail stream at ``step`` for a decoded DDN image, the image it decodes to, and
-    whether that runs the model's detail filter (the encoder's choice: where it helps).
+) -> tuple[DetailStream, np.ndarray]:
+    """The detail layer at ``step`` for a decoded DDN image and the image it decodes to.
     The smooth blocks of ``planes`` are painted last and code no levels. A gray image's
     chroma is left alone: the decoder returns the mean of the channels."""
     levels = detail.residual_levels(pixels, decoded, step, run=workers.bands, skip=planes.smooth)
@@ -210,7 +219,7 @@ def with_detail(
         smooth.paint(candidate, planes)
     if len(candidates) > 1 and psnr(candidates[1], pixels, mode) > psnr(image, pixels, mode):
         image, filtered = candidates[1], True
-    return stream(), image, filtered
+    return DetailStream(stream(), step, filtered, level_coding.has_escapes(levels)), image
 
 
 def _detail_stream(planes: smooth.Planes, levels: np.ndarray) -> bytes:
@@ -233,16 +242,16 @@ def file(
 ) -> Encoded:
     """The file of a coded walk that decodes to ``decoded`` (through the walk's colour
     correction, ``corrected_walk``, if one is given), plus a detail layer at ``step`` (0: none)."""
-    details, detail_on = b"", False
+    details = None
     if step:
         assert coded.planes is not None  # ``code`` finds them for every rung with a detail step
-        details, decoded, detail_on = with_detail(pixels, mode, decoded, step, model, coded.planes)
-    data = coded.data(model, mode, filtered, details, step, detail_on, walk_correction=walk_correction)
+        details, decoded = with_detail(pixels, mode, decoded, step, model, coded.planes)
+    data = coded.data(model, mode, filtered, details, walk_correction=walk_correction)
     quality = psnr(decoded, pixels, mode)
     painted = coded.planes if step else None  # the decoder paints them with a detail stream only
     if coded.streams and (found := colour_corrected(pixels, mode, decoded, painted, len(data), quality)):
         correction, decoded, quality = found
-        data = coded.data(model, mode, filtered, details, step, detail_on, correction.to_bytes(), walk_correction)
+        data = coded.data(model, mode, filtered, details, correction.to_bytes(), walk_correction)
     rung = Rung(coded.rung.layers, coded.rung.lam, step)
     return Encoded(data, decoded, mode, quality, rung)
 
