@@ -22,6 +22,7 @@ setup(
             "models/v12.safetensors",
             "models/v12.md",
             "level_priors.npz",
+            "level_priors_11.npz",
         ],
         "ddncodec.bench": ["published/kodak/*.json", "published/kodak/README.md"],
     },

@@ -30,7 +30,7 @@ PAINTED_VERSION = 7  # version 6's with no layer at all: every block smooth, the
 SUMMARISED_VERSION = 8  # version 6's, the levels coded with their blocks' last bands (``levels.Layout.SUMMARISED``)
 PREDICTED_VERSION = 9  # version 8's, blocks' low frequencies predicted from the DCs around them (``detail.surface``)
 COLOUR_VERSION = 10  # version 9's (or 2's, without a detail stream) with colour corrections in the header (``colour``)
-ESCAPE_LENGTHS_VERSION = 11  # version 10's with a detail stream, its corrections optional, escapes by bit length
+DC_SIGNS_VERSION = 11  # version 10's header, corrections optional; the levels in ``levels.Layout.DC_SIGNS``
 _READS = (
     VERSION,
     DETAIL_VERSION,
@@ -41,7 +41,7 @@ _READS = (
     SUMMARISED_VERSION,
     PREDICTED_VERSION,
     COLOUR_VERSION,
-    ESCAPE_LENGTHS_VERSION,
+    DC_SIGNS_VERSION,
 )
 _SMOOTH_VERSIONS = (SMOOTH_DETAIL_VERSION, PAINTED_VERSION, SUMMARISED_VERSION, PREDICTED_VERSION)
 FINGERPRINT_BYTES = 4  # prefix of the model's SHA-256: refuses a file made with another model
@@ -51,7 +51,7 @@ _DETAIL = 0x40  # versions 3 to 5 only: a detail stream follows the layers
 _DETAIL_FILTERED = 0x20  # versions 5, 6 and 8 to 11 only: run the model's detail filter after the detail layer
 _COLOUR = 0x10  # versions 10 and 11 only: the header holds the decode's colour correction
 _WALK_COLOUR = 0x08  # versions 10 and 11 only: the header holds the walk's colour correction (before the detail layer)
-_CORRECTED_VERSIONS = (COLOUR_VERSION, ESCAPE_LENGTHS_VERSION)
+_CORRECTED_VERSIONS = (COLOUR_VERSION, DC_SIGNS_VERSION)
 MAX_LAYERS = 255
 DEFAULT_MAX_PIXELS = 100_000_000  # a header may claim at most this many pixels
 _VARINT_MAX_BYTES = 5  # enough for 2**35 - 1, far more than any field needs
@@ -89,7 +89,7 @@ class Header:
     predicted: bool = False  # its blocks' lowest frequencies start from the DCs around them (version 9 on)
     colour: bytes = b""  # the decode's colour correction, applied last (``colour.Correction``, version 10 on)
     walk_colour: bytes = b""  # the walk's, applied before the detail layer (version 10 on, with a detail stream)
-    escape_lengths: bool = False  # its escaped levels code their bit lengths (version 11, ``levels.Layout``)
+    dc_signs: bool = False  # its levels' DC classes lean by the signs around, escapes by bit length (version 11)
 
     @property
     def layers(self) -> int:
@@ -182,8 +182,8 @@ def _check_packable(header: Header, streams: list[bytes] | tuple[bytes, ...], de
     if header.predicted and not header.summarised:
         msg = "predicted low frequencies come with summarised levels (version 9) only"
         raise ValueError(msg)
-    if header.escape_lengths and not header.predicted:
-        msg = "escapes by bit length come with predicted low frequencies (version 11) only"
+    if header.dc_signs and not header.predicted:
+        msg = "version 11's levels come with predicted low frequencies (version 9 on) only"
         raise ValueError(msg)
     corrections = [c for c in (header.colour, header.walk_colour) if c]
     if corrections and (
@@ -207,9 +207,9 @@ def _version(header: Header) -> int:
     readers read), 3 or 4 for the detail layout of those versions, 6 with smooth blocks
     (7 if they are all there is: no layer; 8 with summarised levels, 9 with predicted low
     frequencies too), else 5; 10 for any with a colour correction; 11 for any whose
-    detail stream codes its escapes by bit length."""
-    if header.escape_lengths:
-        return ESCAPE_LENGTHS_VERSION
+    detail stream's levels are coded in ``levels.Layout.DC_SIGNS`` (what the encoder writes)."""
+    if header.dc_signs:
+        return DC_SIGNS_VERSION
     if header.colour or header.walk_colour:
         return COLOUR_VERSION
     if not header.detail_step:
@@ -295,7 +295,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
             pos += COLOUR_BYTES * present
         walk_colour, colour = corrections
         mode_byte &= ~(_WALK_COLOUR | _COLOUR)
-        layout = PREDICTED_VERSION if has_detail or version == ESCAPE_LENGTHS_VERSION else VERSION
+        layout = PREDICTED_VERSION if has_detail or version == DC_SIGNS_VERSION else VERSION
     if len(data) < pos + _HEADER_CRC_BYTES:
         msg = "truncated .ddn header"
         raise CorruptError(msg)
@@ -343,7 +343,7 @@ def parse_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Hea
         layout == PREDICTED_VERSION,
         colour,
         walk_colour,
-        version == ESCAPE_LENGTHS_VERSION,
+        version == DC_SIGNS_VERSION,
     )
     return header, pos
 

@@ -1,21 +1,22 @@
 """The detail layer's integer levels as a stream: their classes, the adaptive context model, escapes.
 
 A coefficient's odds come from counts per class (channel, frequency band, the magnitudes
-of the same coefficient in the neighbouring blocks already coded) that adapt as the layer
-is coded (``context.adapt``, the index model's rule): integers only, so both sides build
-the same odds. Levels -LARGEST..LARGEST are symbols of their own, larger ones escape: from
-format version 11 on with their bit length coded adaptively, then their sign and bits
-(``Layout.ESCAPE_LENGTHS``), before that with a uniform 14-bit payload. Smooth blocks
-(``smooth``) reuse these symbols and the uniform payload for their planes.
+of the same coefficient in the neighbouring blocks already coded and, from format version
+11 on, for the DC the signs of theirs) that adapt as the layer is coded (``context.adapt``,
+the index model's rule): integers only, so both sides build the same odds. Levels
+-LARGEST..LARGEST are symbols of their own, larger ones escape: from version 11 on with
+their bit length coded adaptively, then their sign and bits, before that with a uniform
+14-bit payload. Smooth blocks (``smooth``) reuse these symbols and the uniform payload for
+their planes.
 
 Four layouts of the stream (``Layout``). Format version 8 on codes block row by block
 row (every channel of a row before the next row, so a decoder needs one block row of
 context); each group opens with its blocks' last bands, then codes only the levels below
 them, class by class (one constriction model per class present), its counts starting
-from a table trained offline. Versions 5 and 6 coded the same rows without the last
-bands, from one generic start; versions 3 and 4 coded channel by channel and each
-coefficient with odds of its own. Version 11 codes escapes by their bit lengths; levels
-without escapes are the same bytes in versions 8 to 11. All are still read.
+from a table trained offline. Version 11 splits the DC's classes by the signs around it
+and codes escapes by bit length, from a table of its own. Versions 5 and 6 coded the same
+rows without the last bands, from one generic start; versions 3 and 4 coded channel by
+channel and each coefficient with odds of its own. All are still read.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Layout(enum.Enum):
     CHANNELS = 3  # format versions 3 and 4
     ROWS = 5  # format versions 5 and 6
     SUMMARISED = 8  # format versions 8 to 10: ROWS, each block's last band first, trained first counts
-    ESCAPE_LENGTHS = 11  # format version 11: SUMMARISED, each escape's bit length coded adaptively (``_lengths``)
+    DC_SIGNS = 11  # format version 11: SUMMARISED, DC classes by the signs around, escapes by bit length
 
 
 _n = np.arange(BLOCK)
@@ -72,24 +73,54 @@ def _magnitudes(levels: np.ndarray) -> np.ndarray:
 _NEIGHBOURHOOD_OF = np.digitize(np.arange(5 * 3 + 1), [1, 2, 4])  # by the sum of up to 5 magnitudes of at most 3
 
 
-def _class_of(tone: int, total: np.ndarray) -> np.ndarray:
-    """Classes from a tone (0 luma, 1 chroma) and the neighbours' summed magnitudes (..., 64)."""
-    return (tone * BANDS + BAND_OF) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[total]
+# Format version 11 splits the DC's classes by the signs of the DCs around it (the same
+# neighbours): a walk that misses a region's brightness leaves DC residuals of one sign
+# across it. Leaning one way or the other, a DC takes a class of its own (SIGNED_CLASSES).
+SIGNED_CLASSES = CLASSES + 2 * 2 * NEIGHBOURHOOD  # + (leaning positive or negative) x tone x neighbourhood
 
 
-def classes_of(levels: np.ndarray, above: np.ndarray | None) -> np.ndarray:
-    """The class of every coefficient of a band of complete ``levels`` (3, rows, cols, 64),
-    ``above`` the block row before the band (None at the top): what ``_groups`` computes
-    group by group, all at once."""
-    magnitude = _magnitudes(levels)
-    before = np.zeros_like(magnitude[:, :1]) if above is None else _magnitudes(above)[:, None]
-    up = np.concatenate([before, magnitude[:, :-1]], 1)
-    wide = np.pad(up, ((0, 0), (0, 0), (1, 1), (0, 0)))
+def _class_of(tone: int, total: np.ndarray, dc_signs: np.ndarray | None = None) -> np.ndarray:
+    """Classes from a tone (0 luma, 1 chroma) and the neighbours' summed magnitudes (..., 64);
+    with their DCs' summed signs (...) given (format version 11), the DC's class leans."""
+    classes = (tone * BANDS + BAND_OF) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[total]
+    if dc_signs is not None:
+        dc = classes[..., 0]
+        leaning = CLASSES + ((dc_signs < 0) * 2 + tone) * NEIGHBOURHOOD + dc % NEIGHBOURHOOD
+        classes[..., 0] = np.where(dc_signs != 0, leaning, dc)
+    return classes
+
+
+def _around(values: np.ndarray, above: np.ndarray | None) -> np.ndarray:
+    """For (3, rows, cols, ...) ``values`` of a band and ``above`` the block row before it
+    (3, cols, ...; None at the top): each block's sum over its neighbours' known when it is
+    coded: up-left, up, up-right and, in odd columns, left and right."""
+    before = np.zeros_like(values[:, :1]) if above is None else above[:, None]
+    up = np.concatenate([before, values[:, :-1]], 1)
+    tail = [(0, 0)] * (values.ndim - 3)
+    wide = np.pad(up, ((0, 0), (0, 0), (1, 1), *tail))
     total = wide[:, :, :-2] + wide[:, :, 1:-1] + wide[:, :, 2:]
-    beside = np.pad(magnitude, ((0, 0), (0, 0), (1, 1), (0, 0)))
-    odd = np.arange(levels.shape[2]) % 2 == 1
+    beside = np.pad(values, ((0, 0), (0, 0), (1, 1), *tail))
+    odd = np.arange(values.shape[2]) % 2 == 1
     total[:, :, odd] += beside[:, :, :-2][:, :, odd] + beside[:, :, 2:][:, :, odd]
-    return np.stack([_class_of(min(channel, 1), total[channel]) for channel in range(3)])
+    return total
+
+
+def _dc_signs(levels: np.ndarray) -> np.ndarray:
+    return np.sign(levels[..., 0]).astype(np.int8)
+
+
+def classes_of(levels: np.ndarray, above: np.ndarray | None, signed: bool = True) -> np.ndarray:
+    """The class of every coefficient of a band of complete ``levels`` (3, rows, cols, 64),
+    ``above`` the block row before the band (None at the top), the DCs' ``signed`` by their
+    neighbours' (format version 11): what ``_groups`` computes group by group, all at once."""
+    total = _around(_magnitudes(levels), None if above is None else _magnitudes(above))
+    dc_signs = _around(_dc_signs(levels), None if above is None else _dc_signs(above)) if signed else None
+    return np.stack(
+        [
+            _class_of(min(channel, 1), total[channel], None if dc_signs is None else dc_signs[channel])
+            for channel in range(3)
+        ]
+    )
 
 
 @dataclass
@@ -119,6 +150,7 @@ def _groups(
     context only (a band's row above it). With ``complete`` levels (the encoder's, row by
     row) the classes of CLASS_BAND block rows are computed at once."""
     _, rows, cols, _ = levels.shape
+    signed = layout is Layout.DC_SIGNS
     band, band_classes = slice(0, 0), np.empty(0)
     if layout is Layout.CHANNELS:
         order = ((channel, row) for channel in range(3) for row in range(start, rows))
@@ -127,9 +159,10 @@ def _groups(
     for channel, row in order:
         if complete and row >= band.stop:
             band = slice(row, min(row + CLASS_BAND, rows))
-            band_classes = classes_of(levels[:, band], levels[:, row - 1] if row else None)
+            band_classes = classes_of(levels[:, band], levels[:, row - 1] if row else None, signed)
         # Neighbours' magnitudes from rows padded by a zero block each side: column c is c + 1.
         above = None if complete else _padded(_magnitudes(levels[channel, row - 1]) if row else None, cols)
+        above_dc = None if complete else _padded(_dc_signs(levels[channel, row - 1]) if row else None, cols, ())
         for phase in (0, 1):
             at = np.arange(phase, cols, 2)
             if skip is not None:
@@ -140,10 +173,14 @@ def _groups(
                 yield _Group(channel, row, phase, at, band_classes[channel, row - band.start, at])
                 continue
             total = above[at] + above[at + 1] + above[at + 2]
+            assert above_dc is not None
+            dc_signs = above_dc[at] + above_dc[at + 1] + above_dc[at + 2]
             if phase:  # the even blocks of this row are known by now
                 here = _padded(_magnitudes(levels[channel, row]), cols)
                 total += here[at] + here[at + 2]
-            yield _Group(channel, row, phase, at, _class_of(min(channel, 1), total))
+                here_dc = _padded(_dc_signs(levels[channel, row]), cols, ())
+                dc_signs += here_dc[at] + here_dc[at + 2]
+            yield _Group(channel, row, phase, at, _class_of(min(channel, 1), total, dc_signs if signed else None))
 
 
 def _padded(row: np.ndarray | None, cols: int, tail: tuple[int, ...] = (BLOCK * BLOCK,)) -> np.ndarray:
@@ -170,9 +207,12 @@ _LUMA_LAST = np.digitize(np.arange(LASTS), [1, 3, 5, 7]) + 1  # a chroma block's
 SUMMARY_CLASSES = 3 * NEAR * 6  # channel x neighbours x (luma's last band, 0 for luma itself)
 QUARTER = np.digitize(np.arange(LASTS), [3, 5, 7])  # which quarter of the bands a block ends in
 SUMMARISED_CLASSES = CLASSES * 8  # a level's class x its block's quarter (4) x in the last band or not
+SIGNED_SUMMARISED_CLASSES = SIGNED_CLASSES * 8  # the same in format version 11
 PRIORS = Path(__file__).with_name("level_priors.npz")
 """The first counts of Layout.SUMMARISED, trained on bsds500 train + test
 (``models/training/level_priors.py``): part of format version 8, never to change."""
+PRIORS_11 = Path(__file__).with_name("level_priors_11.npz")
+"""The first counts of version 11's layout, made the same way from the encoder of version 11."""
 
 
 _BAND_ENDS = (BAND_OF + 1).astype(np.int8)
@@ -225,45 +265,50 @@ def summary_classes_of(lasts: np.ndarray, above: np.ndarray | None) -> np.ndarra
     return (np.arange(3)[:, None, None] * NEAR + _NEAR[total]) * 6 + luma
 
 
-def summarised_classes(levels: np.ndarray, above: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def summarised_classes(
+    levels: np.ndarray, above: np.ndarray | None, signed: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For a band of complete ``levels`` (3, rows, cols, 64), ``above`` the block row before it
-    (None at the top), as Layout.SUMMARISED codes them: each block's last band and its class,
-    and each level's class (only those of bands below the last band are coded)."""
+    (None at the top), as Layout.DC_SIGNS codes them (without DCs ``signed``,
+    Layout.SUMMARISED): each block's last band and its class, and each level's class (only
+    those of bands below the last band are coded)."""
     lasts = last_bands(levels)
     summary = summary_classes_of(lasts, None if above is None else last_bands(above))
-    classes = classes_of(levels, above)
+    classes = classes_of(levels, above, signed)
     classes *= 8  # in place: a band's classes are its largest array
     classes += REFINEMENT[lasts]
     return lasts, summary, classes
 
 
-def tallies(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """How often each symbol meets each class when ``levels`` are coded in Layout.SUMMARISED:
-    (SUMMARISED_CLASSES, SYMBOLS) for the levels and (SUMMARY_CLASSES, LASTS) for the last
+def tallies(levels: np.ndarray, skip: np.ndarray | None = None, signed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """How often each symbol meets each class when ``levels`` are coded in Layout.DC_SIGNS
+    (without DCs ``signed``, Layout.SUMMARISED): (SIGNED_SUMMARISED_CLASSES or
+    SUMMARISED_CLASSES, SYMBOLS) for the levels and (SUMMARY_CLASSES, LASTS) for the last
     bands, band by band of CLASS_BAND block rows; what the trained first counts (``PRIORS``)
     are made of and the encoder prices its levels with."""
-    found = np.zeros(SUMMARISED_CLASSES * SYMBOLS, np.int64), np.zeros(SUMMARY_CLASSES * LASTS, np.int64)
+    kinds = SIGNED_SUMMARISED_CLASSES if signed else SUMMARISED_CLASSES
+    found = np.zeros(kinds * SYMBOLS, np.int64), np.zeros(SUMMARY_CLASSES * LASTS, np.int64)
     rows = levels.shape[1]
     for top in range(0, rows, CLASS_BAND):
         band = slice(top, min(top + CLASS_BAND, rows))
-        lasts, summary, classes = summarised_classes(levels[:, band], levels[:, top - 1] if top else None)
+        lasts, summary, classes = summarised_classes(levels[:, band], levels[:, top - 1] if top else None, signed)
         coded = np.ones(lasts.shape, dtype=bool) if skip is None else np.broadcast_to(~skip[band], lasts.shape)
         inside = coded[..., None] & (lasts[..., None] > BAND_OF)
         found[0][:] += np.bincount(
             (classes[inside] * SYMBOLS + symbols(levels[:, band][inside])), minlength=found[0].size
         )
         found[1][:] += np.bincount(summary[coded] * LASTS + lasts[coded], minlength=found[1].size)
-    return found[0].reshape(SUMMARISED_CLASSES, SYMBOLS), found[1].reshape(SUMMARY_CLASSES, LASTS)
+    return found[0].reshape(kinds, SYMBOLS), found[1].reshape(SUMMARY_CLASSES, LASTS)
 
 
 def summarised_lengths(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bits per symbol by class of the levels (SUMMARISED_CLASSES, SYMBOLS) and of the last
-    bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.ESCAPE_LENGTHS: the
+    bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.DC_SIGNS: the
     counts their own tallies and the trained first counts give (an escape's mean payload
     included, ``escape_bits``)."""
     found = tallies(levels, skip)
     lengths = []
-    for tally, first in zip(found, _trained(), strict=True):
+    for tally, first in zip(found, _trained(signed=True), strict=True):
         counts = first + COUNT_INCREMENT * tally
         lengths.append(np.log2(counts.sum(1, keepdims=True)) - np.log2(counts))
     lengths[0][:, ESCAPE] += escape_bits(levels)
@@ -271,15 +316,17 @@ def summarised_lengths(levels: np.ndarray, skip: np.ndarray | None = None) -> tu
 
 
 @functools.cache
-def _trained() -> tuple[np.ndarray, np.ndarray]:
-    with np.load(PRIORS) as priors:
+def _trained(signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The first counts of the levels and the last bands: format version 8's table, or
+    (``signed``) version 11's."""
+    with np.load(PRIORS_11 if signed else PRIORS) as priors:
         return priors["levels"].astype(np.int64), priors["lasts"].astype(np.int64)
 
 
 @dataclass
 class _Counts:
     """The adaptive counts of a stream: of the levels by class, (SUMMARISED on) of the last
-    bands and (ESCAPE_LENGTHS) of the escapes' bit lengths, (1, ESCAPE_LENGTH_CLASSES)."""
+    bands and (DC_SIGNS) of the escapes' bit lengths, (1, ESCAPE_LENGTH_CLASSES)."""
 
     levels: np.ndarray
     lasts: np.ndarray | None = None
@@ -287,9 +334,9 @@ class _Counts:
 
     @classmethod
     def first(cls, layout: Layout) -> _Counts:
-        if layout in (Layout.SUMMARISED, Layout.ESCAPE_LENGTHS):
-            levels, lasts = _trained()
-            escapes = INITIAL_ESCAPES[None].copy() if layout is Layout.ESCAPE_LENGTHS else None
+        if layout in (Layout.SUMMARISED, Layout.DC_SIGNS):
+            levels, lasts = _trained(layout is Layout.DC_SIGNS)
+            escapes = INITIAL_ESCAPES[None].copy() if layout is Layout.DC_SIGNS else None
             return cls(levels.copy(), lasts.copy(), escapes)
         return cls(np.tile(INITIAL, (CLASSES, 1)))
 
@@ -312,7 +359,7 @@ def from_payload(symbols: np.ndarray) -> np.ndarray:
     return np.where(word >> PAYLOAD_BITS, -magnitude, magnitude)
 
 
-# ---------------------------------------------------------------- escapes by bit length (Layout.ESCAPE_LENGTHS)
+# ---------------------------------------------------------------- escapes by bit length (Layout.DC_SIGNS)
 # At fine steps many levels escape (on 17 bsds500/val photos at q8, step 8: about 2,000 a photo,
 # 6 % of the detail bits under the uniform payload), most of them within a few dozen of LARGEST.
 # Version 11 codes each escape's excess |level| - LARGEST >= 1 as its bit length n (adaptive counts,
@@ -346,7 +393,7 @@ def _uniform(size: int) -> np.ndarray:
 
 def escape_bits(levels: np.ndarray) -> float:
     """The mean bits of an escape's payload in ``levels`` (3, rows, cols, 64) under
-    ``Layout.ESCAPE_LENGTHS``: its bit length under the counts the image's own escapes
+    ``Layout.DC_SIGNS``: its bit length under the counts the image's own escapes
     give, its sign and its bits (0 without escapes), band by band of CLASS_BAND block rows
     (no image-sized mask)."""
     tally = np.zeros(ESCAPE_LENGTH_CLASSES, dtype=np.int64)
@@ -360,11 +407,6 @@ def escape_bits(levels: np.ndarray) -> float:
     counts = INITIAL_ESCAPES + COUNT_INCREMENT * tally
     bits = np.log2(counts.sum()) - np.log2(counts) + 1 + np.arange(ESCAPE_LENGTH_CLASSES)
     return float((tally * bits).sum() / tally.sum())
-
-
-def has_escapes(levels: np.ndarray) -> bool:
-    """Whether any level escapes: a stream without escapes is the same bytes in format versions 8 to 11."""
-    return bool(levels.size) and (int(levels.max()) > LARGEST or int(levels.min()) < -LARGEST)
 
 
 @dataclass
@@ -499,7 +541,7 @@ def _run(
     writer reads them from ``complete`` levels (read only, so other work may read them
     meanwhile), the reader decodes them into ``levels``."""
     counts = _Counts.first(layout) if counts is None else counts
-    summarised = layout in (Layout.SUMMARISED, Layout.ESCAPE_LENGTHS)
+    summarised = layout in (Layout.SUMMARISED, Layout.DC_SIGNS)
     lasts = np.empty(0, dtype=np.int8)
     if summarised:
         lasts, known_rows = np.zeros(levels.shape[:3], dtype=np.int8), levels.shape[1] if complete else start
@@ -540,16 +582,15 @@ def _run(
 
 
 def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = None) -> None:
-    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.ESCAPE_LENGTHS``:
-    without escapes, ``has_escapes``, the bytes of ``Layout.SUMMARISED``). A
+    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.DC_SIGNS``). A
     group's classes read only steps already taken, so the complete levels serve as the
     coder's state (read, never written). The blocks of ``skip`` are not coded."""
     work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
-    _run(work, Layout.ESCAPE_LENGTHS, _Writing(writer), skip, complete=True)
+    _run(work, Layout.DC_SIGNS, _Writing(writer), skip, complete=True)
 
 
 def encode(levels: np.ndarray) -> bytes:
-    """(3, rows, cols, 64) integer levels -> a detail stream of them alone (``Layout.ESCAPE_LENGTHS``)."""
+    """(3, rows, cols, 64) integer levels -> a detail stream of them alone (``Layout.DC_SIGNS``)."""
     writer = entropy.Writer()
     write(levels, writer)
     return writer.finish()
@@ -559,7 +600,7 @@ def read(
     decoder: entropy.Decoder,
     height: int,
     width: int,
-    layout: Layout = Layout.ESCAPE_LENGTHS,
+    layout: Layout = Layout.DC_SIGNS,
     skip: np.ndarray | None = None,
 ) -> np.ndarray:
     """The levels of an image of (height, width), decoded from ``decoder`` -> (3, rows, cols, 64);
@@ -576,7 +617,7 @@ def read_bands(
     width: int,
     band_rows: int,
     skip: np.ndarray | None = None,
-    layout: Layout = Layout.ESCAPE_LENGTHS,
+    layout: Layout = Layout.DC_SIGNS,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``read`` for the row by row layouts, band by band of ``band_rows`` block rows: each
     band's slice of block rows and its levels (3, band rows, cols, 64), holding only the
@@ -604,6 +645,6 @@ def read_bands(
         yield band, window[:, 1:]
 
 
-def decode(data: bytes, height: int, width: int, layout: Layout = Layout.ESCAPE_LENGTHS) -> np.ndarray:
+def decode(data: bytes, height: int, width: int, layout: Layout = Layout.DC_SIGNS) -> np.ndarray:
     """A detail stream of levels alone (``encode``'s, or format versions 3-5 in theirs) -> (3, rows, cols, 64) levels."""
     return read(entropy.Decoder(data, "detail stream"), height, width, layout)

@@ -60,8 +60,9 @@ CASES = {
     # version 10: a colour correction in the header, without a detail stream and with version 9's (the "smooth" source)
     "colour_q8": (8, False, 0),
     "colour_predicted_q8": (8, False, DETAIL_STEP),
-    # version 11: version 10's, the detail stream's escapes coded by bit length (a step of 2: many escape)
-    "escaped_q8": (8, False, 2),
+    # version 11: version 10's header, the levels' DC classes leaning by the signs around them and escapes
+    # coded by bit length (a step of 2: many escape)
+    "dc_signs_q8": (8, False, 2),
 }
 
 
@@ -155,7 +156,7 @@ def main() -> None:
             container.SUMMARISED_VERSION,
             container.PREDICTED_VERSION,
             container.COLOUR_VERSION,
-            container.ESCAPE_LENGTHS_VERSION,
+            container.DC_SIGNS_VERSION,
         ],
         "files": {},
     }

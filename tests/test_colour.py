@@ -117,7 +117,7 @@ def test_a_detail_file_corrects_its_walk_first_and_codes_less_for_more(
     original = pixels_of(kodak_crop)
     corrected = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 40))
     header = container.unpack(corrected.data).header
-    assert corrected.data[3] == container.COLOUR_VERSION and header.predicted
+    assert corrected.data[3] == container.DC_SIGNS_VERSION and header.predicted
     assert len(header.walk_colour) == len(header.colour) == colour.BYTES
     shown = CliRunner().invoke(main, ["info", "-"], input=corrected.data).stdout
     assert "colour corrections: the walk's and the decode's" in shown
@@ -128,7 +128,7 @@ def test_a_detail_file_corrects_its_walk_first_and_codes_less_for_more(
     cut = corrected.data[: len(corrected.data) - header.detail_length - container.LAYER_CRC_BYTES]
     assert np.array_equal(codec.decode_pixels(cut, tiny_model)[0], walk.pixels)
     plain = codec.encode_pixels(original, "RGB", tiny_model, Rung(3, 0.0, 40))
-    assert plain.data[3] == container.PREDICTED_VERSION
+    assert plain.data[3] == container.DC_SIGNS_VERSION and not container.unpack(plain.data).header.colour
     # the tiny model's walk is far off in its tones: 8,445 B at 30.10 dB against 9,083 B at 29.38 dB
     assert len(corrected.data) < 0.96 * len(plain.data) and corrected.psnr > plain.psnr + 0.5
 

@@ -145,7 +145,7 @@ def test_wrong_magic_version_and_trailing_data() -> None:
         container.unpack(b"\x89PNG\r\n\x1a\n" + data[8:])
     with pytest.raises(VersionError, match=r"unsupported \.ddn format version 1 "):
         container.unpack(version_1_file())
-    newer = container.ESCAPE_LENGTHS_VERSION + 1  # the first version this ddncodec cannot read
+    newer = container.DC_SIGNS_VERSION + 1  # the first version this ddncodec cannot read
     with pytest.raises(VersionError, match=f"version {newer} "):
         container.unpack(data[:3] + bytes([newer]) + data[4:])
     with pytest.raises(CorruptError, match="trailing data"):
@@ -259,29 +259,29 @@ def test_colour_corrections_make_version_10_with_or_without_a_detail_stream() ->
         container.pack(dataclasses.replace(detailed, predicted=False), streams, detail)
 
 
-def test_escapes_by_bit_length_make_version_11_with_any_colour_corrections() -> None:
-    """Version 11 is version 10's header with its corrections optional; the flag needs
+def test_version_11_levels_make_version_11_with_any_colour_corrections() -> None:
+    """Version 11 is version 10's header with its corrections optional; its levels need
     version 9's detail stream, and a version 11 header without a detail stream is refused."""
     streams, detail = (b"\x11" * 40, b"\x22" * 90), b"\x33" * 300
     colour, walk = bytes(range(223, 256)), bytes(range(COLOUR_BYTES))
-    escaped = Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), True, 8, 300, True, False, True, True, True)
-    escaped = dataclasses.replace(escaped, escape_lengths=True)
+    eleven = Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), True, 8, 300, True, False, True, True, True)
+    eleven = dataclasses.replace(eleven, dc_signs=True)
     for corrections in ({}, {"colour": colour}, {"walk_colour": walk}, {"colour": colour, "walk_colour": walk}):
-        header = dataclasses.replace(escaped, **corrections)
+        header = dataclasses.replace(eleven, **corrections)
         data = container.pack(header, streams, detail)
-        assert data[3] == container.ESCAPE_LENGTHS_VERSION
+        assert data[3] == container.DC_SIGNS_VERSION
         parsed = container.unpack(data)
         assert parsed.header == header and parsed.detail == detail
-        earlier = container.pack(dataclasses.replace(header, escape_lengths=False), streams, detail)
+        earlier = container.pack(dataclasses.replace(header, dc_signs=False), streams, detail)
         assert len(earlier) == len(data) and earlier[3] in (container.PREDICTED_VERSION, container.COLOUR_VERSION)
-    with pytest.raises(ValueError, match="escapes by bit length"):  # version 8's detail stream
-        container.pack(dataclasses.replace(escaped, predicted=False), streams, detail)
-    with pytest.raises(ValueError, match="escapes by bit length"):  # no detail stream at all
-        container.pack(Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), escape_lengths=True), streams)
+    with pytest.raises(ValueError, match="version 11's levels"):  # version 8's detail stream
+        container.pack(dataclasses.replace(eleven, predicted=False), streams, detail)
+    with pytest.raises(ValueError, match="version 11's levels"):  # no detail stream at all
+        container.pack(Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90), dc_signs=True), streams)
     plain = container.pack(Header(FINGERPRINT, 256, 192, "RGB", 0, (40, 90)), streams)
     head_end = container.parse_header(plain)[1]
     forged = bytearray(plain[: head_end - 2])
-    forged[3] = container.ESCAPE_LENGTHS_VERSION
+    forged[3] = container.DC_SIGNS_VERSION
     forged += struct.pack(">H", binascii.crc_hqx(bytes(forged), 0)) + plain[head_end:]
     with pytest.raises(CorruptError, match="version 11 file without a detail stream"):
         container.unpack(bytes(forged))

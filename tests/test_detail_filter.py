@@ -47,7 +47,7 @@ def test_the_encoder_runs_the_filter_where_it_helps_and_the_decoder_follows(
     original = pixels_of(kodak_crop)
     plain = codec.encode_pixels(original, "RGB", tiny_model, RUNG)
     smooth = codec.encode_pixels(original, "RGB", filtered_model, RUNG)
-    assert plain.data[3] == smooth.data[3] == container.PREDICTED_VERSION
+    assert plain.data[3] == smooth.data[3] == container.DC_SIGNS_VERSION
     assert not container.unpack(plain.data).header.detail_filtered
     assert container.unpack(smooth.data).header.detail_filtered
     assert len(smooth.data) == len(plain.data)  # the filter costs no byte

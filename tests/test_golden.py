@@ -29,7 +29,7 @@ def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: C
         container.SUMMARISED_VERSION,
         container.PREDICTED_VERSION,
         container.COLOUR_VERSION,
-        container.ESCAPE_LENGTHS_VERSION,
+        container.DC_SIGNS_VERSION,
     ]
     filtered = load(model_for("filtered"))
     assert filtered.fingerprint.hex()[:16] == FACTS["filtered_model"]

@@ -47,6 +47,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     assert "ddncodec/models/v12.safetensors" in names  # and 12's
     assert "ddncodec/bench/published/kodak/bmshj2018-factorized.json" in names
     assert "ddncodec/level_priors.npz" in names  # the detail levels' first counts: format version 8
+    assert "ddncodec/level_priors_11.npz" in names  # and version 11
 
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -81,7 +82,7 @@ def test_wheel_encodes_decodes_and_reports_with_the_shipped_model(
     # q5, the default: a detail layer, so the levels' coder and its packaged first counts run
     encoded = _run([ddncodec, "encode", "photo.png", "-o", "photo.ddn", "-q", "5"], tmp_path, env)
     assert encoded.returncode == 0, encoded.stderr
-    assert (tmp_path / "photo.ddn").read_bytes()[3] == 10  # format version 10: with a colour correction
+    assert (tmp_path / "photo.ddn").read_bytes()[3] == 11  # format version 11: its own packaged first counts
     decoded = _run([ddncodec, "decode", "photo.ddn", "-o", "back.png"], tmp_path, env)
     assert decoded.returncode == 0, decoded.stderr
     info = _run([ddncodec, "info", "photo.ddn"], tmp_path, env)

@@ -63,8 +63,8 @@ def _detail_bands(parsed: container.Container) -> tuple[smooth.Planes, Iterator[
     if header.legacy_detail:
         return planes, _channel_by_channel(decoder, header)
     layout = levels.Layout.SUMMARISED if header.summarised else levels.Layout.ROWS
-    if header.escape_lengths:
-        layout = levels.Layout.ESCAPE_LENGTHS
+    if header.dc_signs:
+        layout = levels.Layout.DC_SIGNS
     return planes, levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth, layout)
 
 
@@ -106,7 +106,7 @@ def _add_detail(
 
 
 def _correct(pixels: np.ndarray, correction: bytes) -> None:
-    """Put ``pixels`` through a colour correction of the header, if it has it (format version 10)."""
+    """Put ``pixels`` through a colour correction of the header, if it has it (format versions 10 and 11)."""
     if correction:
         colour.Correction.from_bytes(correction).apply(pixels, run=workers.bands)
 

@@ -64,7 +64,6 @@ class DetailStream:
     data: bytes
     step: int  # its quantiser step
     filtered: bool  # decoded through the model's detail filter (the encoder's choice: where it helps)
-    escape_lengths: bool  # it holds escapes, coded by bit length (format version 11; without, version 9's bytes)
 
 
 @dataclass
@@ -96,7 +95,7 @@ class Coded:
         lengths = tuple(len(s) for s in self.streams)
         step = 0 if details is None else details.step
         detail_filtered = details is not None and details.filtered
-        newest_detail = bool(step and lengths)  # format version 9's levels: summarised and predicted
+        newest_detail = bool(step and lengths)  # format version 11's levels: summarised, predicted, DC signs
         fingerprint = model.file_fingerprint(detail_filtered)
         header = container.Header(
             fingerprint,
@@ -114,7 +113,7 @@ class Coded:
             predicted=newest_detail,
             colour=correction,
             walk_colour=walk_correction,
-            escape_lengths=details is not None and details.escape_lengths,
+            dc_signs=newest_detail,
         )
         return container.pack(header, self.streams, b"" if details is None else details.data)
 
@@ -219,7 +218,7 @@ def with_detail(
         smooth.paint(candidate, planes)
     if len(candidates) > 1 and psnr(candidates[1], pixels, mode) > psnr(image, pixels, mode):
         image, filtered = candidates[1], True
-    return DetailStream(stream(), step, filtered, level_coding.has_escapes(levels)), image
+    return DetailStream(stream(), step, filtered), image
 
 
 def _detail_stream(planes: smooth.Planes, levels: np.ndarray) -> bytes:
