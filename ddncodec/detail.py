@@ -274,7 +274,7 @@ def truncate(
 ) -> np.ndarray:
     """Each block's last band chosen by rate and distortion: ending a block lower zeroes
     every level from that band on, for the squared error it adds (in steps²) against
-    RATE_WEIGHT per bit it saves, the bits priced in format version 8's classes by
+    RATE_WEIGHT per bit it saves, the bits priced in format version 11's classes by
     ``level_bits`` and ``last_bits`` (``levels.summarised_lengths``). A band of
     (3, rows, cols, 64) ``levels``, ``above`` its block row above (None at the top). On 17
     ``bsds500/val`` photos, with ``optimise`` priced in the same classes: -2.9 % BD-rate."""
@@ -330,10 +330,10 @@ def optimise(
     classes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Each coefficient's level among rounding, one below it and zero, whichever costs least
-    squared error (in steps²) plus RATE_WEIGHT per bit; ``bits`` (SUMMARISED_CLASSES,
+    squared error (in steps²) plus RATE_WEIGHT per bit; ``bits`` (SIGNED_SUMMARISED_CLASSES,
     SYMBOLS) is what each symbol costs in its class under the dead-zone ``levels``' own
     statistics over the whole image, ``classes`` each coefficient's class under them in
-    format version 8's classes (both taken from ``levels`` if not given: a whole image).
+    format version 11's classes (both taken from ``levels`` if not given: a whole image).
     The decoder never sees this choice, so it is the encoder's alone; ``truncate`` then
     chooses where each block ends."""
     if classes is None:

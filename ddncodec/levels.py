@@ -37,7 +37,7 @@ BLOCK = 8
 LARGEST = 15  # levels -LARGEST..LARGEST are symbols of their own; larger ones escape
 ESCAPE = 2 * LARGEST + 1
 SYMBOLS = ESCAPE + 1
-PAYLOAD = 128  # an escaped level is two symbols of a uniform PAYLOAD-ary alphabet: sign and 13 bits
+PAYLOAD = 128  # versions 3-10 and smooth planes: an escape is two uniform PAYLOAD-ary symbols, sign and 13 bits
 PAYLOAD_BITS = 13
 COUNT_INCREMENT = 32  # count added per coded level
 NEIGHBOURHOOD = 4  # classes of the neighbours' magnitudes: none, 1, 2-3, 4 or more
@@ -302,8 +302,8 @@ def tallies(levels: np.ndarray, skip: np.ndarray | None = None, signed: bool = T
 
 
 def summarised_lengths(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Bits per symbol by class of the levels (SUMMARISED_CLASSES, SYMBOLS) and of the last
-    bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.DC_SIGNS: the
+    """Bits per symbol by class of the levels (SIGNED_SUMMARISED_CLASSES, SYMBOLS) and of the
+    last bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.DC_SIGNS: the
     counts their own tallies and the trained first counts give (an escape's mean payload
     included, ``escape_bits``)."""
     found = tallies(levels, skip)
