@@ -247,7 +247,7 @@ def residual_levels(
 
     # Both choices are priced by the dead-zone levels' statistics, and read the dead-zone
     # row above each band (kept before it changes), so the bands stay independent.
-    level_bits, last_bits = summarised_lengths(levels, skip)
+    level_bits, last_bits = summarised_lengths(levels, step, skip)
     above = [None] + [levels[:, band.stop - 1].copy() for band in bands[:-1]]
 
     def optimised(i: int) -> None:
@@ -339,7 +339,7 @@ def optimise(
     if classes is None:
         classes = summarised_classes(levels, None)[2]
     if bits is None:
-        bits = summarised_lengths(levels)[0]
+        bits = summarised_lengths(levels, step)[0]
     scaled = np.abs(coefficients) / step
     rounded = np.floor(scaled + 0.5)
     best = np.zeros_like(levels)

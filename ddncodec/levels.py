@@ -212,7 +212,12 @@ PRIORS = Path(__file__).with_name("level_priors.npz")
 """The first counts of Layout.SUMMARISED, trained on bsds500 train + test
 (``models/training/level_priors.py``): part of format version 8, never to change."""
 PRIORS_11 = Path(__file__).with_name("level_priors_11.npz")
-"""The first counts of version 11's layout, made the same way from the encoder of version 11."""
+"""The first counts of version 11's layout, made the same way from the encoder of version 11: two
+tables, for the coarse steps and the fine ones (FINE_STEP)."""
+FINE_STEP = 50
+"""Version 11: a detail step below this starts from the fine steps' table (the ladder's q6-q8,
+steps 37 to 8), any other from the coarse steps' (q2-q5, 255 to 66). One table for both lost
+0.27 % BD-rate on bsds500/val: the fine steps' far more numerous levels outweighed the others'."""
 
 
 _BAND_ENDS = (BAND_OF + 1).astype(np.int8)
@@ -301,14 +306,14 @@ def tallies(levels: np.ndarray, skip: np.ndarray | None = None, signed: bool = T
     return found[0].reshape(kinds, SYMBOLS), found[1].reshape(SUMMARY_CLASSES, LASTS)
 
 
-def summarised_lengths(levels: np.ndarray, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def summarised_lengths(levels: np.ndarray, step: int, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bits per symbol by class of the levels (SIGNED_SUMMARISED_CLASSES, SYMBOLS) and of the
     last bands (SUMMARY_CLASSES, LASTS) when ``levels`` are coded in Layout.DC_SIGNS: the
-    counts their own tallies and the trained first counts give (an escape's mean payload
-    included, ``escape_bits``)."""
+    counts their own tallies and the trained first counts of ``step`` give (an escape's mean
+    payload included, ``escape_bits``)."""
     found = tallies(levels, skip)
     lengths = []
-    for tally, first in zip(found, _trained(signed=True), strict=True):
+    for tally, first in zip(found, _trained(True, step < FINE_STEP), strict=True):
         counts = first + COUNT_INCREMENT * tally
         lengths.append(np.log2(counts.sum(1, keepdims=True)) - np.log2(counts))
     lengths[0][:, ESCAPE] += escape_bits(levels)
@@ -316,11 +321,14 @@ def summarised_lengths(levels: np.ndarray, skip: np.ndarray | None = None) -> tu
 
 
 @functools.cache
-def _trained(signed: bool) -> tuple[np.ndarray, np.ndarray]:
+def _trained(signed: bool, fine: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The first counts of the levels and the last bands: format version 8's table, or
-    (``signed``) version 11's."""
-    with np.load(PRIORS_11 if signed else PRIORS) as priors:
-        return priors["levels"].astype(np.int64), priors["lasts"].astype(np.int64)
+    (``signed``) version 11's of the coarse steps or the ``fine`` ones."""
+    if not signed:
+        with np.load(PRIORS) as priors:
+            return priors["levels"].astype(np.int64), priors["lasts"].astype(np.int64)
+    with np.load(PRIORS_11) as priors:
+        return priors["levels"][int(fine)].astype(np.int64), priors["lasts"][int(fine)].astype(np.int64)
 
 
 @dataclass
@@ -333,9 +341,10 @@ class _Counts:
     escapes: np.ndarray | None = None
 
     @classmethod
-    def first(cls, layout: Layout) -> _Counts:
+    def first(cls, layout: Layout, step: int) -> _Counts:
+        """A stream's first counts: those of its layout and (version 11) its detail step."""
         if layout in (Layout.SUMMARISED, Layout.DC_SIGNS):
-            levels, lasts = _trained(layout is Layout.DC_SIGNS)
+            levels, lasts = _trained(layout is Layout.DC_SIGNS, step < FINE_STEP)
             escapes = INITIAL_ESCAPES[None].copy() if layout is Layout.DC_SIGNS else None
             return cls(levels.copy(), lasts.copy(), escapes)
         return cls(np.tile(INITIAL, (CLASSES, 1)))
@@ -530,17 +539,16 @@ def _run(
     levels: np.ndarray,
     layout: Layout,
     stream: _Stream,
+    counts: _Counts,
     skip: np.ndarray | None = None,
-    counts: _Counts | None = None,
     start: int = 0,
     complete: bool = False,
 ) -> None:
     """The adaptive model over a layer's steps, from block row ``start`` on, adapting
-    ``counts`` (the layout's first ones if not given). Each group's levels (and, for
-    ``Layout.SUMMARISED``, its blocks' last bands first) go through ``stream``: the
-    writer reads them from ``complete`` levels (read only, so other work may read them
-    meanwhile), the reader decodes them into ``levels``."""
-    counts = _Counts.first(layout) if counts is None else counts
+    ``counts``. Each group's levels (and, from ``Layout.SUMMARISED`` on, its blocks' last
+    bands first) go through ``stream``: the writer reads them from ``complete`` levels
+    (read only, so other work may read them meanwhile), the reader decodes them into
+    ``levels``."""
     summarised = layout in (Layout.SUMMARISED, Layout.DC_SIGNS)
     lasts = np.empty(0, dtype=np.int8)
     if summarised:
@@ -581,18 +589,20 @@ def _run(
         _adapt(counts.levels, coding, symbols(values))
 
 
-def write(levels: np.ndarray, writer: entropy.Writer, skip: np.ndarray | None = None) -> None:
-    """Code (3, rows, cols, 64) integer levels into ``writer`` (``Layout.DC_SIGNS``). A
-    group's classes read only steps already taken, so the complete levels serve as the
-    coder's state (read, never written). The blocks of ``skip`` are not coded."""
+def write(levels: np.ndarray, writer: entropy.Writer, step: int, skip: np.ndarray | None = None) -> None:
+    """Code (3, rows, cols, 64) integer levels of detail step ``step`` into ``writer``
+    (``Layout.DC_SIGNS``). A group's classes read only steps already taken, so the
+    complete levels serve as the coder's state (read, never written). The blocks of
+    ``skip`` are not coded."""
     work = levels if levels.dtype == LEVEL else levels.astype(LEVEL)
-    _run(work, Layout.DC_SIGNS, _Writing(writer), skip, complete=True)
+    _run(work, Layout.DC_SIGNS, _Writing(writer), _Counts.first(Layout.DC_SIGNS, step), skip, complete=True)
 
 
-def encode(levels: np.ndarray) -> bytes:
-    """(3, rows, cols, 64) integer levels -> a detail stream of them alone (``Layout.DC_SIGNS``)."""
+def encode(levels: np.ndarray, step: int) -> bytes:
+    """(3, rows, cols, 64) integer levels of detail step ``step`` -> a detail stream of them
+    alone (``Layout.DC_SIGNS``)."""
     writer = entropy.Writer()
-    write(levels, writer)
+    write(levels, writer, step)
     return writer.finish()
 
 
@@ -600,14 +610,15 @@ def read(
     decoder: entropy.Decoder,
     height: int,
     width: int,
+    step: int,
     layout: Layout = Layout.DC_SIGNS,
     skip: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The levels of an image of (height, width), decoded from ``decoder`` -> (3, rows, cols, 64);
-    the blocks of ``skip`` were not coded and are zero."""
+    """The levels of detail step ``step`` of an image of (height, width), decoded from
+    ``decoder`` -> (3, rows, cols, 64); the blocks of ``skip`` were not coded and are zero."""
     rows, cols = blocks(height, width)
     levels = np.zeros((3, rows, cols, BLOCK * BLOCK), dtype=LEVEL)
-    _run(levels, layout, _Reading(decoder), skip)
+    _run(levels, layout, _Reading(decoder), _Counts.first(layout, step), skip)
     return levels
 
 
@@ -616,6 +627,7 @@ def read_bands(
     height: int,
     width: int,
     band_rows: int,
+    step: int,
     skip: np.ndarray | None = None,
     layout: Layout = Layout.DC_SIGNS,
 ) -> Iterator[tuple[slice, np.ndarray]]:
@@ -625,7 +637,7 @@ def read_bands(
     with the image. A band whose every block is in ``skip`` codes nothing and is not
     yielded: its levels are zero."""
     rows, cols = blocks(height, width)
-    counts = _Counts.first(layout)
+    counts = _Counts.first(layout, step)
     stream = _Reading(decoder)
     nothing = np.zeros((3, 1, cols, BLOCK * BLOCK), dtype=LEVEL)
     above = nothing  # the image's top: no context
@@ -640,11 +652,12 @@ def read_bands(
         if skip is not None:
             skipped = np.zeros((window.shape[1], cols), dtype=bool)
             skipped[1:] = skip[band]
-        _run(window, layout, stream, skipped, counts, start=1)
+        _run(window, layout, stream, counts, skipped, start=1)
         above = window[:, -1:].copy()
         yield band, window[:, 1:]
 
 
-def decode(data: bytes, height: int, width: int, layout: Layout = Layout.DC_SIGNS) -> np.ndarray:
-    """A detail stream of levels alone (``encode``'s, or format versions 3-5 in theirs) -> (3, rows, cols, 64) levels."""
-    return read(entropy.Decoder(data, "detail stream"), height, width, layout)
+def decode(data: bytes, height: int, width: int, step: int, layout: Layout = Layout.DC_SIGNS) -> np.ndarray:
+    """A detail stream of levels alone (``encode``'s, or format versions 3-5 in theirs) of
+    detail step ``step`` -> (3, rows, cols, 64) levels."""
+    return read(entropy.Decoder(data, "detail stream"), height, width, step, layout)

@@ -57,7 +57,7 @@ def test_optimise_and_truncate_trade_error_for_bits_at_a_lower_total_cost() -> N
     step = 20
     plain = detail.quantise(coefficients, step)
     chosen = detail.optimise(coefficients, plain, step)
-    ended = detail.truncate(coefficients, chosen, step, *levels_coding.summarised_lengths(plain), None)
+    ended = detail.truncate(coefficients, chosen, step, *levels_coding.summarised_lengths(plain, step), None)
     rounded = np.round(np.abs(coefficients) / step)
     for levels in (chosen, ended):
         magnitude = np.abs(levels)
@@ -69,7 +69,7 @@ def test_optimise_and_truncate_trade_error_for_bits_at_a_lower_total_cost() -> N
         return float(((coefficients / step - levels) ** 2).sum())
 
     def bits(levels: np.ndarray) -> int:
-        return 8 * len(levels_coding.encode(levels))
+        return 8 * len(levels_coding.encode(levels, step))
 
     for before, after in ((plain, chosen), (chosen, ended)):
         assert bits(after) < 0.97 * bits(before)
@@ -87,7 +87,7 @@ def test_optimise_and_truncate_trade_error_for_bits_at_a_lower_total_cost() -> N
 )
 def test_any_levels_round_trip_through_the_coder(levels: np.ndarray) -> None:
     rows, cols = levels.shape[1:3]
-    assert np.array_equal(levels_coding.decode(levels_coding.encode(levels), 8 * rows, 8 * cols), levels)
+    assert np.array_equal(levels_coding.decode(levels_coding.encode(levels, 20), 8 * rows, 8 * cols, 20), levels)
 
 
 def test_levels_beyond_the_alphabet_escape_and_round_trip() -> None:
@@ -95,13 +95,13 @@ def test_levels_beyond_the_alphabet_escape_and_round_trip() -> None:
     levels[0, 0, 0, 0] = 3533  # the largest a step of 1 can give (a white block's DC in the luma channel)
     levels[1, 1, 2, 5] = -16
     levels[2, 0, 1, 63] = 15
-    assert np.array_equal(levels_coding.decode(levels_coding.encode(levels), 16, 24), levels)
+    assert np.array_equal(levels_coding.decode(levels_coding.encode(levels, 1), 16, 24, 1), levels)
 
 
 def test_a_flat_residual_costs_next_to_nothing() -> None:
     """Adaptive counts: the 1.2 M zero levels of a 768x512 image take under 1,200 bytes
     (985 as written), 0.008 bits each, against 1 bit for a static zero flag."""
-    assert len(levels_coding.encode(np.zeros((3, 64, 96, 64), dtype=np.int64))) < 1200
+    assert len(levels_coding.encode(np.zeros((3, 64, 96, 64), dtype=np.int64), 66)) < 1200
 
 
 def test_the_surface_through_the_dcs_predicts_a_ramps_low_frequencies() -> None:

@@ -16,17 +16,21 @@ from ddncodec import entropy, levels
 from ddncodec.errors import FormatError
 
 REAL = Path(__file__).parent / "data" / "kodak" / "levels_q5.npz"  # the default model's q5 levels of the two crops
+STEP = 66  # q5's detail step: the coarse steps' first counts (format version 11)
 
 
 def _written(values: np.ndarray, layout: levels.Layout, skip: np.ndarray | None = None) -> bytes:
     writer = entropy.Writer()
-    levels._run(values.astype(levels.LEVEL), layout, levels._Writing(writer), skip, complete=True)
+    counts = levels._Counts.first(layout, STEP)
+    levels._run(values.astype(levels.LEVEL), layout, levels._Writing(writer), counts, skip, complete=True)
     return writer.finish()
 
 
 def _banded(data: bytes, shape: tuple[int, ...], layout: levels.Layout, skip: np.ndarray | None) -> np.ndarray:
     whole = np.zeros(shape, dtype=levels.LEVEL)
-    reader = levels.read_bands(entropy.Decoder(data, "detail stream"), 8 * shape[1], 8 * shape[2], 3, skip, layout)
+    reader = levels.read_bands(
+        entropy.Decoder(data, "detail stream"), 8 * shape[1], 8 * shape[2], 3, STEP, skip, layout
+    )
     for band, band_levels in reader:
         whole[:, band] = band_levels
     return whole
@@ -61,15 +65,15 @@ def test_sparse_levels_with_smooth_blocks_round_trip_band_by_band(seed: int, row
 def test_empty_blocks_cost_a_last_band_each() -> None:
     """1.2 M zero levels of a 768x512 image: 27 bytes as written (985 in the row layout)."""
     zeros = np.zeros((3, 64, 96, 64), dtype=np.int64)
-    assert len(levels.encode(zeros)) < 40 < 900 < len(_written(zeros, levels.Layout.ROWS))
+    assert len(levels.encode(zeros, STEP)) < 40 < 900 < len(_written(zeros, levels.Layout.ROWS))
 
 
 def test_a_stream_cut_short_fails_as_corrupt() -> None:
     with np.load(REAL) as real:
         values = real["kodim05_crop"]
-    data = levels.encode(values)
+    data = levels.encode(values, STEP)
     try:
-        decoded = levels.decode(data[: len(data) // 2], 8 * values.shape[1], 8 * values.shape[2])
+        decoded = levels.decode(data[: len(data) // 2], 8 * values.shape[1], 8 * values.shape[2], STEP)
     except FormatError as error:
         assert "detail stream" in str(error) or "corrupt" in str(error)
     else:
@@ -80,17 +84,17 @@ def test_a_stream_cut_short_fails_as_corrupt() -> None:
     ("path", "classes", "floor", "digest"),
     [
         (levels.PRIORS, levels.SUMMARISED_CLASSES, 4, "84b0ba9c962fdab0"),  # format version 8
-        (levels.PRIORS_11, levels.SIGNED_SUMMARISED_CLASSES, 2, "ede99e3f846cc04c"),  # format version 11
+        (levels.PRIORS_11, levels.SIGNED_SUMMARISED_CLASSES, 2, "4fe4e8e7a2a743b8"),  # format version 11
     ],
 )
 def test_the_trained_first_counts_are_the_format_versions(path: Path, classes: int, floor: int, digest: str) -> None:
     """Part of their format version: any change to a table must come with a new format version."""
     with np.load(path) as priors:
         level_counts, last_counts = priors["levels"], priors["lasts"]
-    assert level_counts.shape == (classes, levels.SYMBOLS) and last_counts.shape == (
-        levels.SUMMARY_CLASSES,
-        levels.LASTS,
-    )
+    tables = level_counts.shape[:-2]  # version 11: one for the coarse steps, one for the fine
+    assert tables == last_counts.shape[:-2] == (() if path == levels.PRIORS else (2,))
+    assert level_counts.shape[-2:] == (classes, levels.SYMBOLS)
+    assert last_counts.shape[-2:] == (levels.SUMMARY_CLASSES, levels.LASTS)
     assert (level_counts >= floor).all() and (last_counts >= floor).all()
     found = hashlib.sha256(level_counts.astype("<i8").tobytes() + last_counts.astype("<i8").tobytes())
     assert found.hexdigest()[:16] == digest
@@ -103,7 +107,7 @@ def test_levels_under_a_left_out_block_are_refused() -> None:
     skip = np.zeros((2, 2), dtype=bool)
     skip[1, 1] = True
     with pytest.raises(ValueError, match="must be zero"):
-        levels.write(values, entropy.Writer(), skip)
+        levels.write(values, entropy.Writer(), STEP, skip)
 
 
 @settings(max_examples=15, deadline=None)
@@ -128,7 +132,7 @@ def test_the_vectorised_classes_are_the_coders(seed: int) -> None:
             np.ones((levels.SUMMARY_CLASSES, levels.LASTS), np.int64),
             levels.INITIAL_ESCAPES[None].copy() if signed else None,
         )
-        levels._run(values.astype(levels.LEVEL), layout, levels._Writing(entropy.Writer()), skip, counts, complete=True)
+        levels._run(values.astype(levels.LEVEL), layout, levels._Writing(entropy.Writer()), counts, skip, complete=True)
         level_tally, last_tally = levels.tallies(values, skip, signed)
         assert np.array_equal(counts.levels, 1 + levels.COUNT_INCREMENT * level_tally)
         assert np.array_equal(counts.lasts, 1 + levels.COUNT_INCREMENT * last_tally)
@@ -163,9 +167,9 @@ def test_escapes_by_bit_length_cost_about_5_bits_against_14_and_the_encoder_pric
     values = _escaping(0)
     escapes = int((np.abs(values) > levels.LARGEST).sum())
     assert 3000 < escapes < 6000
-    uniform, by_length = _written(values, levels.Layout.SUMMARISED), levels.encode(values)
+    uniform, by_length = _written(values, levels.Layout.SUMMARISED), levels.encode(values, STEP)
     assert 8 * (len(uniform) - len(by_length)) > 7 * escapes
-    assert np.array_equal(levels.decode(by_length, 8 * 12, 8 * 16), values)
+    assert np.array_equal(levels.decode(by_length, 8 * 12, 8 * 16, STEP), values)
     assert 4 < levels.escape_bits(values) < 7
     one = np.zeros((3, 1, 1, 64), dtype=np.int64)
     one[0, 0, 0, 3] = -(levels.LARGEST + 1)
@@ -193,4 +197,20 @@ def test_a_dc_takes_a_leaning_class_where_the_dcs_around_it_lean_one_way() -> No
     dark[..., 0] = np.ceil(np.abs(rng.laplace(0, 2, (3, 24, 32)))) * np.where(
         np.arange(32) < 16, 1, -1
     )  # a sign each half
-    assert len(levels.encode(dark)) < 0.8 * len(_written(dark, levels.Layout.SUMMARISED))  # 858 B against 1,141
+    assert len(levels.encode(dark, STEP)) < 0.8 * len(_written(dark, levels.Layout.SUMMARISED))  # 858 B against 1,141
+
+
+def test_the_detail_step_picks_version_11s_first_counts() -> None:
+    """A stream of a step under FINE_STEP starts from the fine steps' table, any other from the
+    coarse steps': the same levels code to other bytes, fewer from the table of their kind,
+    and decode right only under a step of the same kind."""
+    values = _escaping(2)  # a fine step's levels
+    fine, coarse = levels.encode(values, levels.FINE_STEP - 1), levels.encode(values, levels.FINE_STEP)
+    assert levels.encode(values, 8) == fine and levels.encode(values, 255) == coarse
+    assert len(fine) < len(coarse)
+    assert np.array_equal(levels.decode(fine, 8 * 12, 8 * 16, 8), values)
+    try:
+        misread = levels.decode(fine, 8 * 12, 8 * 16, 255)
+    except FormatError:
+        return
+    assert not np.array_equal(misread, values)

@@ -65,12 +65,15 @@ def _detail_bands(parsed: container.Container) -> tuple[smooth.Planes, Iterator[
     layout = levels.Layout.SUMMARISED if header.summarised else levels.Layout.ROWS
     if header.dc_signs:
         layout = levels.Layout.DC_SIGNS
-    return planes, levels.read_bands(decoder, header.height, header.width, detail.BAND_ROWS, planes.smooth, layout)
+    bands = levels.read_bands(
+        decoder, header.height, header.width, detail.BAND_ROWS, header.detail_step, planes.smooth, layout
+    )
+    return planes, bands
 
 
 def _channel_by_channel(decoder: entropy.Decoder, header: container.Header) -> Iterator[tuple[slice, np.ndarray]]:
     """Versions 3 and 4 code channel by channel, so every level is decoded at the first band."""
-    whole = levels.read(decoder, header.height, header.width, levels.Layout.CHANNELS)
+    whole = levels.read(decoder, header.height, header.width, header.detail_step, levels.Layout.CHANNELS)
     for top in range(0, whole.shape[1], detail.BAND_ROWS):
         band = slice(top, top + detail.BAND_ROWS)
         yield band, whole[:, band]

@@ -209,7 +209,7 @@ def with_detail(
     levels = detail.residual_levels(pixels, decoded, step, run=workers.bands, skip=planes.smooth)
     if mode == "L":
         levels[1:] = 0
-    stream = workers.aside(lambda: _detail_stream(planes, levels))  # coded while the filter runs
+    stream = workers.aside(lambda: _detail_stream(planes, levels, step))  # coded while the filter runs
     image, filtered = detail.apply(decoded, levels, step, run=workers.bands, skip=planes.smooth), False
     candidates = [image]
     if model.detailfilter is not None and not planes.smooth.all():
@@ -221,11 +221,11 @@ def with_detail(
     return DetailStream(stream(), step, filtered), image
 
 
-def _detail_stream(planes: smooth.Planes, levels: np.ndarray) -> bytes:
+def _detail_stream(planes: smooth.Planes, levels: np.ndarray, step: int) -> bytes:
     """The detail stream: the smooth blocks, then the levels of the others (which it only reads)."""
     writer = entropy.Writer()
     smooth.write(planes, writer)
-    level_coding.write(levels, writer, planes.smooth)
+    level_coding.write(levels, writer, step, planes.smooth)
     return writer.finish()
 
 

@@ -3,8 +3,9 @@
 Encodes every fourth photo of the folders given (sorted by name) at each detail rung of the default
 model's ladder as the encoder does (the rung's walk, post-filtered and colour-corrected, then the
 detail layer), tallies how often each symbol meets each class when the levels are coded in version
-11's classes (``levels.tallies``), and turns the pooled tallies into counts worth STRENGTH coded
-symbols per class, never under FLOOR. Part of the format: a new table needs a new format version.
+11's classes (``levels.tallies``), and turns the tallies, pooled over the coarse steps and over the
+fine ones apart (``levels.FINE_STEP``), into two tables of counts worth STRENGTH coded symbols per
+class, never under FLOOR. Part of the format: a new table needs a new format version.
 Version 8's table (``ddncodec/level_priors.npz``) was made by this recipe at ``2f3f86b``: q4–q8's
 steps on the first detail rung's walk, in version 8's classes.
 
@@ -38,20 +39,22 @@ def counts_from(tally: np.ndarray) -> np.ndarray:
 
 
 def photo_tallies(path: Path, model: codec.CodecModel) -> tuple[np.ndarray, np.ndarray]:
-    """The tallies of one photo's levels at each detail rung of ``model``'s ladder."""
+    """The tallies of one photo's levels at each detail rung of ``model``'s ladder, those of
+    the coarse steps apart from the fine ones (``levels.FINE_STEP``): (2, classes, K) each."""
     pixels = np.asarray(Image.open(path).convert("RGB"))
     found = [
-        np.zeros((levels.SIGNED_SUMMARISED_CLASSES, levels.SYMBOLS), np.int64),
-        np.zeros((levels.SUMMARY_CLASSES, levels.LASTS), np.int64),
+        np.zeros((2, levels.SIGNED_SUMMARISED_CLASSES, levels.SYMBOLS), np.int64),
+        np.zeros((2, levels.SUMMARY_CLASSES, levels.LASTS), np.int64),
     ]
     for rung in (r for r in ladder(model) if r.detail):
+        fine = int(rung.detail < levels.FINE_STEP)
         coded = encoder.code(pixels, model, rung)
         decoded, _ = encoder.post_filter_choice(coded, pixels, "RGB", model)
         decoded, _ = encoder.corrected_walk(coded, pixels, "RGB", decoded)
         skip = coded.planes.smooth
         coded_levels = detail.residual_levels(pixels, decoded, rung.detail, skip=skip)
         for total, tally in zip(found, levels.tallies(coded_levels, skip), strict=True):
-            total += tally
+            total[fine] += tally
     return found[0], found[1]
 
 
@@ -67,7 +70,11 @@ def main() -> None:
         a, b = photo_tallies(path, model)
         level_tally, last_tally = level_tally + a, last_tally + b
         print(f"{i + 1}/{len(photos)} {path.name}", flush=True)
-    np.savez_compressed(args.out, levels=counts_from(level_tally), lasts=counts_from(last_tally))
+    tables = {
+        name: np.stack([counts_from(t) for t in tally])
+        for name, tally in (("levels", level_tally), ("lasts", last_tally))
+    }
+    np.savez_compressed(args.out, **tables)
     print(f"wrote {args.out}")
 
 
