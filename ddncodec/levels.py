@@ -14,9 +14,9 @@ row (every channel of a row before the next row, so a decoder needs one block ro
 context); each group opens with its blocks' last bands, then codes only the levels below
 them, class by class (one constriction model per class present), its counts starting
 from a table trained offline. Version 11 splits the DC's classes by the signs around it
-and codes escapes by bit length, from a table of its own. Versions 5 and 6 coded the same
-rows without the last bands, from one generic start; versions 3 and 4 coded channel by
-channel and each coefficient with odds of its own. All are still read.
+and codes escapes by bit length, from two tables of its own, by step. Versions 5 and 6
+coded the same rows without the last bands, from one generic start; versions 3 and 4
+coded channel by channel and each coefficient with odds of its own. All are still read.
 """
 
 from __future__ import annotations
