@@ -66,10 +66,6 @@ def blocks(height: int, width: int) -> tuple[int, int]:
     return -(-height // BLOCK), -(-width // BLOCK)
 
 
-def _magnitudes(levels: np.ndarray) -> np.ndarray:
-    return np.minimum(np.abs(levels), 3).astype(np.int8)
-
-
 _NEIGHBOURHOOD_OF = np.digitize(np.arange(5 * 3 + 1), [1, 2, 4])  # by the sum of up to 5 magnitudes of at most 3
 
 
@@ -79,12 +75,13 @@ _NEIGHBOURHOOD_OF = np.digitize(np.arange(5 * 3 + 1), [1, 2, 4])  # by the sum o
 SIGNED_CLASSES = CLASSES + 2 * 2 * NEIGHBOURHOOD  # + (leaning positive or negative) x tone x neighbourhood
 
 
-def _class_of(tone: int, total: np.ndarray, dc_signs: np.ndarray | None = None) -> np.ndarray:
-    """Classes from a tone (0 luma, 1 chroma) and the neighbours' summed magnitudes (..., 64);
-    with their DCs' summed signs (...) given (format version 11), the DC's class leans."""
-    classes = (tone * BANDS + BAND_OF) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[total]
-    if dc_signs is not None:
-        dc = classes[..., 0]
+def _class_of(tone: int, sums: np.ndarray) -> np.ndarray:
+    """Classes from a tone (0 luma, 1 chroma) and what the neighbours show, summed (``_seen``,
+    (..., 64) magnitudes; with their DCs' signs after them (..., 65), format version 11, the
+    DC's class leans)."""
+    classes = (tone * BANDS + BAND_OF) * NEIGHBOURHOOD + _NEIGHBOURHOOD_OF[sums[..., : BLOCK * BLOCK]]
+    if sums.shape[-1] > BLOCK * BLOCK:
+        dc, dc_signs = classes[..., 0], sums[..., BLOCK * BLOCK]
         leaning = CLASSES + ((dc_signs < 0) * 2 + tone) * NEIGHBOURHOOD + dc % NEIGHBOURHOOD
         classes[..., 0] = np.where(dc_signs != 0, leaning, dc)
     return classes
@@ -105,22 +102,22 @@ def _around(values: np.ndarray, above: np.ndarray | None) -> np.ndarray:
     return total
 
 
-def _dc_signs(levels: np.ndarray) -> np.ndarray:
-    return np.sign(levels[..., 0]).astype(np.int8)
+def _seen(levels: np.ndarray, signed: bool) -> np.ndarray:
+    """(..., 64) levels -> what their neighbours' classes read of them, int8: each level's
+    magnitude, capped at 3, and, ``signed`` (format version 11), the DC's sign after
+    them (..., 65), so that one sum over the neighbours gives both."""
+    magnitudes = np.minimum(np.abs(levels), 3).astype(np.int8)
+    if not signed:
+        return magnitudes
+    return np.concatenate([magnitudes, np.sign(levels[..., :1]).astype(np.int8)], -1)
 
 
 def classes_of(levels: np.ndarray, above: np.ndarray | None, signed: bool = True) -> np.ndarray:
     """The class of every coefficient of a band of complete ``levels`` (3, rows, cols, 64),
     ``above`` the block row before the band (None at the top), the DCs' ``signed`` by their
     neighbours' (format version 11): what ``_groups`` computes group by group, all at once."""
-    total = _around(_magnitudes(levels), None if above is None else _magnitudes(above))
-    dc_signs = _around(_dc_signs(levels), None if above is None else _dc_signs(above)) if signed else None
-    return np.stack(
-        [
-            _class_of(min(channel, 1), total[channel], None if dc_signs is None else dc_signs[channel])
-            for channel in range(3)
-        ]
-    )
+    sums = _around(_seen(levels, signed), None if above is None else _seen(above, signed))
+    return np.stack([_class_of(min(channel, 1), sums[channel]) for channel in range(3)])
 
 
 @dataclass
@@ -160,9 +157,9 @@ def _groups(
         if complete and row >= band.stop:
             band = slice(row, min(row + CLASS_BAND, rows))
             band_classes = classes_of(levels[:, band], levels[:, row - 1] if row else None, signed)
-        # Neighbours' magnitudes from rows padded by a zero block each side: column c is c + 1.
-        above = None if complete else _padded(_magnitudes(levels[channel, row - 1]) if row else None, cols)
-        above_dc = None if complete else _padded(_dc_signs(levels[channel, row - 1]) if row else None, cols, ())
+        # What the neighbours show (``_seen``), from rows padded by a zero block each side: column c is c + 1.
+        width = (BLOCK * BLOCK + signed,)
+        above = None if complete else _padded(_seen(levels[channel, row - 1], signed) if row else None, cols, width)
         for phase in (0, 1):
             at = np.arange(phase, cols, 2)
             if skip is not None:
@@ -172,20 +169,16 @@ def _groups(
             if above is None:  # the encoder's complete levels: the band's classes, taken at once
                 yield _Group(channel, row, phase, at, band_classes[channel, row - band.start, at])
                 continue
-            total = above[at] + above[at + 1] + above[at + 2]
-            assert above_dc is not None
-            dc_signs = above_dc[at] + above_dc[at + 1] + above_dc[at + 2]
+            sums = above[at] + above[at + 1] + above[at + 2]
             if phase:  # the even blocks of this row are known by now
-                here = _padded(_magnitudes(levels[channel, row]), cols)
-                total += here[at] + here[at + 2]
-                here_dc = _padded(_dc_signs(levels[channel, row]), cols, ())
-                dc_signs += here_dc[at] + here_dc[at + 2]
-            yield _Group(channel, row, phase, at, _class_of(min(channel, 1), total, dc_signs if signed else None))
+                here = _padded(_seen(levels[channel, row], signed), cols, width)
+                sums += here[at] + here[at + 2]
+            yield _Group(channel, row, phase, at, _class_of(min(channel, 1), sums))
 
 
-def _padded(row: np.ndarray | None, cols: int, tail: tuple[int, ...] = (BLOCK * BLOCK,)) -> np.ndarray:
-    """(cols + 2, *tail) int8: one channel's block row of magnitudes (or last bands, ``tail``
-    ()) with a zero block either side, all zero for None."""
+def _padded(row: np.ndarray | None, cols: int, tail: tuple[int, ...]) -> np.ndarray:
+    """(cols + 2, *tail) int8: one channel's block row of what its neighbours see (``_seen``)
+    or of last bands (``tail`` ()) with a zero block either side, all zero for None."""
     padded = np.zeros((cols + 2, *tail), dtype=np.int8)
     if row is not None:
         padded[1:-1] = row

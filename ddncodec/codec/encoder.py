@@ -66,6 +66,9 @@ class DetailStream:
     filtered: bool  # decoded through the model's detail filter (the encoder's choice: where it helps)
 
 
+NO_DETAIL = DetailStream(b"", 0, False)  # a file without a detail layer (step 0)
+
+
 @dataclass
 class Coded:
     """One encoder walk at one rung, entropy-coded: all of the file but the post-filter
@@ -86,17 +89,16 @@ class Coded:
         model: CodecModel,
         mode: str,
         filtered: bool,
-        details: DetailStream | None = None,
+        details: DetailStream = NO_DETAIL,
         correction: bytes = b"",
         walk_correction: bytes = b"",
     ) -> bytes:
-        """The file, with its detail layer if one is given and the colour corrections of
+        """The file, with its detail layer (if it has one) and the colour corrections of
         the decode (``correction``) and of the walk before the detail layer."""
         lengths = tuple(len(s) for s in self.streams)
-        step = 0 if details is None else details.step
-        detail_filtered = details is not None and details.filtered
+        step = details.step
         newest_detail = bool(step and lengths)  # format version 11's levels: summarised, predicted, DC signs
-        fingerprint = model.file_fingerprint(detail_filtered)
+        fingerprint = model.file_fingerprint(details.filtered)
         header = container.Header(
             fingerprint,
             self.maps.width,
@@ -106,8 +108,8 @@ class Coded:
             lengths,
             filtered,
             step,
-            0 if details is None else len(details.data),
-            detail_filtered,
+            len(details.data),
+            details.filtered,
             smooth_blocks=bool(step),
             summarised=newest_detail,
             predicted=newest_detail,
@@ -115,7 +117,7 @@ class Coded:
             walk_colour=walk_correction,
             dc_signs=newest_detail,
         )
-        return container.pack(header, self.streams, b"" if details is None else details.data)
+        return container.pack(header, self.streams, details.data)
 
 
 def _walk_rung(
@@ -241,7 +243,7 @@ def file(
 ) -> Encoded:
     """The file of a coded walk that decodes to ``decoded`` (through the walk's colour
     correction, ``corrected_walk``, if one is given), plus a detail layer at ``step`` (0: none)."""
-    details = None
+    details = NO_DETAIL
     if step:
         assert coded.planes is not None  # ``code`` finds them for every rung with a detail step
         details, decoded = with_detail(pixels, mode, decoded, step, model, coded.planes)
