@@ -9,10 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddncodec import postfilter
 from ddncodec.modelfile import CodecModel, load
 
 DATA = Path(__file__).parent / "data"
 TINY_MODEL = DATA / "tiny.safetensors"
+
+
+@pytest.fixture(params=[False, True], ids=["float32", "bfloat16"])
+def filter_precision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The filters' trunks in float32, then in bfloat16, whatever this CPU has
+    (``postfilter.bfloat16_native``; a CPU without it emulates bfloat16): whether in bfloat16."""
+    monkeypatch.setattr(postfilter, "bfloat16_native", lambda: request.param)
+    return request.param
 
 
 @pytest.fixture()

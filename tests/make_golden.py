@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ddncodec import codec, container, detail
 from ddncodec.codec import Rung
 from ddncodec.data import to_tensor
 from ddncodec.modelfile import CodecModel, half_precision, load
-from ddncodec.postfilter import FilterConfig, PostFilter, refined_flags
+from ddncodec.postfilter import FLOAT32_ENV, FilterConfig, PostFilter, refined_flags
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "data" / "golden"
@@ -137,6 +138,7 @@ def pixels_digest(image: Image.Image) -> str:
 def main() -> None:
     """Write the cases not written yet; ``--all`` rewrites every one (a retrained test model)."""
     torch.set_num_threads(1)
+    os.environ[FLOAT32_ENV] = "1"  # the golden pixels are the filters' float32 arithmetic
     rewrite = "--all" in sys.argv[1:]
     known = json.loads((GOLDEN / "golden.json").read_text())["files"] if (GOLDEN / "golden.json").exists() else {}
     photo = Image.open(SOURCE).convert("RGB")

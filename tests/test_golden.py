@@ -37,7 +37,7 @@ def test_the_golden_files_belong_to_the_committed_model_and_format(tiny_model: C
 
 
 @pytest.mark.parametrize("name", sorted(FACTS["files"]))
-def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, one_thread: None) -> None:
+def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, one_thread: None, filter_precision: bool) -> None:
     tiny_model = load(model_for(name))
     data = (GOLDEN / name).read_bytes()
     expected = FACTS["files"][name]
@@ -46,9 +46,11 @@ def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, one_thread
     decoded = codec.decode(data, tiny_model)
     if pixels_digest(decoded) == expected["pixels_sha256"]:
         return
-    # The network runs in float32, whose last bits may differ between CPU kernels (AVX2 vs
-    # AVX-512); that may move a rare pixel by one level, and nothing more.
+    # The golden pixels were decoded with the filters in float32, whose last bits may differ
+    # between CPU kernels (AVX2 vs AVX-512): a rare pixel one level off, and nothing more.
+    # With them in bfloat16 (CPUs that have it), a filtered pixel may move by a level or two.
     golden = Image.open(GOLDEN / name.replace(".ddn", ".png"))
     assert decoded.mode == golden.mode
     difference = np.abs(np.asarray(decoded, dtype=np.int16) - np.asarray(golden, dtype=np.int16))
-    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (difference.max(), np.mean(difference > 0))
+    most, share = (2, 0.05) if filter_precision else (1, 1e-3)
+    assert difference.max() <= most and np.mean(difference > 0) < share, (difference.max(), np.mean(difference > 0))

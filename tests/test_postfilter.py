@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ddncodec import codec, container
+from ddncodec import codec, container, postfilter
 from ddncodec.codec import tiles
 from ddncodec.modelfile import CodecModel, half_precision, load
-from ddncodec.postfilter import FilterConfig, PostFilter, refined_flags
+from ddncodec.postfilter import FLOAT32_ENV, FilterConfig, PostFilter, refined_flags
+from ddncodec.tensors import from_uint8
 
 DATA = Path(__file__).parent / "data"
 
@@ -192,3 +193,33 @@ def test_a_bpp_search_filters_only_the_walk_it_keeps_and_writes_what_a_fixed_enc
     fixed = codec.encode_pixels(pixels, "RGB", model, searched.rung, tables)
     assert fixed.data == searched.data
     assert np.array_equal(fixed.pixels, searched.pixels)
+
+
+def test_the_trunk_in_bfloat16_stays_within_a_level_of_float32_and_never_trains_in_it(
+    kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = load(DATA / "tiny-detailfilter.safetensors").detailfilter  # a trained filter of the test model
+    pixels = from_uint8(torch.from_numpy(np.array(Image.open(kodak_crop).convert("RGB"))).permute(2, 0, 1)[None])
+    flags = torch.ones(1, 1, pixels.shape[2] // 4, pixels.shape[3] // 4, dtype=torch.uint8)
+
+    def levels(native: bool) -> torch.Tensor:
+        monkeypatch.setattr(postfilter, "bfloat16_native", lambda: native)
+        with torch.no_grad():
+            return 255 * net(pixels, flags, 40)
+
+    exact, fast = levels(False), levels(True)
+    assert fast.dtype == torch.float32
+    residual, error = (exact - 255 * pixels).abs(), (fast - exact).abs()
+    assert residual.mean() > 1  # the filter moves pixels by levels (2.1 on average) ...
+    assert 0 < error.mean() < 0.05 and error.max() < 0.5  # ... which bfloat16 moves by hundredths (0.02, at most 0.23)
+    net.train()  # while training, float32 whatever the CPU
+    assert torch.equal(levels(True), exact)
+
+
+def test_the_float32_variable_keeps_the_filters_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FLOAT32_ENV, "1")
+    postfilter.bfloat16_native.cache_clear()
+    try:
+        assert not postfilter.bfloat16_native()
+    finally:
+        postfilter.bfloat16_native.cache_clear()
