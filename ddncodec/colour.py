@@ -34,7 +34,9 @@ RIDGE = 1e-4
 shadows, say) is otherwise free, and its value would be any size."""
 STRIP = 1 << 16  # pixels fitted or mapped at once: bounded memory on any photo
 SAMPLED = 2  # the fit reads one pixel in SAMPLED² (bsds500/val at q3: the same gain to 0.001 dB)
-BLOCK = 8  # the smooth blocks' size (``smooth.BLOCK``), which a fit may leave out
+# The smooth blocks' size (``smooth.BLOCK``), which a fit may leave out: not imported, as the
+# container reads this module and ``smooth`` brings the entropy coder (tests/test_colour.py ties them).
+BLOCK = 8
 RATE_SLOPE = 2.0
 """dB a photo's PSNR gains per e-fold of its bytes near the rungs that use the map (q1-q5
 on bsds500/val move 2-5 dB per e-fold): the correction must gain more than its bytes buy."""

@@ -95,6 +95,11 @@ class Header:
     def layers(self) -> int:
         return len(self.lengths)
 
+    @property
+    def version(self) -> int:
+        """The format version this header is written as (``_version``)."""
+        return _version(self)
+
 
 @dataclass(frozen=True)
 class Container:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from ddncodec import codec
+from ddncodec import codec, container
 from ddncodec.cli import main
 from ddncodec.modelfile import CodecModel
 
@@ -60,6 +60,7 @@ def test_encode_decode_info(model_arg: str, kodak_crop: Path, tmp_path: Path, ti
     assert info.exit_code == 0
     facts = json.loads(info.stdout)
     assert facts["bytes"] == size
+    assert facts["format_version"] == ddn.read_bytes()[3] == container.COLOUR_VERSION  # layers and a colour correction
     assert (facts["width"], facts["height"], facts["mode"], facts["layers"]) == (256, 192, "RGB", 3)
     assert facts["model"] == tiny_model.fingerprint[:4].hex()
     assert facts["header_bytes"] + sum(facts["layer_bytes"]) + 4 * 3 == size  # a CRC-32 after every layer
@@ -69,7 +70,7 @@ def test_encode_decode_info(model_arg: str, kodak_crop: Path, tmp_path: Path, ti
     assert facts["checksums"] == "verified for the 3 layers present, of 3"
     assert "checksum" not in facts
     text = run("info", ddn).stdout
-    assert f"{size:,} bytes, 256x192 RGB" in text
+    assert f"{size:,} bytes, format version 10, 256x192 RGB" in text
     assert "complete: 3 layers, every stream's checksum verified" in text
     assert " ".join(map(str, facts["layer_bytes"])) in text
 
@@ -155,8 +156,6 @@ def test_bad_files_exit_2_with_one_line_and_no_output(
 def test_another_models_file_and_a_huge_header_exit_2(
     model_arg: str, kodak_crop: Path, tmp_path: Path, tiny_model: CodecModel
 ) -> None:
-    from ddncodec import container
-
     data = codec.encode(kodak_crop, tiny_model, layers=1).data
     parsed = container.unpack(data)
     other = container.Header(b"\0\0\0\0", 256, 192, "RGB", 0, parsed.header.lengths)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ddncodec import codec, colour, container
+from ddncodec import codec, colour, container, smooth
 from ddncodec.cli import main
 from ddncodec.codec import encoder
 from ddncodec.errors import FormatError
@@ -141,12 +141,12 @@ def test_the_fit_leaves_out_the_smooth_blocks_whatever_the_walk_made_of_them(kod
     truth = colour.Correction(np.tile(np.arange(-8, 10, 2), (3, 1)), np.array([[10, -20], [0, 5], [40, -8]]))
     original = decoded.copy()
     truth.apply(original)
-    walked = decoded.copy()
-    walked[:64] = 128  # the top 8 block rows: smooth blocks the walk left gray
-    smooth_blocks = np.zeros((24, 32), dtype=bool)
+    walked, top = decoded.copy(), 8 * smooth.BLOCK
+    walked[:top] = 128  # the top 8 block rows of the smooth blocks' size: smooth blocks the walk left gray
+    smooth_blocks = np.zeros((192 // smooth.BLOCK, 256 // smooth.BLOCK), dtype=bool)
     smooth_blocks[:8] = True
-    fitted = colour.fit(walked, original, left_out=smooth_blocks)
-    rest = colour.fit(decoded[64:], original[64:])
+    fitted = colour.fit(walked, original, left_out=smooth_blocks)  # colour.BLOCK must be smooth.BLOCK
+    rest = colour.fit(decoded[top:], original[top:])
     assert np.array_equal(fitted.knots, rest.knots) and np.array_equal(fitted.cross, rest.cross)
     bent = colour.fit(walked, original)
     assert np.abs(bent.knots[:, 4] - truth.knots[:, 4]).min() > 8

@@ -54,3 +54,9 @@ def test_a_golden_file_decodes_to_the_same_maps_and_pixels(name: str, one_thread
     difference = np.abs(np.asarray(decoded, dtype=np.int16) - np.asarray(golden, dtype=np.int16))
     most, share = (2, 0.05) if filter_precision else (1, 1e-3)
     assert difference.max() <= most and np.mean(difference > 0) < share, (difference.max(), np.mean(difference > 0))
+
+
+@pytest.mark.parametrize("name", sorted(FACTS["files"]))
+def test_a_golden_files_header_names_the_version_it_was_written_as(name: str) -> None:
+    data = (GOLDEN / name).read_bytes()
+    assert container.unpack(data).header.version == data[3]  # what ``ddncodec info`` shows

@@ -326,7 +326,7 @@ def _corrections(header: Header) -> str:
 @click.argument("file", type=click.Path(path_type=Path, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 def info(file: Path, as_json: bool) -> None:
-    """Show a .ddn file's header: size, model, layers, bytes per layer and of the detail stream."""
+    """Show a .ddn file's header: size, format version, model, layers, bytes per layer and of the detail stream."""
     import json
 
     from ddncodec import container
@@ -343,6 +343,7 @@ def info(file: Path, as_json: bool) -> None:
     facts = {
         "file": str(file),
         "bytes": parsed.size,
+        "format_version": header.version,
         "width": header.width,
         "height": header.height,
         "mode": header.mode,
@@ -375,7 +376,8 @@ def info(file: Path, as_json: bool) -> None:
     else:
         present += " layers"
     click.echo(
-        f"{file}: {parsed.size:,} bytes, {header.width}x{header.height} {header.mode}, {facts['bpp']:.4f} bpp\n"
+        f"{file}: {parsed.size:,} bytes, format version {header.version}, {header.width}x{header.height} {header.mode}, "
+        f"{facts['bpp']:.4f} bpp\n"
         f"model {facts['model']}, {present}, every stream's checksum verified, "
         f"post-filter {'on' if header.filtered else 'off'}, colour corrections: {_corrections(header)}\n"
         f"bytes per layer: {' '.join(map(str, layer_bytes)) or 'none, every block is smooth'} (header {facts['header_bytes']})"
