@@ -195,7 +195,7 @@ def test_a_bpp_search_filters_only_the_walk_it_keeps_and_writes_what_a_fixed_enc
     assert np.array_equal(fixed.pixels, searched.pixels)
 
 
-def test_the_trunk_in_bfloat16_stays_within_a_level_of_float32_and_never_trains_in_it(
+def test_the_trunk_in_bfloat16_moves_the_filters_output_by_hundredths_of_a_level(
     kodak_crop: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     net = load(DATA / "tiny-detailfilter.safetensors").detailfilter  # a trained filter of the test model
@@ -212,8 +212,6 @@ def test_the_trunk_in_bfloat16_stays_within_a_level_of_float32_and_never_trains_
     residual, error = (exact - 255 * pixels).abs(), (fast - exact).abs()
     assert residual.mean() > 1  # the filter moves pixels by levels (2.1 on average) ...
     assert 0 < error.mean() < 0.05 and error.max() < 0.5  # ... which bfloat16 moves by hundredths (0.02, at most 0.23)
-    net.train()  # while training, float32 whatever the CPU
-    assert torch.equal(levels(True), exact)
 
 
 def test_the_float32_variable_keeps_the_filters_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
