@@ -36,11 +36,11 @@ FLOAT32_ENV = "DDNCODEC_FLOAT32"  # set to 1: the filters run in float32 on any 
 
 @functools.cache
 def bfloat16_native() -> bool:
-    """Whether the filters' convolutions run in bfloat16: on a CPU with bfloat16 dot products
-    in hardware (AVX-512 BF16; every AMX CPU has it), where oneDNN runs them 2-3x faster than
-    in float32 for under 0.01 dB (and trains them 2.5x faster), unless FLOAT32_ENV is set. Elsewhere bfloat16 is emulated,
-    slower than float32. A file decodes to the same pixels on the same kind of CPU; across
-    kinds, a filtered pixel may differ by a level or two."""
+    """Whether the filters' convolutions run in bfloat16 (in training too): on a CPU with
+    bfloat16 dot products in hardware (AVX-512 BF16; every AMX CPU has it), where oneDNN runs
+    them 2-3x faster than in float32 for under 0.01 dB, unless FLOAT32_ENV is set; elsewhere
+    in float32, as bfloat16 there would be emulated. A file decodes to the same pixels on
+    the same kind of CPU; across kinds, a filtered pixel may differ by a level or two."""
     if os.environ.get(FLOAT32_ENV, "") not in ("", "0"):
         return False
     native = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private: absent, the safe answer is no
