@@ -128,7 +128,7 @@ class Anatomy:
             lengths.append(container._read_varint(data, pos, "length")[0])
             pos = fields[f"length {i}"][1]
         layers = len(lengths)
-        corrected = data[3] in (container.COLOUR_VERSION, container.DC_SIGNS_VERSION)  # flags say what follows
+        corrected = data[3] in container._CORRECTED_VERSIONS  # flags say what follows
         if data[3] != container.VERSION and (not corrected or data[fields["mode"][0]] & 0x40):  # a detail stream
             fields["detail step"] = (pos, pos + 1)
             fields["detail length"] = (pos + 1, varint_end(pos + 1))

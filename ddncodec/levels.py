@@ -444,7 +444,9 @@ class _Stream(Protocol):
 
     def symbols(self, known: np.ndarray | None, coding: _Coding) -> np.ndarray: ...
 
-    def escaped(self, known: np.ndarray | None, count: int, lengths: np.ndarray | None) -> np.ndarray: ...
+    def escaped(
+        self, known: np.ndarray | None, count: int, lengths: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 @dataclass
@@ -459,18 +461,21 @@ class _Writing:
             self.writer.runs(coding.odds, coding.sizes, known[coding.order])
         return known
 
-    def escaped(self, known: np.ndarray | None, count: int, lengths: np.ndarray | None) -> np.ndarray:
+    def escaped(
+        self, known: np.ndarray | None, count: int, lengths: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """The escaped levels ``known``: a uniform payload each, or (``lengths``, the bit
-        lengths' counts) their bit lengths, then their words, bit length by bit length."""
+        lengths' counts) their bit lengths, then their words, bit length by bit length;
+        handed back with the bit lengths coded (None for the uniform payload)."""
         assert known is not None
         if lengths is None:
             self.writer.write(UNIFORM, payload(known))
-            return known
+            return known, None
         n, word = _lengths(known)
         self.writer.write(entropy.probabilities(lengths)[0], n)
         for length in np.unique(n).tolist():
             self.writer.write(_uniform(2 << length), word[n == length])
-        return known
+        return known, n
 
 
 @dataclass
@@ -483,15 +488,17 @@ class _Reading:
         codes[coding.order] = self.decoder.runs(coding.odds, coding.sizes) if by_class else self.decoder(coding.odds)
         return codes
 
-    def escaped(self, known: np.ndarray | None, count: int, lengths: np.ndarray | None) -> np.ndarray:
+    def escaped(
+        self, known: np.ndarray | None, count: int, lengths: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         if lengths is None:
-            return from_payload(self.decoder(UNIFORM, 2 * count))
+            return from_payload(self.decoder(UNIFORM, 2 * count)), None
         n = self.decoder(entropy.probabilities(lengths)[0], count)
         word = np.empty(count, dtype=np.int64)
         for length in np.unique(n).tolist():
             at = n == length
             word[at] = self.decoder(_uniform(2 << length), int(at.sum()))
-        return _from_lengths(n, word)
+        return _from_lengths(n, word), n
 
 
 def _levels(stream: _Stream, known: np.ndarray | None, coding: _Coding, lengths: np.ndarray | None) -> np.ndarray:
@@ -501,10 +508,10 @@ def _levels(stream: _Stream, known: np.ndarray | None, coding: _Coding, lengths:
     values = codes - LARGEST
     escaped = codes == ESCAPE
     if escaped.any():
-        values[escaped] = stream.escaped(None if known is None else known[escaped], int(escaped.sum()), lengths)
+        values[escaped], coded = stream.escaped(None if known is None else known[escaped], int(escaped.sum()), lengths)
         if lengths is not None:
-            tally = np.bincount(_lengths(values[escaped])[0], minlength=ESCAPE_LENGTH_CLASSES)
-            adapt(lengths, tally[None], COUNT_INCREMENT)
+            assert coded is not None  # by bit length: the stream hands back the lengths it coded
+            adapt(lengths, np.bincount(coded, minlength=ESCAPE_LENGTH_CLASSES)[None], COUNT_INCREMENT)
     return values
 
 
